@@ -13,6 +13,7 @@ from cvkit.ops.boxes import (
     generalized_box_iou,
     remove_small_boxes,
 )
+from cvkit.ops.nms import batched_nms, nms
 
 __all__ = [
     "box_area",
@@ -23,4 +24,8 @@ __all__ = [
     "distance_box_iou",
     "generalized_box_iou",
     "remove_small_boxes",
+    "nms",
+    "batched_nms",
 ]
+
+# --- anchors, matching and box coding (issue 3) ---
