@@ -13,7 +13,7 @@ from cvkit.ops.boxes import (
     generalized_box_iou,
     remove_small_boxes,
 )
-from cvkit.ops.nms import batched_nms, nms
+from cvkit.ops.nms import MulticlassNMSResult, batched_nms, multiclass_nms, nms
 
 __all__ = [
     "box_area",
@@ -26,6 +26,8 @@ __all__ = [
     "remove_small_boxes",
     "nms",
     "batched_nms",
+    "multiclass_nms",
+    "MulticlassNMSResult",
 ]
 
 # --- anchors, matching and box coding (issue 3) ---
