@@ -19,8 +19,8 @@ __all__ = ["pairwise_cpu"]
 
 _KIND_IOU, _KIND_GIOU, _KIND_DIOU, _KIND_CIOU = 0, 1, 2, 3
 _KINDS = {"iou": _KIND_IOU, "giou": _KIND_GIOU, "diou": _KIND_DIOU, "ciou": _KIND_CIOU}
-# Below this many pairs the serial kernel wins on this kind of machine (thread start-up dominates).
-_PARALLEL_MIN_PAIRS = 1 << 18
+# Below this many pairs the serial kernel wins (the threading layer's start-up dominates).
+_PARALLEL_MIN_PAIRS = 1 << 12
 
 
 @numba.njit(inline="always")
@@ -132,8 +132,10 @@ def pairwise_cpu(boxes1: torch.Tensor, boxes2: torch.Tensor, kind: str, eps: flo
     consts = np.array([0, 1, 2, eps, 4 / math.pi**2], dtype=a.dtype)
     cols, area_b, extra = _columns(b, code, consts)
     args = (code, a, cols, area_b, extra, consts, out)
-    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-    if threads > 1 and n > 1 and n * m >= _PARALLEL_MIN_PAIRS:
+    # The prange kernel is used even on one thread: LLVM vectorises its loop body, while the plain
+    # loop of the serial kernel stays scalar for GIoU/DIoU/CIoU (measured 8-10x slower).
+    if n * m >= _PARALLEL_MIN_PAIRS:
+        threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
         prev = numba.get_num_threads()
         numba.set_num_threads(threads)
         try:
