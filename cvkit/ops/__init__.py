@@ -31,3 +31,35 @@ __all__ = [
 ]
 
 # --- anchors, matching and box coding (issue 3) ---
+from cvkit.ops.anchors import AnchorConfig, AnchorGenerator, multibox_prior  # noqa: E402
+from cvkit.ops.assign import (  # noqa: E402
+    BACKGROUND,
+    IGNORE,
+    AnchorMatch,
+    MatcherConfig,
+    assign_anchor_to_bbox,
+    hard_negative_mining,
+    match_anchors,
+    multibox_target,
+    pad_gt_boxes,
+)
+from cvkit.ops.coder import BoxCoder, decode_boxes, encode_boxes, multibox_detection  # noqa: E402
+
+__all__ += [
+    "AnchorConfig",
+    "AnchorGenerator",
+    "multibox_prior",
+    "BACKGROUND",
+    "IGNORE",
+    "AnchorMatch",
+    "MatcherConfig",
+    "match_anchors",
+    "pad_gt_boxes",
+    "hard_negative_mining",
+    "assign_anchor_to_bbox",
+    "multibox_target",
+    "BoxCoder",
+    "encode_boxes",
+    "decode_boxes",
+    "multibox_detection",
+]
