@@ -99,7 +99,8 @@ def nms_torch(boxes: Tensor, scores: Tensor, idxs: Tensor | None, iou_threshold:
                 hit = (pairwise_overlap(kb, chunk) > iou_threshold) & (kc[:, None] == chunk_cls[None, :])
                 valid &= ~hit.any(dim=0)
         m = stop - start
-        sup = (pairwise_overlap(chunk, chunk) > iou_threshold) & tri[:m, :m] & (chunk_cls[:, None] == chunk_cls[None, :])
+        same_class = chunk_cls[:, None] == chunk_cls[None, :]
+        sup = (pairwise_overlap(chunk, chunk) > iou_threshold) & tri[:m, :m] & same_class
         chunk_keep = greedy_fixed_point(sup[None], valid[None])[0]
         keep[start:stop] = chunk_keep
         kept_boxes = torch.cat([kept_boxes, chunk[chunk_keep]])
@@ -149,7 +150,10 @@ def multiclass_nms_torch(
         anchor = order // num_classes if class_agnostic else order
         flat = anchor.reshape(num_images, -1)
         cand_boxes = torch.gather(boxes, 1, flat[..., None].expand(-1, -1, 4)).reshape(num_images, num_groups, k, 4)
-    labels = (order % num_classes) if class_agnostic else torch.arange(num_groups, device=device)[None, :, None].expand_as(order)
+    if class_agnostic:
+        labels = order % num_classes
+    else:
+        labels = torch.arange(num_groups, device=device)[None, :, None].expand_as(order)
 
     g_boxes = cand_boxes.reshape(-1, k, 4)
     g_valid = valid.reshape(-1, k)
@@ -174,7 +178,8 @@ def multiclass_nms_torch(
 
     # Merge groups per image: sort by score desc; ties by (group, slot) thanks to the stable sort.
     merged_scores = out_scores.reshape(num_images, num_groups * k)
-    merged_pos = (out_pos.reshape(num_images, num_groups, k) + torch.arange(num_groups, device=device)[None, :, None] * k)
+    group_offset = torch.arange(num_groups, device=device)[None, :, None] * k
+    merged_pos = out_pos.reshape(num_images, num_groups, k) + group_offset
     merged_pos = merged_pos.reshape(num_images, num_groups * k)
     top = _stable_desc_order(merged_scores)[:, :max_detections]
     det_scores = torch.gather(merged_scores, 1, top)
