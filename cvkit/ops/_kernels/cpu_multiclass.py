@@ -123,14 +123,10 @@ def _image(boxes, scores, score_thresh, iou_thresh, topk, max_det, agnostic, sof
     res_anchor = np.empty(ngroups * k, dtype=np.int64)
     res_class = np.empty(ngroups * k, dtype=np.int64)
     nres = 0
-    flat = scores.reshape(-1) if agnostic else scores[:, 0]
-    vals = np.empty(length, dtype=scores.dtype)
+    # (N, C) -> (C, N) once, so each class reads a contiguous row
+    by_group = scores.reshape(1, -1) if agnostic else np.ascontiguousarray(scores.T)
     for g in range(ngroups):
-        if agnostic:
-            vals[:] = flat
-        else:
-            for n in range(num_anchors):
-                vals[n] = scores[n, g]
+        vals = by_group[g]
         cand = _select_topk(vals, score_thresh, k)
         m = cand.shape[0]
         if m == 0:

@@ -73,9 +73,9 @@ def _desc_keys64(scores):
 def _radix_argsort(keys, nbits):
     """Stable argsort of unsigned keys (ascending) by LSD radix sort, 11 bits a pass."""
     n = keys.shape[0]
+    if n <= 512:  # the 2048-bucket passes cost more than a merge sort here
+        return np.argsort(keys, kind="mergesort").astype(np.int64)
     idx = np.arange(n).astype(np.int64)
-    if n <= 1:
-        return idx
     k = keys.copy()
     k2 = np.empty_like(k)
     idx2 = np.empty_like(idx)
