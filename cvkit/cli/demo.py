@@ -12,6 +12,7 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                  _median_ms(lambda: ops.batched_nms(flat_boxes, flat_scores, labels, 0.5)),
                  _median_ms(lambda: tvo.batched_nms(flat_boxes, flat_scores, labels, 0.5))))
 
-    kw = dict(score_thresh=0.01, iou_thresh=0.45, pre_nms_topk=200, max_detections=200)
+    kw: dict[str, Any] = dict(score_thresh=0.01, iou_thresh=0.45, pre_nms_topk=200, max_detections=200)
     result = ops.multiclass_nms(boxes, scores, **kw)
 
     def tv_loop():

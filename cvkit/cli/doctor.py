@@ -53,7 +53,7 @@ def diagnose() -> tuple[list[tuple[str, str]], list[str]]:
     try:
         import numba
 
-        rows.append(("numba threads", str(numba.config.NUMBA_NUM_THREADS)))
+        rows.append(("numba threads", str(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     except Exception:
         pass
     if not any("torchvision::nms" in p for p in problems):
