@@ -1,0 +1,69 @@
+"""Collate functions: variable numbers of boxes per image, skipped (``None``) samples dropped.
+
+Detection batch (``collate_detection``)::
+
+    images      Tensor (B, 3, H, W) when every image has the same shape, else a list of (3, H_i, W_i)
+    targets     list of B dicts {"boxes": float32 [M_i, 4] xyxy in the batch image's pixels, "labels": int64 [M_i]}
+    image_ids   int64 [B]
+    orig_sizes  int64 [B, 2]   (height, width) of the decoded files, to map boxes back
+    file_names  list of B str
+    num_skipped int            samples dropped because they were None (bad input under on_error="skip")
+
+Classification batch (``collate_classification``): ``images`` (B, 3, H, W), ``labels`` int64 [B],
+``file_names``, ``num_skipped``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["collate_detection", "collate_classification"]
+
+
+def _as_tensor_image(image: Any) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):
+        return image
+    # an untransformed sample: (H, W, 3) uint8 -> (3, H, W) uint8
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+
+
+def _stack_or_list(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    if images and all(im.shape == images[0].shape for im in images):
+        return torch.stack(images)
+    return images
+
+
+def collate_detection(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """Batch detection samples (see the module docstring); ``None`` samples are dropped and counted."""
+    kept = [s for s in samples if s is not None]
+    images = [_as_tensor_image(s["image"]) for s in kept]
+    return {
+        "images": _stack_or_list(images) if images else torch.empty((0, 3, 0, 0)),
+        "targets": [
+            {
+                "boxes": torch.as_tensor(s["boxes"], dtype=torch.float32).reshape(-1, 4),
+                "labels": torch.as_tensor(s["labels"], dtype=torch.int64).reshape(-1),
+            }
+            for s in kept
+        ],
+        "image_ids": torch.tensor([int(s["image_id"]) for s in kept], dtype=torch.int64),
+        "orig_sizes": torch.tensor([list(s["orig_size"]) for s in kept], dtype=torch.int64).reshape(-1, 2),
+        "file_names": [s["file_name"] for s in kept],
+        "num_skipped": len(samples) - len(kept),
+    }
+
+
+def collate_classification(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """Batch classification samples; ``None`` samples are dropped and counted."""
+    kept = [s for s in samples if s is not None]
+    images = [_as_tensor_image(s["image"]) for s in kept]
+    return {
+        "images": _stack_or_list(images) if images else torch.empty((0, 3, 0, 0)),
+        "labels": torch.tensor([int(s["label"]) for s in kept], dtype=torch.int64),
+        "file_names": [s["file_name"] for s in kept],
+        "num_skipped": len(samples) - len(kept),
+    }

@@ -1,0 +1,133 @@
+"""DataLoader with reproducible augmentation: sample ``i`` in epoch ``e`` is augmented from
+``sample_seed(run_seed, e, i)``, whatever the number of workers or which worker loads it.
+
+How: :class:`EpochSampler` (main process) yields keys ``(index, epoch)``; :class:`AugmentedDataset`
+(in the worker) turns a key into the raw sample and calls ``transform(sample, seed=sample_seed(...))``.
+Call ``loader.sampler.set_epoch(e)`` (or :func:`set_epoch`) before each epoch; the shuffling order is a
+permutation drawn from ``(run_seed, e)``. Workers also get their global ``random``/``numpy``/``torch``
+seeds from the run seed (for third-party code), and OpenCV runs single-threaded inside each worker.
+
+    loader = build_dataloader(dataset, transform=ssd_train(tcfg), batch_size=32, shuffle=True, seed=0)
+    for epoch in range(epochs):
+        set_epoch(loader, epoch)
+        for batch in loader: ...
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cvkit.data.collate import collate_detection
+
+__all__ = ["sample_seed", "EpochSampler", "AugmentedDataset", "build_dataloader", "set_epoch", "seed_worker"]
+
+_MASK64 = (1 << 64) - 1
+
+
+def sample_seed(run_seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of sample ``index`` in ``epoch`` (a 32-bit int, well mixed)."""
+    words = [run_seed & _MASK64, epoch & _MASK64, index & _MASK64]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yield ``(index, epoch)`` keys over ``num_samples`` items; shuffled from ``(seed, epoch)``."""
+
+    def __init__(self, num_samples: int, shuffle: bool = True, seed: int = 0):
+        self.num_samples = int(num_samples)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed & _MASK64, self.epoch & _MASK64]).permutation(self.num_samples)
+        else:
+            order = np.arange(self.num_samples)
+        epoch = self.epoch
+        return iter([(int(i), epoch) for i in order])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class AugmentedDataset(Dataset):
+    """``dataset`` with ``transform(sample, seed=...)`` applied; keys are ``index`` or ``(index, epoch)``.
+
+    A plain ``index`` means epoch 0. ``None`` samples (skipped bad input) pass through untransformed.
+    """
+
+    def __init__(self, dataset: Any, transform: Callable[..., dict[str, Any]] | None, seed: int = 0):
+        self.dataset = dataset
+        self.transform = transform
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | None:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        sample = self.dataset[index]
+        if sample is None or self.transform is None:
+            return sample
+        return self.transform(sample, seed=sample_seed(self.seed, epoch, index))
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: global seeds from the worker's torch seed; OpenCV single-threaded."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    cv2.setNumThreads(1)
+
+
+def build_dataloader(
+    dataset: Any,
+    transform: Callable[..., dict[str, Any]] | None = None,
+    *,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    num_workers: int = 2,
+    seed: int = 0,
+    pin_memory: bool = True,
+    drop_last: bool = False,
+    collate_fn: Callable[[list[Any]], Any] = collate_detection,
+    persistent_workers: bool = False,
+) -> DataLoader:
+    """A DataLoader over ``AugmentedDataset(dataset, transform, seed)`` driven by an :class:`EpochSampler`.
+
+    ``pin_memory`` is used only when CUDA is available. ``loader.sampler`` is the :class:`EpochSampler`.
+    """
+    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed & (2**63 - 1))
+    return DataLoader(
+        AugmentedDataset(dataset, transform, seed),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        pin_memory=pin_memory and torch.cuda.is_available(),
+        drop_last=drop_last,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        persistent_workers=persistent_workers and num_workers > 0,
+    )
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Set the epoch of a loader built by :func:`build_dataloader` (shuffling and augmentation seeds)."""
+    sampler = loader.sampler
+    if not isinstance(sampler, EpochSampler):
+        raise TypeError("set_epoch needs a loader from cvkit.data.build_dataloader (an EpochSampler)")
+    sampler.set_epoch(epoch)

@@ -1,0 +1,111 @@
+"""Augmentation presets by name; every parameter comes from :class:`TransformsConfig`.
+
+=============  ===============================================================================================
+``ssd_train``  PhotometricDistort -> ZoomOut -> MinIoURandomCrop -> Resize -> HorizontalFlip (if ``hflip``)
+               -> normalize. Boxes are clipped and size-filtered after every geometric step. (The flip
+               commutes with the resize; flipping after it touches fewer pixels.)
+``ssd_eval``   Resize -> normalize (boxes follow, so predictions map back by the size ratio).
+``cls_train``  RandomResizedCrop -> HorizontalFlip (if ``hflip``) -> ColorJitter -> normalize
+               (the classic torchvision ImageNet recipe).
+``cls_eval``   resize the short side to ``size / cls_resize_ratio`` -> CenterCrop ``size`` -> normalize.
+=============  ===============================================================================================
+
+Each builder is a plain function ``preset(cfg, seed=None) -> Pipeline``; :data:`PRESETS` maps names to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import albumentations as A
+import cv2
+
+from cvkit.transforms.config import TransformsConfig
+from cvkit.transforms.pipeline import Pipeline
+from cvkit.transforms.ssd import MinIoURandomCrop, PhotometricDistort, ZoomOut
+
+__all__ = ["ssd_train", "ssd_eval", "cls_train", "cls_eval", "PRESETS", "build_transform"]
+
+_INTERPOLATION = {
+    "nearest": cv2.INTER_NEAREST,
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+}
+
+
+def _pipeline(transforms: list, cfg: TransformsConfig, seed: int | None, name: str) -> Pipeline:
+    return Pipeline(
+        transforms, mean=cfg.mean, std=cfg.std, min_box_size=cfg.min_box_size,
+        min_visibility=cfg.min_visibility, seed=seed, name=name,
+    )  # fmt: skip
+
+
+def ssd_train(cfg: TransformsConfig | None = None, seed: int | None = None) -> Pipeline:
+    """SSD training augmentation (see the module table)."""
+    cfg = cfg or TransformsConfig()
+    fill = tuple(round(255 * m) for m in cfg.mean)
+    transforms = [
+        PhotometricDistort(
+            brightness=cfg.brightness, contrast=cfg.contrast, saturation=cfg.saturation, hue=cfg.hue,
+            channel_shuffle=cfg.channel_shuffle, p_each=cfg.photometric_p, p=1.0 if cfg.photometric_p > 0 else 0.0,
+        ),
+        ZoomOut(max_ratio=cfg.zoom_out_max, fill=fill, p=cfg.zoom_out_p),
+        MinIoURandomCrop(
+            min_ious=cfg.crop_min_ious, min_scale=cfg.crop_min_scale, max_aspect=cfg.crop_max_aspect,
+            trials=cfg.crop_trials,
+        ),
+    ]  # fmt: skip
+    # Resize before the flip: the two commute, and flipping the resized image is cheaper.
+    transforms.append(A.Resize(*cfg.size, interpolation=_INTERPOLATION[cfg.interpolation]))
+    if cfg.hflip:
+        transforms.append(A.HorizontalFlip(p=cfg.hflip_p))
+    return _pipeline(transforms, cfg, seed, "ssd_train")
+
+
+def ssd_eval(cfg: TransformsConfig | None = None, seed: int | None = None) -> Pipeline:
+    """SSD evaluation: resize to ``cfg.size`` and normalize."""
+    cfg = cfg or TransformsConfig()
+    return _pipeline([A.Resize(*cfg.size, interpolation=_INTERPOLATION[cfg.interpolation])], cfg, seed, "ssd_eval")
+
+
+def cls_train(cfg: TransformsConfig | None = None, seed: int | None = None) -> Pipeline:
+    """Classification training: random resized crop, flip, colour jitter, normalize."""
+    cfg = cfg or TransformsConfig()
+    transforms: list = [
+        A.RandomResizedCrop(
+            size=cfg.size, scale=cfg.cls_scale, ratio=cfg.cls_ratio, interpolation=_INTERPOLATION[cfg.interpolation]
+        )
+    ]
+    if cfg.hflip:
+        transforms.append(A.HorizontalFlip(p=cfg.hflip_p))
+    if cfg.cls_jitter > 0:
+        j = cfg.cls_jitter
+        transforms.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=0.0, p=1.0))
+    return _pipeline(transforms, cfg, seed, "cls_train")
+
+
+def cls_eval(cfg: TransformsConfig | None = None, seed: int | None = None) -> Pipeline:
+    """Classification evaluation: resize the short side to ``size / cls_resize_ratio``, centre-crop, normalize."""
+    cfg = cfg or TransformsConfig()
+    short = round(min(cfg.size) / cfg.cls_resize_ratio)
+    transforms = [
+        A.SmallestMaxSize(max_size=short, interpolation=_INTERPOLATION[cfg.interpolation]),
+        A.CenterCrop(*cfg.size),
+    ]
+    return _pipeline(transforms, cfg, seed, "cls_eval")
+
+
+PRESETS: dict[str, Callable[..., Pipeline]] = {
+    "ssd_train": ssd_train,
+    "ssd_eval": ssd_eval,
+    "cls_train": cls_train,
+    "cls_eval": cls_eval,
+}
+
+
+def build_transform(name: str, cfg: TransformsConfig | None = None, seed: int | None = None) -> Pipeline:
+    """The preset ``name`` built from ``cfg``; an unknown name raises ``KeyError`` listing the presets."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown transform preset {name!r}; presets: {sorted(PRESETS)}")
+    return PRESETS[name](cfg, seed)

@@ -1,0 +1,274 @@
+"""The SSD augmentations albumentations lacks, written as albumentations transforms.
+
+Each samples its parameters first (``get_params`` / ``get_params_dependent_on_data``) and then applies one
+deterministic operation to the image and, for the dual transforms, to the boxes. Boxes arrive and leave in
+albumentations' internal format: ``[N, 4 + k]`` with normalized ``(x1, y1, x2, y2)`` in ``[0, 1]`` of the
+current image followed by ``k`` extra columns carried along untouched (cvkit carries a row id there).
+
+- :class:`PhotometricDistort` (image only): brightness, contrast, saturation, hue and a channel
+  permutation, each with probability ``p_each``, fused into one affine colour map ``y = A x + b`` applied
+  with a single ``cv2.transform``.
+- :class:`ZoomOut` (dual): places the image at a random position on a canvas ``r`` times larger
+  (``r ~ U(1, max_ratio)``) filled with ``fill``: ``x' = (x * W + left) / W'``.
+- :class:`MinIoURandomCrop` (dual): the SSD crop. Pick a minimum IoU from ``min_ious`` (a value >= 1 keeps
+  the whole image); draw ``trials`` windows with sides in ``[min_scale, 1]`` of the image's and aspect
+  ratio within ``max_aspect``; accept the first window that contains the centre of at least one box and
+  whose IoU with at least one of those boxes is >= the minimum (any window when there are no boxes). Keep
+  the boxes whose centre lies strictly inside the window, in window coordinates (clipping and size
+  filtering are the pipeline's job). If ``max_rounds`` choices find no window, keep the whole image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+
+__all__ = ["PhotometricDistort", "ZoomOut", "MinIoURandomCrop", "photometric_matrix", "hue_matrix", "GREY_WEIGHTS"]
+
+#: Luma weights used for grey (contrast and saturation), as in torchvision's ``rgb_to_grayscale``.
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+
+
+def hue_matrix(turns: float) -> np.ndarray:
+    """3x3 RGB matrix rotating hue by ``turns`` of a full turn about the grey axis (a YIQ rotation).
+
+    It keeps grey pixels and luma (``GREY_WEIGHTS @ M == GREY_WEIGHTS``) and approximates an HSV hue shift
+    by ``turns * 360`` degrees (red moves towards yellow for positive ``turns``).
+    """
+    angle = -2.0 * math.pi * turns
+    c, s = math.cos(angle), math.sin(angle)
+    rotation = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    return _YIQ_TO_RGB @ rotation @ _RGB_TO_YIQ
+
+
+def photometric_matrix(
+    grey_mean: float,
+    brightness: float = 1.0,
+    contrast: float = 1.0,
+    saturation: float = 1.0,
+    hue: float = 0.0,
+    permutation: Sequence[int] = (0, 1, 2),
+) -> np.ndarray:
+    """The 3x4 affine colour map ``[A | b]`` of the photometric steps on an image whose grey mean is ``grey_mean``.
+
+    Steps (RGB column vectors ``x``): brightness ``x -> f x``; contrast ``x -> f x + (1 - f) m`` with ``m``
+    the image's mean grey at that point (``brightness * grey_mean``); saturation ``x -> f x + (1 - f) g(x)``
+    with ``g(x) = GREY_WEIGHTS @ x``; hue ``x -> hue_matrix(h) x``; then the channel permutation
+    ``y[c] = x[permutation[c]]``. Saturation and hue keep grey values and the grey axis, so contrast
+    commutes with them and the order of the first four steps does not matter (no clipping in between).
+    """
+    ones = np.ones(3)
+    sat = saturation * np.eye(3) + (1.0 - saturation) * np.outer(ones, GREY_WEIGHTS)
+    linear = contrast * hue_matrix(hue) @ sat * brightness
+    offset = (1.0 - contrast) * brightness * grey_mean * ones
+    affine = np.concatenate([linear, offset[:, None]], axis=1)
+    return affine[list(permutation)]
+
+
+class PhotometricDistort(A.ImageOnlyTransform):
+    """SSD/torchvision photometric distortion as one affine colour map (see :func:`photometric_matrix`).
+
+    Differences from torchvision's ``RandomPhotometricDistort``: values are rounded and clipped to uint8 once
+    at the end rather than after every step, and hue is a rotation about the grey axis rather than an HSV
+    shift (both keep the computation in RGB and make it one pass over the pixels).
+    """
+
+    def __init__(
+        self,
+        brightness: tuple[float, float] = (0.875, 1.125),
+        contrast: tuple[float, float] = (0.5, 1.5),
+        saturation: tuple[float, float] = (0.5, 1.5),
+        hue: float = 0.05,
+        channel_shuffle: bool = True,
+        p_each: float = 0.5,
+        p: float = 1.0,
+    ):
+        super().__init__(p=p)
+        self.brightness = tuple(brightness)
+        self.contrast = tuple(contrast)
+        self.saturation = tuple(saturation)
+        self.hue = hue
+        self.channel_shuffle = channel_shuffle
+        self.p_each = p_each
+
+    def get_params(self) -> dict[str, Any]:
+        rnd = self.py_random
+
+        def maybe(low: float, high: float, neutral: float) -> float:
+            return rnd.uniform(low, high) if rnd.random() < self.p_each else neutral
+
+        brightness = maybe(*self.brightness, 1.0)
+        contrast = maybe(*self.contrast, 1.0)
+        saturation = maybe(*self.saturation, 1.0)
+        hue = maybe(-self.hue, self.hue, 0.0)
+        permutation = (0, 1, 2)
+        if self.channel_shuffle and rnd.random() < self.p_each:
+            permutation = tuple(rnd.sample(range(3), 3))
+        return {
+            "brightness": brightness,
+            "contrast": contrast,
+            "saturation": saturation,
+            "hue": hue,
+            "permutation": permutation,
+        }
+
+    def apply(
+        self,
+        img: np.ndarray,
+        brightness: float = 1.0,
+        contrast: float = 1.0,
+        saturation: float = 1.0,
+        hue: float = 0.0,
+        permutation: tuple[int, ...] = (0, 1, 2),
+        **params: Any,
+    ) -> np.ndarray:
+        if brightness == contrast == saturation == 1.0 and hue == 0.0 and tuple(permutation) == (0, 1, 2):
+            return img
+        grey_mean = float(np.dot(cv2.mean(img)[:3], GREY_WEIGHTS)) if contrast != 1.0 else 0.0
+        affine = photometric_matrix(grey_mean, brightness, contrast, saturation, hue, permutation)
+        return cv2.transform(img, affine.astype(np.float32))
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("brightness", "contrast", "saturation", "hue", "channel_shuffle", "p_each")
+
+
+class ZoomOut(A.DualTransform):
+    """Place the image on a canvas ``r ~ U(1, max_ratio)`` times larger, filled with ``fill`` (RGB uint8)."""
+
+    def __init__(self, max_ratio: float = 4.0, fill: Sequence[float] = (124, 116, 104), p: float = 0.5):
+        super().__init__(p=p)
+        if max_ratio < 1:
+            raise ValueError(f"max_ratio must be >= 1, got {max_ratio}")
+        self.max_ratio = max_ratio
+        self.fill = tuple(float(v) for v in fill)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        ratio = self.py_random.uniform(1.0, self.max_ratio)
+        canvas_h, canvas_w = int(height * ratio), int(width * ratio)
+        top = self.py_random.randint(0, canvas_h - height)
+        left = self.py_random.randint(0, canvas_w - width)
+        return {"canvas": (canvas_h, canvas_w), "top": top, "left": left}
+
+    def apply(self, img: np.ndarray, canvas: tuple[int, int], top: int, left: int, **params: Any) -> np.ndarray:
+        height, width = img.shape[:2]
+        bottom, right = canvas[0] - height - top, canvas[1] - width - left
+        value = self.fill[: img.shape[2]] if img.ndim == 3 else self.fill[0]
+        return cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=value)
+
+    def apply_to_bboxes(
+        self, bboxes: np.ndarray, canvas: tuple[int, int], top: int, left: int, **params: Any
+    ) -> np.ndarray:
+        if len(bboxes) == 0:
+            return bboxes
+        height, width = params["shape"][:2]
+        out = bboxes.copy()
+        out[:, [0, 2]] = (bboxes[:, [0, 2]] * width + left) / canvas[1]
+        out[:, [1, 3]] = (bboxes[:, [1, 3]] * height + top) / canvas[0]
+        return out
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("max_ratio", "fill")
+
+
+class MinIoURandomCrop(A.DualTransform):
+    """The SSD min-IoU random crop (see the module docstring for the exact rule).
+
+    Rounds (a min-IoU choice plus ``trials`` windows each) are drawn eight at a time and tested together;
+    the first successful round in order wins, as if they were drawn one by one.
+    """
+
+    _CHUNK = 8
+
+    def __init__(
+        self,
+        min_ious: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9, 1.0),
+        min_scale: float = 0.3,
+        max_aspect: float = 2.0,
+        trials: int = 50,
+        max_rounds: int = 50,
+        p: float = 1.0,
+    ):
+        super().__init__(p=p)
+        if not min_ious:
+            raise ValueError("min_ious must not be empty")
+        self.min_ious = tuple(float(v) for v in min_ious)
+        self.min_scale = min_scale
+        self.max_aspect = max_aspect
+        self.trials = trials
+        self.max_rounds = max_rounds
+
+    def _windows(self, rounds: int, height: int, width: int) -> np.ndarray:
+        """``[rounds, trials, 4]`` integer windows (x0, y0, x1, y1); those breaking the aspect limit are -1."""
+        u = self.random_generator.uniform(0.0, 1.0, size=(rounds, self.trials, 4))
+        crop_w = np.maximum(1, ((self.min_scale + (1 - self.min_scale) * u[..., 0]) * width).astype(np.int64))
+        crop_h = np.maximum(1, ((self.min_scale + (1 - self.min_scale) * u[..., 1]) * height).astype(np.int64))
+        x0 = (u[..., 2] * (width - crop_w + 1)).astype(np.int64)
+        y0 = (u[..., 3] * (height - crop_h + 1)).astype(np.int64)
+        windows = np.stack([x0, y0, x0 + crop_w, y0 + crop_h], axis=-1)
+        bad_aspect = (crop_h > self.max_aspect * crop_w) | (crop_w > self.max_aspect * crop_h)
+        windows[bad_aspect] = -1
+        return windows
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        full = (0, 0, width, height)
+        bboxes = data.get("bboxes")
+        has_boxes = bboxes is not None and len(bboxes) > 0
+        boxes = np.asarray(bboxes)[:, :4] * (width, height, width, height) if has_boxes else np.zeros((0, 4))
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        done = 0
+        while done < self.max_rounds:  # rounds are drawn in chunks: one vectorized test per chunk
+            rounds = min(self._CHUNK, self.max_rounds - done)
+            done += rounds
+            min_ious = np.array([self.py_random.choice(self.min_ious) for _ in range(rounds)])
+            w = self._windows(rounds, height, width).astype(np.float64)[..., None, :]  # [R, T, 1, 4]
+            valid = w[..., 0] >= 0  # [R, T, 1]
+            if has_boxes:
+                inside = (
+                    (w[..., 0] < centres[:, 0]) & (centres[:, 0] < w[..., 2])
+                    & (w[..., 1] < centres[:, 1]) & (centres[:, 1] < w[..., 3])
+                )  # fmt: skip
+                inter_w = np.clip(np.minimum(w[..., 2], boxes[:, 2]) - np.maximum(w[..., 0], boxes[:, 0]), 0, None)
+                inter_h = np.clip(np.minimum(w[..., 3], boxes[:, 3]) - np.maximum(w[..., 1], boxes[:, 1]), 0, None)
+                inter = inter_w * inter_h  # [R, T, N]
+                union = (w[..., 2] - w[..., 0]) * (w[..., 3] - w[..., 1]) + areas - inter
+                iou = inter / np.maximum(union, 1e-12)
+                good = (valid & inside & (iou >= min_ious[:, None, None])).any(axis=2)  # [R, T]
+            else:
+                good = valid[..., 0]
+            keep_whole = min_ious >= 1.0
+            success = keep_whole | good.any(axis=1)
+            if success.any():
+                r = int(np.argmax(success))
+                if keep_whole[r]:
+                    return {"crop": full}
+                return {"crop": tuple(int(v) for v in w[r, int(np.argmax(good[r])), 0])}
+        return {"crop": full}
+
+    def apply(self, img: np.ndarray, crop: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+        x0, y0, x1, y1 = crop
+        return img[y0:y1, x0:x1]
+
+    def apply_to_bboxes(self, bboxes: np.ndarray, crop: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+        if len(bboxes) == 0:
+            return bboxes
+        height, width = params["shape"][:2]
+        x0, y0, x1, y1 = crop
+        px = bboxes[:, :4] * (width, height, width, height)
+        cx, cy = (px[:, 0] + px[:, 2]) / 2, (px[:, 1] + px[:, 3]) / 2
+        keep = (x0 < cx) & (cx < x1) & (y0 < cy) & (cy < y1)
+        out = bboxes[keep].copy()
+        out[:, :4] = (px[keep] - (x0, y0, x0, y0)) / (x1 - x0, y1 - y0, x1 - x0, y1 - y0)
+        return out
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("min_ious", "min_scale", "max_aspect", "trials", "max_rounds")
