@@ -81,9 +81,7 @@ class _TensorCache:
 def _size_pair(value: Any, what: str) -> tuple[int, int]:
     if isinstance(value, Tensor):
         if value.dim() < 2:
-            raise ValueError(
-                f"{what}: a tensor must have at least 2 dims (..., H, W), got {tuple(value.shape)}"
-            )
+            raise ValueError(f"{what}: a tensor must have at least 2 dims (..., H, W), got {tuple(value.shape)}")
         value = value.shape[-2:]
     try:
         height, width = (int(v) for v in value)
@@ -215,8 +213,7 @@ class AnchorGenerator:
             raise ValueError("aspect_ratios must name at least one level")
         if steps is not None and len(steps) != num_levels:
             raise ValueError(
-                f"steps has {len(steps)} entries but aspect_ratios has {num_levels} levels; "
-                f"expected {num_levels}"
+                f"steps has {len(steps)} entries but aspect_ratios has {num_levels} levels; expected {num_levels}"
             )
         if scales is None:
             if num_levels > 1:
@@ -335,6 +332,17 @@ class AnchorGenerator:
         """int64 ``[A]``: the level of every anchor."""
         counts = self.num_anchors_per_level(feature_sizes)
         return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+
+    def level_strides(self, feature_sizes: Sequence[Any], image_size: Any) -> list[tuple[float, float]]:
+        """``(stride_y, stride_x)`` in pixels of every level's centre grid."""
+        sizes = self._feature_sizes(feature_sizes)
+        img_h, img_w = _size_pair(image_size, "image_size")
+        if self._mode == "ssd":
+            if self.steps is not None:
+                return [(s, s) for s in self.steps]
+        elif self.strides is not None:
+            return list(self.strides)
+        return [(img_h / fh, img_w / fw) for fh, fw in sizes]
 
     def clear_cache(self) -> None:
         self._cache.clear()

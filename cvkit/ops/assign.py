@@ -81,13 +81,10 @@ class AnchorMatch(NamedTuple):
 
 def _check_match_inputs(anchors: Tensor, gt_boxes: Tensor, gt_valid: Tensor | None) -> Tensor:
     if not isinstance(anchors, Tensor) or anchors.dim() != 2 or anchors.shape[-1] != 4:
-        raise ValueError(
-            f"anchors must be a tensor of shape [A, 4], got {getattr(anchors, 'shape', anchors)}"
-        )
+        raise ValueError(f"anchors must be a tensor of shape [A, 4], got {getattr(anchors, 'shape', anchors)}")
     if not isinstance(gt_boxes, Tensor) or gt_boxes.dim() != 3 or gt_boxes.shape[-1] != 4:
         raise ValueError(
-            "gt_boxes must have shape [B, M, 4] (pad with pad_gt_boxes), "
-            f"got {getattr(gt_boxes, 'shape', gt_boxes)}"
+            f"gt_boxes must have shape [B, M, 4] (pad with pad_gt_boxes), got {getattr(gt_boxes, 'shape', gt_boxes)}"
         )
     if anchors.device != gt_boxes.device:
         raise ValueError(f"anchors are on {anchors.device} but gt_boxes on {gt_boxes.device}")
@@ -138,9 +135,7 @@ def match_anchors(
     if backend == "numba" or (backend == "auto" and anchors.device.type == "cpu"):
         from cvkit.ops._kernels.cpu_assign import match_cpu
 
-        return AnchorMatch(
-            *match_cpu(anchors, gt_boxes, gt_valid, pos_thresh, neg_thresh, _MODES[low_quality])
-        )
+        return AnchorMatch(*match_cpu(anchors, gt_boxes, gt_valid, pos_thresh, neg_thresh, _MODES[low_quality]))
     return _match_torch(anchors, gt_boxes, gt_valid, pos_thresh, neg_thresh, low_quality)
 
 
@@ -154,11 +149,7 @@ def _match_torch(
 ) -> AnchorMatch:
     from cvkit.ops.boxes import box_iou
 
-    work = (
-        torch.float64
-        if torch.promote_types(anchors.dtype, gt_boxes.dtype) == torch.float64
-        else torch.float32
-    )
+    work = torch.float64 if torch.promote_types(anchors.dtype, gt_boxes.dtype) == torch.float64 else torch.float32
     anchors = anchors.to(work)
     gt_boxes = gt_boxes.to(work)
     batch, num_gt = gt_boxes.shape[:2]
@@ -276,9 +267,7 @@ def hard_negative_mining(
     positive_mask = positive_mask.to(torch.bool)
     excluded = positive_mask if ignore_mask is None else positive_mask | ignore_mask.to(torch.bool)
     num_pos = positive_mask.sum(dim=1, keepdim=True)
-    num_neg = (
-        torch.floor(num_pos.to(torch.float64) * neg_pos_ratio).to(torch.long).clamp(min=int(min_negatives))
-    )
+    num_neg = torch.floor(num_pos.to(torch.float64) * neg_pos_ratio).to(torch.long).clamp(min=int(min_negatives))
     loss = cls_loss.detach().masked_fill(excluded, float("-inf"))
     order = torch.sort(loss, dim=1, descending=True, stable=True).indices
     rank = torch.empty_like(order)
@@ -343,14 +332,18 @@ def multibox_target(anchors: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Te
     if labels.dim() != 3 or labels.shape[-1] != 5:
         raise ValueError(f"labels must have shape [B, M, 5], got {tuple(labels.shape)}")
     batch, num_anchors = labels.shape[0], anchors.shape[0]
-    anchor_map = _greedy_assign(anchors, labels[..., 1:].to(anchors.device), 0.5)  # [B, A]
+    labels = labels.to(anchors.device)
+    num_gt = labels.shape[1]
+    anchor_map = _greedy_assign(anchors, labels[..., 1:], 0.5)  # [B, A]
     assigned = anchor_map >= 0
-    idx = anchor_map.clamp(min=0)
-    gathered = torch.gather(labels.to(anchors.device), 1, idx[..., None].expand(-1, -1, 5))  # [B, A, 5]
-    class_labels = torch.where(assigned, gathered[..., 0].long() + 1, torch.zeros_like(anchor_map))
-    assigned_bb = torch.where(
-        assigned[..., None], gathered[..., 1:].to(torch.float32), gathered.new_zeros((), dtype=torch.float32)
-    )
+    # one extra row per image, class -1 and a zero box, stands for "not assigned": a single gather then
+    # yields class + 1 = 0 and the book's zero box for those anchors
+    filler = torch.zeros((batch, 1, 5), dtype=labels.dtype, device=labels.device)
+    filler[..., 0] = -1
+    table = torch.cat((labels, filler), dim=1).reshape(-1, 5)  # [B * (M + 1), 5]
+    rows = torch.where(assigned, anchor_map, num_gt) + torch.arange(batch, device=labels.device)[:, None] * (num_gt + 1)
+    gathered = table.index_select(0, rows.reshape(-1)).reshape(batch, num_anchors, 5)
+    class_labels = gathered[..., 0].long() + 1
     mask = assigned.to(torch.float32)[..., None].expand(-1, -1, 4)  # [B, A, 4]
-    offsets = d2l_encode(anchors, assigned_bb) * mask
+    offsets = d2l_encode(anchors, gathered[..., 1:].to(torch.float32)) * mask
     return offsets.reshape(batch, num_anchors * 4), mask.reshape(batch, num_anchors * 4), class_labels
