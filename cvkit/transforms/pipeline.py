@@ -128,7 +128,6 @@ class Pipeline:
 
     def _filter(self, boxes: np.ndarray, shape: tuple[int, ...], stats: StepStats, n_before: int) -> np.ndarray:
         """Clip normalized boxes to [0, 1], drop the too small / too hidden ones; update ``stats``."""
-        stats.boxes_in += n_before
         if len(boxes) == 0:
             stats.dropped += n_before
             return boxes
@@ -172,10 +171,10 @@ class Pipeline:
         rows = np.empty((len(boxes), 5), dtype=np.float64)
         rows[:, :4] = boxes / (width, height, width, height)
         rows[:, 4] = np.arange(len(boxes))
-        rows = self._filter(rows, image.shape, self._count("input"), len(rows))
+        rows = self._filter(rows, image.shape, self._count("input", len(rows)), len(rows))
         lazy = _LazyGeometry(image)
         for name, t in zip(self.step_names[1:], self.transforms):
-            stats = self._count(name)
+            stats = self._count(name, len(rows))
             affine = affine_of(t) if self.fuse_geometry else None
             if affine is not None:  # sample and move the boxes now, resample the pixels once later
                 params = lazy.sample(t, rows)
@@ -205,9 +204,10 @@ class Pipeline:
         out["labels"] = torch.from_numpy(labels[rows[:, 4].astype(np.int64)])
         return out
 
-    def _count(self, name: str) -> StepStats:
+    def _count(self, name: str, num_boxes: int = 0) -> StepStats:
         stats = self.stats[name]
         stats.calls += 1
+        stats.boxes_in += num_boxes
         return stats
 
     def _finish_image(self, image: np.ndarray) -> torch.Tensor | np.ndarray:

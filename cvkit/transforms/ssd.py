@@ -181,8 +181,8 @@ class ZoomOut(A.DualTransform):
 class MinIoURandomCrop(A.DualTransform):
     """The SSD min-IoU random crop (see the module docstring for the exact rule).
 
-    Rounds (a min-IoU choice plus ``trials`` windows each) are drawn eight at a time and tested together;
-    the first successful round in order wins, as if they were drawn one by one.
+    Rounds (a min-IoU choice plus ``trials`` windows each) are drawn eight at a time and searched in order by
+    a numba kernel (:func:`cvkit.transforms._crop_kernel.find_crop_window`), as if drawn one by one.
     """
 
     _CHUNK = 8
@@ -205,54 +205,27 @@ class MinIoURandomCrop(A.DualTransform):
         self.trials = trials
         self.max_rounds = max_rounds
 
-    def _windows(self, rounds: int, height: int, width: int) -> np.ndarray:
-        """``[rounds, trials, 4]`` integer windows (x0, y0, x1, y1); those breaking the aspect limit are -1."""
-        u = self.random_generator.uniform(0.0, 1.0, size=(rounds, self.trials, 4))
-        crop_w = np.maximum(1, ((self.min_scale + (1 - self.min_scale) * u[..., 0]) * width).astype(np.int64))
-        crop_h = np.maximum(1, ((self.min_scale + (1 - self.min_scale) * u[..., 1]) * height).astype(np.int64))
-        x0 = (u[..., 2] * (width - crop_w + 1)).astype(np.int64)
-        y0 = (u[..., 3] * (height - crop_h + 1)).astype(np.int64)
-        windows = np.stack([x0, y0, x0 + crop_w, y0 + crop_h], axis=-1)
-        bad_aspect = (crop_h > self.max_aspect * crop_w) | (crop_w > self.max_aspect * crop_h)
-        windows[bad_aspect] = -1
-        return windows
-
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        from cvkit.transforms._crop_kernel import find_crop_window
+
         height, width = params["shape"][:2]
-        full = (0, 0, width, height)
         bboxes = data.get("bboxes")
-        has_boxes = bboxes is not None and len(bboxes) > 0
-        boxes = np.asarray(bboxes)[:, :4] * (width, height, width, height) if has_boxes else np.zeros((0, 4))
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        if bboxes is None or len(bboxes) == 0:
+            boxes = np.zeros((0, 4))
+        else:
+            boxes = np.ascontiguousarray(np.asarray(bboxes, dtype=np.float64)[:, :4] * (width, height, width, height))
         done = 0
-        while done < self.max_rounds:  # rounds are drawn in chunks: one vectorized test per chunk
+        while done < self.max_rounds:  # random numbers for a chunk of rounds, then one kernel call
             rounds = min(self._CHUNK, self.max_rounds - done)
             done += rounds
-            min_ious = np.array([self.py_random.choice(self.min_ious) for _ in range(rounds)])
-            w = self._windows(rounds, height, width).astype(np.float64)[..., None, :]  # [R, T, 1, 4]
-            valid = w[..., 0] >= 0  # [R, T, 1]
-            if has_boxes:
-                inside = (
-                    (w[..., 0] < centres[:, 0]) & (centres[:, 0] < w[..., 2])
-                    & (w[..., 1] < centres[:, 1]) & (centres[:, 1] < w[..., 3])
-                )  # fmt: skip
-                inter_w = np.clip(np.minimum(w[..., 2], boxes[:, 2]) - np.maximum(w[..., 0], boxes[:, 0]), 0, None)
-                inter_h = np.clip(np.minimum(w[..., 3], boxes[:, 3]) - np.maximum(w[..., 1], boxes[:, 1]), 0, None)
-                inter = inter_w * inter_h  # [R, T, N]
-                union = (w[..., 2] - w[..., 0]) * (w[..., 3] - w[..., 1]) + areas - inter
-                iou = inter / np.maximum(union, 1e-12)
-                good = (valid & inside & (iou >= min_ious[:, None, None])).any(axis=2)  # [R, T]
-            else:
-                good = valid[..., 0]
-            keep_whole = min_ious >= 1.0
-            success = keep_whole | good.any(axis=1)
-            if success.any():
-                r = int(np.argmax(success))
-                if keep_whole[r]:
-                    return {"crop": full}
-                return {"crop": tuple(int(v) for v in w[r, int(np.argmax(good[r])), 0])}
-        return {"crop": full}
+            min_ious = np.array([self.py_random.choice(self.min_ious) for _ in range(rounds)], dtype=np.float64)
+            uniforms = self.random_generator.random((rounds, self.trials, 4))
+            status, x0, y0, x1, y1 = find_crop_window(
+                uniforms, min_ious, boxes, width, height, float(self.min_scale), float(self.max_aspect)
+            )
+            if status >= 0:
+                return {"crop": (int(x0), int(y0), int(x1), int(y1))}
+        return {"crop": (0, 0, width, height)}
 
     def apply(self, img: np.ndarray, crop: tuple[int, int, int, int], **params: Any) -> np.ndarray:
         x0, y0, x1, y1 = crop

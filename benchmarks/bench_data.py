@@ -1,0 +1,175 @@
+"""Data pipeline per worker: cvkit ``ssd_train`` vs an equivalent torchvision.transforms.v2 pipeline.
+
+Each timed call loads ``--images`` JPEG files (seeded synthetic scenes, several boxes each) and runs
+decode + augment + to-tensor on every one:
+
+- cvkit:       ``CocoDetection[i]`` (read + OpenCV decode) -> ``ssd_train`` (photometric distortion, zoom-out,
+               min-IoU crop, resize to 300x300, flip, normalize to a float32 CHW tensor), seed ``i``;
+- torchvision: ``read_file`` + ``decode_jpeg`` -> v2 ``RandomPhotometricDistort``, ``RandomZoomOut``,
+               ``RandomIoUCrop`` (same min-IoU choices and trials), ``Resize((300, 300), antialias=False)``
+               (OpenCV's INTER_LINEAR does not antialias either), ``RandomHorizontalFlip``,
+               ``SanitizeBoundingBoxes``, ``ToDtype(float32, scale=True)``, ``Normalize``; seed ``i``;
+- floor:       read + ``cv2.imdecode`` + ``cv2.resize`` to 300x300 (no augmentation, no tensor).
+
+Targets (issue 4): cvkit >= 5x torchvision per core (threads=1), and cvkit within 2x of the floor
+(reported as ``ratio = floor_ms / cvkit_ms``, target >= 0.5). Rows also carry samples/s per side.
+Run: .venv/bin/python benchmarks/bench_data.py [--quick] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from _harness import Bench, parse_args
+from torchvision import tv_tensors
+from torchvision.io import decode_jpeg, read_file
+from torchvision.transforms import v2
+
+from cvkit.data import CocoDetection
+from cvkit.data.synthetic import SyntheticConfig, render_detection_image
+from cvkit.transforms import TransformsConfig, ssd_train
+
+OUT_SIZE = (300, 300)
+
+
+def write_dataset(folder: Path, height: int, width: int, count: int, seed: int = 0) -> Path:
+    """``count`` seeded JPEG scenes of ``height x width`` in COCO layout (a crop of a square synthetic scene)."""
+    cfg = SyntheticConfig(image_size=max(height, width), max_objects=8, max_object_size=max(height, width) // 2)
+    (folder / "images").mkdir(parents=True)
+    images, annotations = [], []
+    for i in range(count):
+        image, boxes, labels = render_detection_image(np.random.default_rng([seed, i]), cfg)
+        image = np.ascontiguousarray(image[:height, :width])
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        (folder / "images" / f"{i:04d}.jpg").write_bytes(data.tobytes())
+        images.append({"id": i, "file_name": f"{i:04d}.jpg", "height": height, "width": width})
+        for (x1, y1, x2, y2), label in zip(boxes, labels):
+            x2, y2 = min(x2, width), min(y2, height)
+            if x2 - x1 > 2 and y2 - y1 > 2:
+                bbox = [x1, y1, x2 - x1, y2 - y1]
+                annotations.append({"id": len(annotations), "image_id": i, "category_id": label, "bbox": bbox})
+    categories = [{"id": k, "name": name} for k, name in enumerate(cfg.classes)]
+    doc = {"images": images, "annotations": annotations, "categories": categories}
+    (folder / "instances.json").write_text(json.dumps(doc))
+    return folder
+
+
+def torchvision_pipeline(cfg: TransformsConfig) -> v2.Compose:
+    fill = {tv_tensors.Image: tuple(round(255 * m) for m in cfg.mean), "others": 0}
+    return v2.Compose(
+        [
+            v2.RandomPhotometricDistort(p=cfg.photometric_p),
+            v2.RandomZoomOut(fill=fill, side_range=(1.0, cfg.zoom_out_max), p=cfg.zoom_out_p),
+            v2.RandomIoUCrop(
+                min_scale=cfg.crop_min_scale, max_scale=1.0, min_aspect_ratio=1 / cfg.crop_max_aspect,
+                max_aspect_ratio=cfg.crop_max_aspect, sampler_options=list(cfg.crop_min_ious), trials=cfg.crop_trials,
+            ),
+            v2.Resize(cfg.size, antialias=False),
+            v2.RandomHorizontalFlip(p=cfg.hflip_p),
+            v2.SanitizeBoundingBoxes(min_size=cfg.min_box_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
+        ]
+    )  # fmt: skip
+
+
+def check_outputs(ours: list, theirs: list) -> bool:
+    """Same number of samples; every image (3, 300, 300) float32; every box finite and inside the image."""
+    if len(ours) != len(theirs):
+        return False
+    for image, boxes in ours + theirs:
+        if tuple(image.shape) != (3, *OUT_SIZE) or image.dtype != torch.float32:
+            return False
+        b = torch.as_tensor(boxes, dtype=torch.float32)
+        if b.numel() and (not torch.isfinite(b).all() or b.min() < 0 or b[:, 0::2].max() > OUT_SIZE[1]):
+            return False
+    return True
+
+
+def main() -> None:
+    args = parse_args("data")
+    num_images = 16 if args.quick else 48
+    bench = Bench("data", args)
+    cfg = TransformsConfig(size=OUT_SIZE)
+    with tempfile.TemporaryDirectory() as tmp:
+        datasets = {}
+        for height, width in ((300, 300), (480, 640)):
+            root = write_dataset(Path(tmp) / f"{height}x{width}", height, width, num_images)
+            datasets[(height, width)] = CocoDetection(root, "instances.json", "images")
+        pipeline = ssd_train(cfg)
+        tv = torchvision_pipeline(cfg)
+
+        for threads in bench.thread_settings():
+            cv2.setNumThreads(threads)
+            for (height, width), ds in datasets.items():
+                paths = [str(rec.path) for rec in ds.records]
+                targets = [
+                    (torch.from_numpy(rec.boxes.copy()), torch.from_numpy(rec.labels.copy())) for rec in ds.records
+                ]
+
+                def run_cvkit(ds=ds):
+                    out = []
+                    for i in range(len(ds)):
+                        sample = pipeline(ds[i], seed=i)
+                        out.append((sample["image"], sample["boxes"]))
+                    return out
+
+                def run_torchvision(paths=paths, targets=targets, size=(height, width)):
+                    out = []
+                    for i, path in enumerate(paths):
+                        torch.manual_seed(i)
+                        image = tv_tensors.Image(decode_jpeg(read_file(path)))
+                        boxes = tv_tensors.BoundingBoxes(targets[i][0], format="XYXY", canvas_size=size)
+                        image, target = tv(image, {"boxes": boxes, "labels": targets[i][1]})
+                        out.append((image.as_subclass(torch.Tensor), target["boxes"].as_subclass(torch.Tensor)))
+                    return out
+
+                def run_floor(paths=paths):
+                    out = []
+                    for path in paths:
+                        with open(path, "rb") as fh:
+                            data = np.frombuffer(fh.read(), dtype=np.uint8)
+                        image = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)
+                        out.append(cv2.resize(image, (OUT_SIZE[1], OUT_SIZE[0]), interpolation=cv2.INTER_LINEAR))
+                    return out
+
+                case = {"input": f"{width}x{height}", "output": "300x300", "images": len(ds), "pipeline": "ssd_train"}
+                row = bench.compare(
+                    case={**case, "vs": "torchvision.v2"},
+                    candidate=run_cvkit,
+                    baseline=run_torchvision,
+                    check=check_outputs,
+                    target=5.0,
+                )
+                row["cvkit_samples_per_s"] = round(len(ds) / (row["cvkit_ms"] / 1e3), 1)
+                row["torchvision_samples_per_s"] = round(len(ds) / (row["torchvision_ms"] / 1e3), 1)
+                print(
+                    f"    samples/s per worker: cvkit {row['cvkit_samples_per_s']}, "
+                    f"torchvision {row['torchvision_samples_per_s']}"
+                )
+                row = bench.compare(
+                    case={**case, "vs": "floor: decode+resize"},
+                    candidate=run_cvkit,
+                    baseline=run_floor,
+                    check=lambda a, b: len(a) == len(b),
+                    target=0.5,
+                    baseline_name="floor",
+                )
+                row["cvkit_samples_per_s"] = round(len(ds) / (row["cvkit_ms"] / 1e3), 1)
+                row["floor_samples_per_s"] = round(len(ds) / (row["floor_ms"] / 1e3), 1)
+                print(
+                    f"    samples/s per worker: cvkit {row['cvkit_samples_per_s']}, floor {row['floor_samples_per_s']}"
+                    f"  (cvkit costs {1 / row['ratio']:.2f}x the floor; target <= 2x)"
+                )
+    print(f"augmentation step statistics over all runs:\n{pipeline.format_stats()}")
+    bench.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Draw boxes on images, tile images into a grid, save them as PNG.
+
+Images are RGB uint8 ``(H, W, 3)`` numpy arrays; boxes are xyxy in continuous pixel coordinates (a box
+``[x1, y1, x2, y2]`` covers the pixels ``floor(x1) .. ceil(x2) - 1``). Every function returns a new
+array and leaves its inputs untouched.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = ["color_for", "draw_boxes", "to_uint8_image", "make_grid", "save_image"]
+
+
+def color_for(label: int) -> tuple[int, int, int]:
+    """A distinct, deterministic RGB colour for a class label (golden-ratio hue steps)."""
+    hue = (int(label) * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
+    return int(255 * r), int(255 * g), int(255 * b)
+
+
+def _as_numpy(values: object, dtype: type) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype)
+
+
+def draw_boxes(
+    image: np.ndarray,
+    boxes: object,
+    labels: object | None = None,
+    class_names: Sequence[str] | None = None,
+    scores: object | None = None,
+    thickness: int = 1,
+    font_scale: float = 0.35,
+) -> np.ndarray:
+    """A copy of ``image`` with ``boxes [M, 4]`` drawn, coloured by label, captioned ``name score``."""
+    out = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    boxes_np = _as_numpy(boxes, np.float64).reshape(-1, 4)
+    labels_np = np.zeros(len(boxes_np), np.int64) if labels is None else _as_numpy(labels, np.int64).reshape(-1)
+    scores_np = None if scores is None else _as_numpy(scores, np.float64).reshape(-1)
+    height, width = out.shape[:2]
+    for i, (x1, y1, x2, y2) in enumerate(boxes_np):
+        if not np.isfinite([x1, y1, x2, y2]).all():
+            continue
+        p1 = (int(np.clip(np.floor(x1), 0, width - 1)), int(np.clip(np.floor(y1), 0, height - 1)))
+        p2 = (int(np.clip(np.ceil(x2) - 1, 0, width - 1)), int(np.clip(np.ceil(y2) - 1, 0, height - 1)))
+        color = color_for(labels_np[i])
+        cv2.rectangle(out, p1, p2, color, thickness, cv2.LINE_8)
+        caption = ""
+        if class_names is not None and 0 <= labels_np[i] < len(class_names):
+            caption = str(class_names[labels_np[i]])
+        elif labels is not None:
+            caption = str(int(labels_np[i]))
+        if scores_np is not None:
+            caption = f"{caption} {scores_np[i]:.2f}".strip()
+        if caption:
+            (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+            ty = p1[1] - 2 if p1[1] - th - base - 2 >= 0 else p1[1] + th + 2
+            cv2.rectangle(out, (p1[0], ty - th - 1), (p1[0] + tw + 1, ty + base - 1), color, -1)
+            cv2.putText(
+                out, caption, (p1[0] + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA
+            )
+    return out
+
+
+def to_uint8_image(
+    image: object, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> np.ndarray:
+    """An RGB uint8 ``(H, W, 3)`` view of a pipeline output.
+
+    A float ``(3, H, W)`` tensor normalized with ``mean``/``std`` (in [0, 1] units) is mapped back with
+    ``x * std + mean``; a uint8 ``(H, W, 3)`` array is returned as is.
+    """
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return image
+    tensor = torch.as_tensor(image).detach().cpu().float()
+    if tensor.ndim != 3 or tensor.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) tensor or an (H, W, 3) uint8 array, got shape {tuple(tensor.shape)}")
+    if mean is not None and std is not None:
+        tensor = tensor * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    elif tensor.max() > 1.5:  # already in 0..255
+        tensor = tensor / 255.0
+    return (tensor.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).contiguous().numpy()
+
+
+def make_grid(images: Sequence[np.ndarray], cols: int = 4, pad: int = 4, pad_value: int = 255) -> np.ndarray:
+    """Tile RGB uint8 images row by row (``cols`` per row) with ``pad`` pixels between them."""
+    if not images:
+        raise ValueError("make_grid needs at least one image")
+    cols = max(1, min(cols, len(images)))
+    rows = (len(images) + cols - 1) // cols
+    cell_h = max(im.shape[0] for im in images)
+    cell_w = max(im.shape[1] for im in images)
+    grid = np.full((rows * cell_h + (rows + 1) * pad, cols * cell_w + (cols + 1) * pad, 3), pad_value, np.uint8)
+    for k, im in enumerate(images):
+        r, c = divmod(k, cols)
+        y, x = pad + r * (cell_h + pad), pad + c * (cell_w + pad)
+        grid[y : y + im.shape[0], x : x + im.shape[1]] = im
+    return grid
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write an RGB uint8 image (PNG, JPEG ... by extension), creating parent folders; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write image {path}")
+    return path
