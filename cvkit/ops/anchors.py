@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -97,6 +98,24 @@ def _per_level(value: Any, num_levels: int, name: str) -> list[Any]:
     if len(value) and isinstance(value[0], (list, tuple)):
         return [tuple(v) for v in value]
     return [tuple(value)] * num_levels
+
+
+def _fill_centred(out: np.ndarray, cx: np.ndarray, cy: np.ndarray, half: np.ndarray) -> None:
+    """``out[i, j, k] = (cx[j], cy[i], cx[j], cy[i]) + half[k]`` for ``out`` of shape ``(H, W, K, 4)``.
+
+    Two contiguous passes instead of a broadcast whose inner loop is 4 long: ``cy[i] * mask`` (mask 1 on
+    the y entries, 0 on the x entries), then ``+ row`` with ``row[j, k] = (cx[j], 0, cx[j], 0) + half[k]``.
+    Every entry is one float addition of the same two terms as the direct formula, so values are equal.
+    """
+    height, width, k = out.shape[:3]
+    row = np.empty((width, k, 4), dtype=out.dtype)
+    row[..., 0::2] = cx[:, None, None] + half[None, :, 0::2]
+    row[..., 1::2] = half[None, :, 1::2]
+    mask = np.zeros((width, k, 4), dtype=out.dtype)
+    mask[..., 1::2] = 1
+    flat = out.reshape(height, width * k * 4)
+    np.multiply(cy[:, None], mask.reshape(1, -1), out=flat)
+    flat += row.reshape(1, -1)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -318,8 +337,7 @@ class AnchorGenerator:
         key = (tuple(sizes), image, str(device), dtype)
         anchors = self._cache.get(key)
         if anchors is None:
-            levels = [self._level(k, fs, image, _compute_dtype(dtype)) for k, fs in enumerate(sizes)]
-            anchors = torch.cat(levels).to(device=device, dtype=dtype)
+            anchors = self._build(sizes, image, dtype).to(device=device, dtype=dtype)
             self._cache.put(key, anchors)
         return anchors
 
@@ -347,42 +365,53 @@ class AnchorGenerator:
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    def _level(self, k: int, feature: tuple[int, int], image: tuple[int, int], dtype: torch.dtype) -> Tensor:
+    def _build(self, sizes: list[tuple[int, int]], image: tuple[int, int], dtype: torch.dtype) -> Tensor:
+        # numpy, written level by level into one preallocated array: a first call costs about as much as
+        # one torchvision forward, or less (small torch ops cost microseconds each, numpy ones less).
+        np_dtype = np.float64 if _compute_dtype(dtype) == torch.float64 else np.float32
+        counts = [h * w * len(c) for (h, w), c in zip(sizes, self._cells)]
+        out = np.empty((sum(counts), 4), dtype=np_dtype)
+        start = 0
+        for k, (feature, count) in enumerate(zip(sizes, counts)):
+            fh, fw = feature
+            view = out[start : start + count].reshape(fh, fw, len(self._cells[k]), 4)  # (H, W, K, 4)
+            self._fill_level(k, feature, image, view)
+            start += count
+        return torch.from_numpy(out)
+
+    def _fill_level(self, k: int, feature: tuple[int, int], image: tuple[int, int], view: np.ndarray) -> None:
         fh, fw = feature
         img_h, img_w = image
-        cells = torch.tensor(self._cells[k], dtype=torch.float64)  # [K, 2] (w, h)
+        t = view.dtype.type
+        cells = np.asarray(self._cells[k], dtype=np.float64)  # [K, 2] (w, h)
         if self._mode == "ssd":
-            # torchvision's arithmetic, step for step, so float32 results agree to the last bit.
+            # torchvision's arithmetic, step for step, so float32 results agree to the last bit:
+            # centres (j + 0.5) / x_f, sizes clipped to [0, 1], corners (c -/+ 0.5 * size) * image size
             x_f = img_w / self.steps[k] if self.steps is not None else fw
             y_f = img_h / self.steps[k] if self.steps is not None else fh
-            cx = ((torch.arange(fw, dtype=dtype) + 0.5) / x_f).to(dtype)
-            cy = ((torch.arange(fh, dtype=dtype) + 0.5) / y_f).to(dtype)
-            wh = cells.to(torch.float32).to(dtype)  # torchvision keeps the shapes in float32
+            cx = (np.arange(fw, dtype=view.dtype) + t(0.5)) / t(x_f)
+            cy = (np.arange(fh, dtype=view.dtype) + t(0.5)) / t(y_f)
+            wh = cells.astype(view.dtype)
             if self.clip:
-                wh = wh.clamp(min=0, max=1)
-            half_w = (0.5 * wh[:, 0])[None, None, :]  # [1, 1, K]
-            half_h = (0.5 * wh[:, 1])[None, None, :]
-            cx = cx[None, :, None]  # [1, W, 1]
-            cy = cy[:, None, None]  # [H, 1, 1]
-            x1 = ((cx - half_w) * img_w).expand(fh, fw, -1)
-            y1 = ((cy - half_h) * img_h).expand(fh, fw, -1)
-            x2 = ((cx + half_w) * img_w).expand(fh, fw, -1)
-            y2 = ((cy + half_h) * img_h).expand(fh, fw, -1)
-            return torch.stack((x1, y1, x2, y2), dim=-1).reshape(-1, 4)  # (H, W, K, 4) -> (H*W*K, 4)
-
-        half = torch.stack((-cells[:, 0], -cells[:, 1], cells[:, 0], cells[:, 1]), dim=1) / 2  # [K, 4]
+                wh = np.clip(wh, t(0), t(1))
+            half_w = t(0.5) * wh[:, 0]
+            half_h = t(0.5) * wh[:, 1]
+            view[..., 0] = ((cx[:, None] - half_w[None, :]) * t(img_w))[None]
+            view[..., 2] = ((cx[:, None] + half_w[None, :]) * t(img_w))[None]
+            view[..., 1] = ((cy[:, None] - half_h[None, :]) * t(img_h))[:, None]
+            view[..., 3] = ((cy[:, None] + half_h[None, :]) * t(img_h))[:, None]
+            return
+        half = np.stack((-cells[:, 0], -cells[:, 1], cells[:, 0], cells[:, 1]), axis=1) / 2  # [K, 4]
         if self.round_cells:
-            half = half.to(torch.float32).round()
-        half = half.to(dtype)
+            half = np.round(half.astype(np.float32))
+        half = half.astype(view.dtype)
         if self.strides is not None:
             stride_y, stride_x = self.strides[k]
         else:
             stride_y, stride_x = img_h / fh, img_w / fw
-        cx = ((torch.arange(fw, dtype=torch.float64) + self.offset) * stride_x).to(dtype)
-        cy = ((torch.arange(fh, dtype=torch.float64) + self.offset) * stride_y).to(dtype)
-        shift_y, shift_x = torch.meshgrid(cy, cx, indexing="ij")
-        shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=-1).reshape(-1, 1, 4)  # [H*W, 1, 4]
-        return (shifts + half[None]).reshape(-1, 4)  # (H*W, K, 4) -> (H*W*K, 4)
+        cx = ((np.arange(fw, dtype=np.float64) + self.offset) * stride_x).astype(view.dtype)
+        cy = ((np.arange(fh, dtype=np.float64) + self.offset) * stride_y).astype(view.dtype)
+        _fill_centred(view, cx, cy, half)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,7 +474,7 @@ class AnchorConfig:
 # The d2l book's API ("Dive into Deep Learning", chapter "Anchor Boxes")
 # ---------------------------------------------------------------------------------------------
 
-_PRIOR_CACHE = _TensorCache(4)
+_PRIOR_CACHE = _TensorCache(16)
 
 
 def multibox_prior(data: Tensor, sizes: Sequence[float], ratios: Sequence[float]) -> Tensor:
@@ -475,11 +504,12 @@ def multibox_prior(data: Tensor, sizes: Sequence[float], ratios: Sequence[float]
     # widths are scaled by H / W so that a ratio-1 anchor is square in pixels on a non-square image
     widths = torch.cat((size_t * sqrt_r[0], float(sizes[0]) * sqrt_r[1:])) * in_h / in_w
     heights = torch.cat((size_t / sqrt_r[0], float(sizes[0]) / sqrt_r[1:]))
-    half = torch.stack((-widths, -heights, widths, heights), dim=1) / 2  # [K, 4]
-    cy = (torch.arange(in_h) + 0.5) * (1.0 / in_h)
-    cx = (torch.arange(in_w) + 0.5) * (1.0 / in_w)
-    shift_y, shift_x = torch.meshgrid(cy, cx, indexing="ij")
-    centres = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=-1).reshape(-1, 1, 4)  # [H*W, 1, 4]
-    out = (centres + half[None]).reshape(1, -1, 4).to(data.device)  # (H*W, K, 4) -> (1, H*W*K, 4)
+    half = (torch.stack((-widths, -heights, widths, heights), dim=1) / 2).numpy()  # [K, 4]
+    # centres (j + 0.5) * (1 / W), (i + 0.5) * (1 / H) in float32, as the book's torch expressions give them
+    cx = (np.arange(in_w, dtype=np.float32) + np.float32(0.5)) * np.float32(1.0 / in_w)
+    cy = (np.arange(in_h, dtype=np.float32) + np.float32(0.5)) * np.float32(1.0 / in_h)
+    grid = np.empty((in_h, in_w, half.shape[0], 4), dtype=np.float32)  # (H, W, K, 4)
+    _fill_centred(grid, cx, cy, half)
+    out = torch.from_numpy(grid).reshape(1, -1, 4).to(data.device)  # (H, W, K, 4) -> (1, H*W*K, 4)
     _PRIOR_CACHE.put(key, out)
     return out
