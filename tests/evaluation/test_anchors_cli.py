@@ -110,3 +110,15 @@ def test_dispatcher_and_usage(tmp_path, capsys):
     assert "anchor coverage: 2 images" in capsys.readouterr().out
     assert cli.main([]) == 2
     assert "--config" in capsys.readouterr().err
+
+
+def test_default_config_anchor_section_is_ssd300():
+    from pathlib import Path
+
+    from cvkit.config import load_yaml
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+    cfg = cli.load_anchor_config(load_yaml(path), str(path))
+    generator = cfg.build()
+    assert sum(generator.num_anchors_per_level(cfg.resolved_feature_sizes())) == 8732
+    assert cfg.matcher.low_quality == "ssd" and cfg.matcher.pos_thresh == 0.5

@@ -388,3 +388,15 @@ def test_hard_negative_mining_ties_ignore_and_minimum():
     assert torch.nonzero(hard_negative_mining(loss, none, min_negatives=1)[0]).flatten().tolist() == [5]
     with pytest.raises(ValueError):
         hard_negative_mining(loss, positive[:, :3])
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu(ssd_anchors):
+    g = torch.Generator().manual_seed(41)
+    gt, valid = clustered_gt(ssd_anchors, 8, 30, g)
+    for low_quality, pos, neg in [("ssd", 0.5, 0.5), ("rcnn", 0.6, 0.4), ("none", 0.5, 0.3)]:
+        kwargs = {"pos_thresh": pos, "neg_thresh": neg, "low_quality": low_quality}
+        cpu = match_anchors(ssd_anchors, gt, valid, **kwargs)
+        cuda = match_anchors(ssd_anchors.cuda(), gt.cuda(), valid.cuda(), **kwargs)
+        for x, y in zip(cpu, cuda, strict=True):
+            assert torch.equal(x, y.cpu())
