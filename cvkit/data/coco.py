@@ -219,11 +219,10 @@ class CocoDetection(DetectionDataset):
             raise DataError("malformed", ann_path, f"cannot read annotation file: {exc.strerror or exc}") from None
         index = parse_coco(data, ann_path, report)
         records = []
-        prefix = "" if image_dir in ("", ".") else image_dir.rstrip("/") + "/"
         for image in index.images:
             where = f"image id={image.image_id}"
             try:
-                path = safe_join(root_path, prefix + image.file_name, ann_path, where)
+                path = safe_join(root_path, image.file_name, ann_path, where, base=image_dir)
                 if not path.is_file():
                     raise DataError("missing_file", path, f"image of {where} in {ann_path} does not exist")
                 if image.size is None:

@@ -42,12 +42,13 @@ def _is_inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def safe_join(root: Path, name: object, source: object = None, where: str | None = None) -> Path:
-    """Join ``name`` (as found in a dataset file) to the resolved ``root``; the result stays inside it.
+def safe_join(root: Path, name: object, source: object = None, where: str | None = None, base: str = "") -> Path:
+    """Join ``name`` (as found in a dataset file) to ``root / base``; the result stays inside ``root``.
 
-    ``name`` must be a relative path without ``..`` components; after resolving symlinks the path must
-    still lie inside ``root``. Errors are ``DataError(kind="path_escape")`` reported against ``source``
-    (the file that contained the name). The returned path is resolved; it may not exist.
+    ``root`` is a resolved folder and ``base`` a trusted sub-folder (from the config). ``name`` must be a
+    relative path without ``..`` components; after resolving symlinks the path must still lie inside
+    ``root``. Errors are ``DataError(kind="path_escape")`` reported against ``source`` (the file that
+    contained the name). The returned path is resolved; it may not exist.
     """
     src = source if source is not None else root
     if not isinstance(name, str) or not name.strip():
@@ -60,7 +61,8 @@ def safe_join(root: Path, name: object, source: object = None, where: str | None
         raise DataError("path_escape", src, f"file name {name!r} is absolute; it must be relative to {root}", where)
     if ".." in rel.parts:
         raise DataError("path_escape", src, f"file name {name!r} goes up with '..' out of {root}", where)
-    joined = os.path.join(str(root), *rel.parts)
+    base_parts = PurePosixPath(base.replace("\\", "/")).parts if base not in ("", ".") else ()
+    joined = os.path.join(str(root), *base_parts, *rel.parts)
     real = os.path.realpath(joined)
     if not _is_inside(real, str(root)):
         raise DataError("path_escape", src, f"file name {name!r} resolves to {real}, outside {root}", where)

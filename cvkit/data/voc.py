@@ -160,7 +160,7 @@ class VOCDetection(DetectionDataset):
         root_path = resolve_root(root)
         class_names = tuple(class_names) or VOC_CLASSES
         class_to_label = {name: i for i, name in enumerate(class_names)}
-        split_file = safe_join(root_path, f"ImageSets/Main/{split}.txt")
+        split_file = safe_join(root_path, f"{split}.txt", base="ImageSets/Main")
         try:
             text = split_file.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -172,7 +172,7 @@ class VOCDetection(DetectionDataset):
         for position, image_key in enumerate(ids):
             where = f"line {position + 1} ({image_key})"
             try:
-                xml_path = safe_join(root_path, f"Annotations/{image_key}.xml", split_file, where)
+                xml_path = safe_join(root_path, f"{image_key}.xml", split_file, where, base="Annotations")
                 try:
                     data = xml_path.read_bytes()
                 except FileNotFoundError:
@@ -181,7 +181,7 @@ class VOCDetection(DetectionDataset):
                     ) from None
                 entry = parse_voc_xml(data, xml_path, class_to_label, report, keep_difficult)
                 image_name = entry.file_name or f"{image_key}.jpg"
-                path = safe_join(root_path, f"JPEGImages/{image_name}", xml_path, "<filename>")
+                path = safe_join(root_path, image_name, xml_path, "<filename>", base="JPEGImages")
                 if not path.is_file():
                     raise DataError("missing_file", path, f"image named by {xml_path} does not exist")
                 size = entry.size or read_image_size(path)

@@ -1,0 +1,104 @@
+"""Collate, the DataLoader builder and reproducible per-sample augmentation."""
+
+import numpy as np
+import pytest
+import torch
+
+from cvkit.data import (
+    AugmentedDataset,
+    CocoDetection,
+    EpochSampler,
+    build_dataloader,
+    collate_classification,
+    collate_detection,
+    sample_seed,
+    set_epoch,
+)
+from cvkit.transforms import TransformsConfig, ssd_train
+
+
+def fake(image_id, num_boxes, size=(8, 8)):
+    return {
+        "image": torch.zeros(3, *size),
+        "boxes": torch.arange(num_boxes * 4, dtype=torch.float32).reshape(num_boxes, 4),
+        "labels": torch.arange(num_boxes),
+        "image_id": image_id,
+        "orig_size": (20, 30),
+        "file_name": f"{image_id}.jpg",
+    }
+
+
+def test_collate_detection_variable_boxes_and_skipped_samples():
+    batch = collate_detection([fake(1, 2), None, fake(2, 0), fake(3, 5)])
+    assert batch["images"].shape == (3, 3, 8, 8)
+    assert [t["boxes"].shape for t in batch["targets"]] == [(2, 4), (0, 4), (5, 4)]
+    assert [t["labels"].dtype for t in batch["targets"]] == [torch.int64] * 3
+    assert batch["image_ids"].tolist() == [1, 2, 3] and batch["orig_sizes"].tolist() == [[20, 30]] * 3
+    assert batch["num_skipped"] == 1 and batch["file_names"] == ["1.jpg", "2.jpg", "3.jpg"]
+
+
+def test_collate_detection_different_sizes_and_raw_numpy_images():
+    raw = fake(1, 1)
+    raw["image"] = np.zeros((5, 7, 3), np.uint8)
+    batch = collate_detection([raw, fake(2, 1, size=(4, 4))])
+    assert isinstance(batch["images"], list) and [tuple(im.shape) for im in batch["images"]] == [(3, 5, 7), (3, 4, 4)]
+    empty = collate_detection([None, None])
+    assert empty["images"].shape[0] == 0 and empty["num_skipped"] == 2 and empty["orig_sizes"].shape == (0, 2)
+
+
+def test_collate_classification():
+    samples = [{"image": torch.ones(3, 4, 4), "label": 2, "file_name": "a"}, None]
+    batch = collate_classification(samples)
+    assert batch["images"].shape == (1, 3, 4, 4) and batch["labels"].tolist() == [2] and batch["num_skipped"] == 1
+
+
+def test_epoch_sampler_is_a_seeded_permutation_per_epoch():
+    sampler = EpochSampler(10, shuffle=True, seed=3)
+    first = list(sampler)
+    assert sorted(i for i, _ in first) == list(range(10)) and {e for _, e in first} == {0}
+    assert list(sampler) == first
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert {e for _, e in second} == {1} and [i for i, _ in second] != [i for i, _ in first]
+    assert [i for i, _ in EpochSampler(4, shuffle=False)] == [0, 1, 2, 3]
+
+
+def test_sample_seed_depends_on_all_three_inputs():
+    seeds = {sample_seed(r, e, i) for r in range(3) for e in range(3) for i in range(3)}
+    assert len(seeds) == 27 and sample_seed(1, 2, 3) == sample_seed(1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def train_set(synthetic_root):
+    return CocoDetection(synthetic_root, "annotations/instances_train.json", "images/train")
+
+
+def _epoch(loader, epoch):
+    set_epoch(loader, epoch)
+    out = {}
+    for batch in loader:
+        for k, image_id in enumerate(batch["image_ids"].tolist()):
+            out[image_id] = (batch["images"][k], batch["targets"][k]["boxes"])
+    return out
+
+
+def test_augmentation_of_sample_i_in_epoch_e_is_reproducible_across_workers(train_set):
+    transform = ssd_train(TransformsConfig())
+    kwargs = dict(transform=transform, shuffle=True, seed=7, pin_memory=False)
+    serial = build_dataloader(train_set, batch_size=4, num_workers=0, **kwargs)
+    workers = build_dataloader(train_set, batch_size=5, num_workers=2, **kwargs)
+    a, b = _epoch(serial, 1), _epoch(workers, 1)
+    assert a.keys() == b.keys() and len(a) == len(train_set)
+    for image_id in a:
+        assert torch.equal(a[image_id][0], b[image_id][0]) and torch.equal(a[image_id][1], b[image_id][1])
+    c = _epoch(serial, 2)
+    assert sum(not torch.equal(a[k][0], c[k][0]) for k in a) > len(a) // 2  # another epoch, other augmentation
+    with pytest.raises(TypeError):
+        set_epoch(torch.utils.data.DataLoader(train_set), 1)
+
+
+def test_augmented_dataset_keys(train_set):
+    ds = AugmentedDataset(train_set, ssd_train(TransformsConfig()), seed=1)
+    assert torch.equal(ds[3]["image"], ds[(3, 0)]["image"])
+    assert not torch.equal(ds[(3, 0)]["image"], ds[(3, 1)]["image"])
+    assert AugmentedDataset(train_set, None)[2]["image"].dtype == np.uint8

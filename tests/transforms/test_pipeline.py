@@ -1,0 +1,179 @@
+"""Box invariants of the augmentation pipeline (hypothesis), fused == unfused, seeds, statistics."""
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cvkit.transforms import MinIoURandomCrop, Pipeline, ZoomOut
+
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def coordinate_image(height, width):
+    """float32 (H, W, 3): each pixel holds its own centre (x + 0.5, y + 0.5) and a 1 (fill is 0)."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs)], axis=-1)
+
+
+def geometric_pipeline(out_h, out_w, fuse=True, min_box_size=1.0):
+    steps = [
+        ZoomOut(max_ratio=3.0, fill=(0, 0, 0), p=0.5),
+        MinIoURandomCrop(),
+        A.Resize(out_h, out_w, interpolation=cv2.INTER_NEAREST),
+        A.HorizontalFlip(p=0.5),
+    ]
+    return Pipeline(steps, min_box_size=min_box_size, fuse_geometry=fuse)
+
+
+@st.composite
+def scenes(draw):
+    height, width = draw(st.integers(12, 90)), draw(st.integers(12, 90))
+    n = draw(st.integers(0, 6))
+    boxes = []
+    for _ in range(n):
+        x1 = draw(st.floats(0, width - 3))
+        y1 = draw(st.floats(0, height - 3))
+        x2 = draw(st.floats(x1 + 2, width))
+        y2 = draw(st.floats(y1 + 2, height))
+        boxes.append([x1, y1, x2, y2])
+    out = (draw(st.integers(12, 90)), draw(st.integers(12, 90)))
+    return height, width, np.asarray(boxes, np.float32).reshape(-1, 4), out, draw(st.integers(0, 2**31 - 1))
+
+
+@PROPERTY
+@given(scene=scenes())
+def test_boxes_follow_the_pixels_through_every_geometric_step(scene):
+    height, width, boxes, (out_h, out_w), seed = scene
+    image = coordinate_image(height, width)
+    sample = {"image": image, "boxes": torch.from_numpy(boxes), "labels": torch.arange(len(boxes))}
+    out = geometric_pipeline(out_h, out_w)(sample, seed=seed)
+    result, got, labels = out["image"], out["boxes"].numpy(), out["labels"].numpy()
+    assert result.shape == (out_h, out_w, 3)
+    # inside the output image, at least min_box_size wide and high, labels still one per box
+    assert got.shape == (len(labels), 4) and len(set(labels.tolist())) == len(labels)
+    assert (got >= 0).all() and (got[:, 0::2] <= out_w + 1e-4).all() and (got[:, 1::2] <= out_h + 1e-4).all()
+    assert ((got[:, 2:] - got[:, :2]) >= 1.0 - 1e-4).all()
+    # pixels well inside an output box come from its source box (nearest sampling: one source pixel of slack)
+    valid = result[..., 2] > 0
+    src_x, src_y = result[..., 0], result[..., 1]
+    for (x1, y1, x2, y2), label in zip(got, labels):
+        sx1, sy1, sx2, sy2 = boxes[label]
+        cols = np.arange(out_w) + 0.5
+        rows = np.arange(out_h) + 0.5
+        inner = ((rows[:, None] > y1 + 1) & (rows[:, None] < y2 - 1)) & ((cols > x1 + 1) & (cols < x2 - 1))
+        inner &= valid
+        if not inner.any():
+            continue
+        slack_x = max(1.0, width / out_w * 4) + 1
+        slack_y = max(1.0, height / out_h * 4) + 1
+        assert (src_x[inner] >= sx1 - slack_x).all() and (src_x[inner] <= sx2 + slack_x).all()
+        assert (src_y[inner] >= sy1 - slack_y).all() and (src_y[inner] <= sy2 + slack_y).all()
+
+
+@PROPERTY
+@given(scene=scenes())
+def test_fused_and_unfused_pixels_and_boxes_are_identical(scene):
+    height, width, boxes, (out_h, out_w), seed = scene
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    sample = {"image": image, "boxes": torch.from_numpy(boxes), "labels": torch.arange(len(boxes))}
+    fused = geometric_pipeline(out_h, out_w, fuse=True)(sample, seed=seed)
+    steps = geometric_pipeline(out_h, out_w, fuse=False)(sample, seed=seed)
+    assert np.array_equal(fused["image"], steps["image"])
+    assert torch.equal(fused["labels"], steps["labels"])
+    assert torch.allclose(fused["boxes"], steps["boxes"], atol=1e-4)
+
+
+@PROPERTY
+@given(scene=scenes())
+def test_horizontal_flip_twice_is_the_identity(scene):
+    height, width, boxes, _, seed = scene
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    sample = {"image": image, "boxes": torch.from_numpy(boxes), "labels": torch.arange(len(boxes))}
+    for fuse in (True, False):
+        out = Pipeline([A.HorizontalFlip(p=1.0), A.HorizontalFlip(p=1.0)], fuse_geometry=fuse)(sample)
+        assert np.array_equal(out["image"], image)
+        assert torch.allclose(out["boxes"], sample["boxes"], atol=1e-4)
+        assert torch.equal(out["labels"], sample["labels"])
+    once = Pipeline([A.HorizontalFlip(p=1.0)])(sample)
+    assert np.array_equal(once["image"], image[:, ::-1])
+    expected = torch.stack([width - sample["boxes"][:, 2], sample["boxes"][:, 1], width - sample["boxes"][:, 0],
+                            sample["boxes"][:, 3]], dim=1).reshape(-1, 4)  # fmt: skip
+    assert torch.allclose(once["boxes"], expected, atol=1e-4)
+
+
+def test_clip_then_drop_small_and_hidden_boxes_with_their_labels():
+    image = np.zeros((50, 100, 3), np.uint8)
+    boxes = torch.tensor(
+        [[-10.0, 5.0, 20.0, 25.0],  # partly outside: clipped to 0..20, kept
+         [10.0, 10.0, 10.5, 30.0],  # 0.5 px wide: dropped
+         [95.0, 40.0, 130.0, 60.0],  # 5 x 10 px visible of 35 x 20: visibility 0.07
+         [120.0, 10.0, 140.0, 20.0],  # entirely outside: dropped
+         [30.0, 30.0, 40.0, 45.0]]
+    )  # fmt: skip
+    labels = torch.tensor([10, 11, 12, 13, 14])
+    pipeline = Pipeline([], min_box_size=1.0)
+    out = pipeline({"image": image, "boxes": boxes, "labels": labels})
+    assert out["labels"].tolist() == [10, 12, 14]
+    assert out["boxes"].tolist() == [[0.0, 5.0, 20.0, 25.0], [95.0, 40.0, 100.0, 50.0], [30.0, 30.0, 40.0, 45.0]]
+    stats = pipeline.stats["input"]
+    assert (stats.boxes_in, stats.clipped, stats.dropped) == (5, 2, 2)
+    strict = Pipeline([], min_box_size=6.0, min_visibility=0.5)
+    # min 6 px wide and high and at least half visible: box 0 (2/3 visible) and box 4 remain
+    assert strict({"image": image, "boxes": boxes, "labels": labels})["labels"].tolist() == [10, 14]
+    assert "input" in pipeline.format_stats() and "clipped" in pipeline.format_stats()
+
+
+def test_statistics_chain_from_step_to_step(synthetic_pipeline_inputs):
+    pipeline, samples = synthetic_pipeline_inputs
+    pipeline.reset_stats()
+    kept = 0
+    for i, sample in enumerate(samples):
+        kept += len(pipeline(sample, seed=i)["boxes"])
+    names = pipeline.step_names
+    for before, after in zip(names, names[1:]):
+        s, t = pipeline.stats[before], pipeline.stats[after]
+        assert t.boxes_in == s.boxes_in - s.dropped
+    last = pipeline.stats[names[-1]]
+    assert last.boxes_in - last.dropped == kept
+    assert pipeline.stats["MinIoURandomCrop"].dropped > 0 and pipeline.stats["input"].calls == len(samples)
+
+
+@pytest.fixture(scope="module")
+def synthetic_pipeline_inputs(synthetic_root):
+    from cvkit.data import CocoDetection
+    from cvkit.transforms import ssd_train
+
+    ds = CocoDetection(synthetic_root, "annotations/instances_train.json", "images/train")
+    return ssd_train(), [ds[i] for i in range(len(ds))]
+
+
+def test_seeds_inputs_and_outputs(synthetic_pipeline_inputs):
+    pipeline, samples = synthetic_pipeline_inputs
+    sample = samples[1]
+    before = {
+        k: (v.copy() if isinstance(v, np.ndarray) else v.clone() if torch.is_tensor(v) else v)
+        for k, v in sample.items()
+    }
+    a, b, c = pipeline(sample, seed=4), pipeline(sample, seed=4), pipeline(sample, seed=5)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["boxes"], b["boxes"])
+    assert not torch.equal(a["image"], c["image"])
+    for key, value in before.items():  # the input sample is untouched
+        assert np.array_equal(np.asarray(value), np.asarray(sample[key]))
+    assert a["image"].dtype == torch.float32 and a["image"].shape == (3, 300, 300) and a["image"].is_contiguous()
+    assert a["boxes"].dtype == torch.float32 and a["labels"].dtype == torch.int64
+    assert a["image_id"] == sample["image_id"] and a["orig_size"] == sample["orig_size"]  # passed through
+
+
+def test_unseeded_pipeline_advances_its_own_generator(synthetic_pipeline_inputs):
+    _, samples = synthetic_pipeline_inputs
+    from cvkit.transforms import ssd_train
+
+    p, q = ssd_train(seed=11), ssd_train(seed=11)
+    first = [p(samples[0])["image"] for _ in range(3)]
+    second = [q(samples[0])["image"] for _ in range(3)]
+    assert all(torch.equal(x, y) for x, y in zip(first, second))
+    assert not torch.equal(first[0], first[1])
