@@ -107,13 +107,13 @@ def read_coco_boxes(path: str | Path) -> list[tuple[tuple[int, int], np.ndarray]
 def _samples_from_data(raw: dict[str, Any], where: str, split: str) -> tuple[Iterator[Any], str]:
     """Ground truth of the config's data section, and a description of where it came from."""
     try:
-        from cvkit.data import build_dataset, data_config_from, is_detection
+        from cvkit.data import DetectionDataset, build_dataset, data_config_from, is_detection
     except ImportError:
         return _samples_from_coco_section(raw, where, split)
     cfg = data_config_from(raw, where)
-    if not is_detection(cfg):
+    dataset = build_dataset(cfg, split) if is_detection(cfg) else None
+    if not isinstance(dataset, DetectionDataset):
         raise ConfigError(f"{where}: data.format={cfg.format!r} is a classification dataset; anchors need boxes")
-    dataset = build_dataset(cfg, split)
     samples = ((ann.size, ann.boxes) for ann in dataset.annotations())
     return samples, f"{cfg.format} dataset, split {split!r} ({len(dataset)} images)"
 

@@ -147,6 +147,12 @@ class AnchorGenerator:
     ``feature_sizes`` is one ``(H, W)`` per level (or the feature tensors themselves, NCHW).
     """
 
+    sizes: list[tuple[float, ...]] | None
+    aspect_ratios: list[tuple[float, ...]]
+    strides: list[tuple[float, float]] | None
+    steps: list[float] | None
+    scales: list[float] | None
+
     def __init__(
         self,
         sizes: Sequence[Sequence[float]] | Sequence[float],
@@ -401,10 +407,8 @@ class AnchorGenerator:
             view[..., 1] = ((cy[:, None] - half_h[None, :]) * t(img_h))[:, None]
             view[..., 3] = ((cy[:, None] + half_h[None, :]) * t(img_h))[:, None]
             return
-        half = np.stack((-cells[:, 0], -cells[:, 1], cells[:, 0], cells[:, 1]), axis=1) / 2  # [K, 4]
-        if self.round_cells:
-            half = np.round(half.astype(np.float32))
-        half = half.astype(view.dtype)
+        exact = np.stack((-cells[:, 0], -cells[:, 1], cells[:, 0], cells[:, 1]), axis=1) / 2  # [K, 4]
+        half = (np.round(exact.astype(np.float32)) if self.round_cells else exact).astype(view.dtype)
         if self.strides is not None:
             stride_y, stride_x = self.strides[k]
         else:

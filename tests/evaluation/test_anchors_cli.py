@@ -122,3 +122,10 @@ def test_default_config_anchor_section_is_ssd300():
     generator = cfg.build()
     assert sum(generator.num_anchors_per_level(cfg.resolved_feature_sizes())) == 8732
     assert cfg.matcher.low_quality == "ssd" and cfg.matcher.pos_thresh == 0.5
+
+
+def test_classification_data_is_rejected(tmp_path, capsys):
+    pytest.importorskip("cvkit.data")
+    cfg = write_config(tmp_path / "c.yaml", {"format": "image_folder", "root": str(tmp_path)})
+    assert cli.main(["--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "classification dataset" in capsys.readouterr().err
