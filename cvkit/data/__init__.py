@@ -22,7 +22,14 @@ from cvkit.data.dataset import DetectionDataset, ImageAnnotation, ImageRecord
 from cvkit.data.errors import ERROR_KINDS, NOTE_KINDS, DataError, DataReport
 from cvkit.data.image_folder import ImageFolderDataset
 from cvkit.data.io import read_image, read_image_size, safe_join
-from cvkit.data.loader import AugmentedDataset, EpochSampler, build_dataloader, sample_seed, set_epoch
+from cvkit.data.loader import (
+    AugmentedDataset,
+    EpochSampler,
+    build_dataloader,
+    loader_from_config,
+    sample_seed,
+    set_epoch,
+)
 from cvkit.data.synthetic import SHAPES, SyntheticConfig, generate_classification, generate_detection
 from cvkit.data.voc import VOC_CLASSES, VOCDetection
 from cvkit.data.yolo import YOLODetection
@@ -54,6 +61,7 @@ __all__ = [
     "AugmentedDataset",
     "EpochSampler",
     "build_dataloader",
+    "loader_from_config",
     "sample_seed",
     "set_epoch",
     "read_image",

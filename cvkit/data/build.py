@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from cvkit.data.coco import CocoDetection
@@ -14,6 +15,8 @@ from cvkit.data.voc import VOCDetection
 from cvkit.data.yolo import YOLODetection
 
 __all__ = ["build_dataset", "dataset_root", "is_detection"]
+
+log = logging.getLogger("cvkit.data")
 
 
 def is_detection(cfg: DataConfig) -> bool:
@@ -37,7 +40,22 @@ def build_dataset(
     progress: bool = False,
 ) -> DetectionDataset | ImageFolderDataset:
     """The raw (untransformed) dataset of ``split`` ("train" or "val"; mapped to ``cfg.train_split`` /
-    ``cfg.val_split``). ``report`` defaults to a fresh ``DataReport(cfg.on_error)``."""
+    ``cfg.val_split``). ``report`` defaults to a fresh ``DataReport(cfg.on_error)``.
+
+    At the end of loading, skipped problems (``on_error="skip"``) are logged as a warning with their
+    counts per kind, and notes (clipped boxes, ...) at info level, on the ``cvkit.data`` logger.
+    """
+    dataset = _build(cfg, split, report, progress)
+    if dataset.report.num_errors:
+        log.warning("%s", dataset.report.format(f"{dataset.name}: loaded {len(dataset)} images"))
+    elif dataset.report.notes:
+        log.info("%s", dataset.report.format(f"{dataset.name}: loaded {len(dataset)} images"))
+    return dataset
+
+
+def _build(
+    cfg: DataConfig, split: str, report: DataReport | None, progress: bool
+) -> DetectionDataset | ImageFolderDataset:
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     name = cfg.train_split if split == "train" else cfg.val_split

@@ -12,6 +12,7 @@ Sample (``dataset[i]``), the same for every reader::
     image_id   int                   COCO: the file's image id; VOC/YOLO: the position in the split
     orig_size  (int, int)            (height, width) of the decoded file
     file_name  str                   path relative to the dataset root
+    class_names tuple[str, ...]      the dataset's class names (the same tuple as ``dataset.class_names``)
 
 Images without boxes are kept (M = 0: negatives). Under ``on_error="skip"`` a sample whose image cannot
 be decoded (or whose size differs from the annotated one) comes back as ``None`` and is counted in
@@ -165,6 +166,7 @@ class DetectionDataset(Dataset):
             "image_id": rec.image_id,
             "orig_size": rec.size,
             "file_name": rec.file_name,
+            "class_names": self.class_names,
         }
 
     def annotations(self) -> Iterator[ImageAnnotation]:

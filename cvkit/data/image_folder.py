@@ -10,6 +10,7 @@ Sample (``dataset[i]``)::
     image      np.uint8 (H, W, 3)   RGB pixels
     label      int                  in 0..num_classes-1
     file_name  str                  path relative to the dataset root
+    class_names tuple[str, ...]     the class names (the same tuple as ``dataset.class_names``)
 
 An image that cannot be decoded raises :class:`cvkit.data.DataError` (``on_error="raise"``) or makes the
 sample ``None`` (``"skip"``; :func:`cvkit.data.collate.collate_classification` drops it).
@@ -88,7 +89,7 @@ class ImageFolderDataset(Dataset):
         except DataError as err:
             self.report.handle(err)
             return None
-        return {"image": image, "label": label, "file_name": rel}
+        return {"image": image, "label": label, "file_name": rel, "class_names": self.class_names}
 
     def validate_images(self, progress: bool = False, drop_bad: bool = True) -> int:
         """Decode every image once; returns how many are bad (see ``DetectionDataset.validate_images``)."""

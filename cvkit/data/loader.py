@@ -10,7 +10,12 @@ seeds from the run seed (for third-party code), and OpenCV runs single-threaded 
     loader = build_dataloader(dataset, transform=ssd_train(tcfg), batch_size=32, shuffle=True, seed=0)
     for epoch in range(epochs):
         set_epoch(loader, epoch)
-        for batch in loader: ...
+        skipped = 0
+        for batch in loader:
+            skipped += batch["num_skipped"]  # bad images met under on_error="skip" (decoded in the workers)
+            ...
+
+:func:`loader_from_config` builds the same from the ``data:`` section (batch size, workers, seed, pinning).
 """
 
 from __future__ import annotations
@@ -24,9 +29,18 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cvkit.data.collate import collate_detection
+from cvkit.data.collate import collate_classification, collate_detection
+from cvkit.data.config import DataConfig
 
-__all__ = ["sample_seed", "EpochSampler", "AugmentedDataset", "build_dataloader", "set_epoch", "seed_worker"]
+__all__ = [
+    "sample_seed",
+    "EpochSampler",
+    "AugmentedDataset",
+    "build_dataloader",
+    "loader_from_config",
+    "set_epoch",
+    "seed_worker",
+]
 
 _MASK64 = (1 << 64) - 1
 
@@ -122,6 +136,28 @@ def build_dataloader(
         worker_init_fn=seed_worker,
         generator=generator,
         persistent_workers=persistent_workers and num_workers > 0,
+    )
+
+
+def loader_from_config(
+    cfg: DataConfig, dataset: Any, transform: Callable[..., dict[str, Any]] | None, train: bool = True
+) -> DataLoader:
+    """:func:`build_dataloader` with the ``data:`` section's batch size, workers, seed and pinning.
+
+    ``train`` shuffles; the collate function follows the dataset's task (detection or classification).
+    """
+    from cvkit.data.build import is_detection
+
+    return build_dataloader(
+        dataset,
+        transform,
+        batch_size=cfg.batch_size,
+        shuffle=train,
+        num_workers=cfg.num_workers,
+        seed=cfg.seed,
+        pin_memory=cfg.pin_memory,
+        collate_fn=collate_detection if is_detection(cfg) else collate_classification,
+        persistent_workers=train and cfg.num_workers > 0,
     )
 
 

@@ -58,3 +58,21 @@ def test_build_dataset_for_coco_paths(synthetic_root):
     assert isinstance(ds, CocoDetection) and len(ds) == 8 and ds.report.on_error == "raise"
     skip = build_dataset(DataConfig(format="coco", root=str(synthetic_root), on_error="skip"), "train")
     assert skip.report.on_error == "skip"
+
+
+def test_skipped_problems_are_reported_at_the_end_of_loading(tmp_path, caplog):
+    from .helpers import write_coco
+
+    images = [{"id": 1, "file_name": "a.png", "height": 40, "width": 60}]
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, -3, 4]},
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50, 1, 30, 4]},
+    ]
+    write_coco(tmp_path, images, anns, [{"id": 1, "name": "x"}], name="train.json")
+    cfg = DataConfig(format="coco", root=str(tmp_path), coco_ann_file="{split}.json", coco_image_dir="images",
+                     on_error="skip")  # fmt: skip
+    with caplog.at_level("INFO", logger="cvkit.data"):
+        ds = build_dataset(cfg, "train")
+    assert len(ds) == 1 and ds[0]["class_names"] == ("x",)
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(messages) == 1 and "skipped bad_box" in messages[0] and "note    clipped" in messages[0]

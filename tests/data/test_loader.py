@@ -102,3 +102,21 @@ def test_augmented_dataset_keys(train_set):
     assert torch.equal(ds[3]["image"], ds[(3, 0)]["image"])
     assert not torch.equal(ds[(3, 0)]["image"], ds[(3, 1)]["image"])
     assert AugmentedDataset(train_set, None)[2]["image"].dtype == np.uint8
+
+
+def test_loader_from_config(synthetic_cache, synthetic_root):
+    from cvkit.data import DataConfig, build_dataset, loader_from_config
+    from cvkit.data.synthetic import SyntheticConfig
+
+    small = SyntheticConfig(num_train=24, num_val=8)
+    cfg = DataConfig(cache_dir=str(synthetic_cache), synthetic=small, batch_size=5, num_workers=0, seed=3)
+    train = loader_from_config(cfg, build_dataset(cfg, "train"), ssd_train(TransformsConfig()), train=True)
+    batches = list(train)
+    assert [len(b["targets"]) for b in batches] == [5, 5, 5, 5, 4]
+    assert sorted(i for b in batches for i in b["image_ids"].tolist()) == list(range(1, 25))
+    assert [i for b in batches for i in b["image_ids"].tolist()] != list(range(1, 25))  # shuffled
+    val = loader_from_config(cfg, build_dataset(cfg, "val"), None, train=False)
+    assert [i for b in val for i in b["image_ids"].tolist()] == list(range(1, 9))  # in order
+    cls_cfg = DataConfig(format="synthetic_cls", cache_dir=str(synthetic_cache), synthetic=small, num_workers=0)
+    cls_batch = next(iter(loader_from_config(cls_cfg, build_dataset(cls_cfg, "val"), None, train=False)))
+    assert cls_batch["labels"].dtype == torch.int64 and cls_batch["images"].shape[1:] == (3, 64, 64)
