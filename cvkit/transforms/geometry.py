@@ -107,20 +107,20 @@ def render(
     where it leaves the image), resized with ``cv2.resize`` and flipped; other maps use ``cv2.warpAffine``.
     """
     height, width = size
-    inverse = np.linalg.inv(matrix)
-    if matrix[0, 1] == 0 and matrix[1, 0] == 0 and matrix[1, 1] > 0:
-        corners = inverse @ np.array([[0.0, width], [0.0, height], [1.0, 1.0]])
-        xs, ys = np.sort(corners[0]), np.sort(corners[1])
-        window = np.array([xs[0], ys[0], xs[1], ys[1]])
-        rounded = np.round(window)
-        if np.abs(window - rounded).max() < 1e-6:
-            x0, y0, x1, y1 = (int(v) for v in rounded)
+    (sx, kxy, tx), (kyx, sy, ty) = matrix[0].tolist(), matrix[1].tolist()
+    if kxy == 0 and kyx == 0 and sx != 0 and sy > 0:  # axis-aligned: the source window the output shows
+        xa, xb = sorted(((0.0 - tx) / sx, (width - tx) / sx))
+        ya, yb = (0.0 - ty) / sy, (height - ty) / sy
+        window = (xa, ya, xb, yb)
+        if all(abs(v - round(v)) < 1e-6 for v in window):
+            x0, y0, x1, y1 = (round(v) for v in window)
             out = _window(image, x0, y0, x1, y1, fill)
             if out.shape[:2] != (height, width):
                 out = cv2.resize(out, (width, height), interpolation=interpolation)
-            if matrix[0, 0] < 0:
+            if sx < 0:
                 out = cv2.flip(out, 1)
             return out
+    inverse = np.linalg.inv(matrix)
     linear, shift = inverse[:2, :2], inverse[:2, 2]
     index_map = np.concatenate([linear, (linear @ [0.5, 0.5] + shift - 0.5)[:, None]], axis=1)
     if fill is None:

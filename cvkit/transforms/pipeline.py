@@ -37,6 +37,7 @@ boxes are converted once and checked with one vectorized step, and the statistic
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,14 +65,21 @@ class StepStats:
 
 def to_normalized_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 ``(H, W, 3)`` -> float32 ``(3, H, W)`` tensor ``(x / 255 - mean) / std`` (mean, std in [0, 1] units)."""
+    scale, shift = _normalization(tuple(mean), tuple(std))
     height, width = image.shape[:2]
     out = np.empty((3, height, width), dtype=np.float32)
-    scale = 1.0 / (255.0 * np.asarray(std, dtype=np.float64))
-    shift = -np.asarray(mean, dtype=np.float64) / np.asarray(std, dtype=np.float64)
     for c, plane in enumerate(cv2.split(image)):
-        np.multiply(plane, np.float32(scale[c]), out=out[c], dtype=np.float32)
-        out[c] += np.float32(shift[c])
+        np.multiply(plane, scale[c], out=out[c], dtype=np.float32)
+        out[c] += shift[c]
     return torch.from_numpy(out)
+
+
+@functools.lru_cache(maxsize=8)
+def _normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[list, list]:
+    """Per-channel float32 ``scale = 1 / (255 std)`` and ``shift = -mean / std``."""
+    scale = [np.float32(1.0 / (255.0 * s)) for s in std]
+    shift = [np.float32(-m / s) for m, s in zip(mean, std)]
+    return scale, shift
 
 
 class Pipeline:
