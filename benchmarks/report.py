@@ -1,0 +1,41 @@
+"""Print the README performance table (markdown) from the newest rows in benchmarks/results/*.jsonl.
+
+Run: .venv/bin/python benchmarks/report.py [BENCH ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def latest_rows(name: str) -> list[dict]:
+    path = RESULTS / f"{name}.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return []
+    newest = max(r["date"][:13] for r in rows)  # the latest run (same hour)
+    return [r for r in rows if r["date"][:13] == newest]
+
+
+def main(argv: list[str]) -> None:
+    names = argv or sorted(p.stem for p in RESULTS.glob("*.jsonl"))
+    print("| bench | case | device | threads | cvkit ms | baseline ms | ratio | target | agree |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in names:
+        for r in latest_rows(name):
+            case = ", ".join(f"{k}={v}" for k, v in r["case"].items())
+            cand = r.get(f"{r['candidate']}_ms")
+            base = r.get(f"{r['baseline']}_ms")
+            target = "" if r.get("target") is None else f"{r['target']:.0f}x {'met' if r['met'] else 'not met'}"
+            print(f"| {name} | {case} | {r['device']} | {r['threads']} | {cand} | {base} ({r['baseline']}) "
+                  f"| {r['ratio']}x | {target} | {r['outputs_agree']} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
