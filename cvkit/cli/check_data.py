@@ -15,7 +15,7 @@ from collections import Counter
 import numpy as np
 
 from cvkit.config import ConfigError, apply_overrides, load_yaml
-from cvkit.data import DataError, DataReport, build_dataset, is_detection
+from cvkit.data import DataError, DataReport, build_dataset
 from cvkit.data.config import DataConfig, data_config_from
 from cvkit.data.dataset import DetectionDataset
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{split}] {dataset!r}")
         if not args.no_decode:
             dataset.validate_images(progress=not args.quiet, drop_bad=False)
-        if is_detection(cfg):
+        if isinstance(dataset, DetectionDataset):
             print("\n".join(summarize_detection(dataset)))
         else:
             counts = Counter(dataset.targets)

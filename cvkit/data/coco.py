@@ -121,9 +121,17 @@ def parse_coco(data: bytes, source: object, report: DataReport) -> CocoIndex:
             continue
         where = f"images[{i}] (id={im['id']})"
         width, height = im.get("width"), im.get("height")
+        size: tuple[int, int] | None = None
         if width is None and height is None:
-            size = None
-        elif _is_int(width) and _is_int(height) and width > 0 and height > 0:
+            pass
+        elif (
+            isinstance(width, int)
+            and isinstance(height, int)
+            and _is_int(width)
+            and _is_int(height)
+            and width > 0
+            and height > 0
+        ):
             size = (height, width)
         else:
             report.handle(
@@ -143,7 +151,8 @@ def parse_coco(data: bytes, source: object, report: DataReport) -> CocoIndex:
             continue
         ann_id = ann.get("id")
         where = f"annotations[{i}]" + (f" (id={ann_id})" if _is_int(ann_id) else "")
-        image = images.get(ann.get("image_id")) if _is_int(ann.get("image_id")) else None
+        image_id = ann.get("image_id")
+        image = images.get(int(image_id)) if isinstance(image_id, int) and _is_int(image_id) else None
         if image is None:
             report.handle(
                 DataError("unknown_image", source, f"image_id {ann.get('image_id')!r} is not declared", where)

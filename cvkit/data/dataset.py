@@ -78,13 +78,13 @@ def check_boxes(
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     height, width = size
     keep = np.ones(len(boxes), dtype=bool)
-    finite = np.isfinite(boxes).all(axis=1)
+    finite = np.asarray(np.isfinite(boxes).all(axis=1), dtype=bool)
     positive = finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     clipped = boxes.copy()
     clipped[:, 0::2] = np.clip(clipped[:, 0::2], 0, width)
     clipped[:, 1::2] = np.clip(clipped[:, 1::2], 0, height)
     inside = positive & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-    for i in np.flatnonzero(~inside):
+    for i in np.flatnonzero(~inside).tolist():
         if not finite[i]:
             err = DataError("bad_box", source, f"box {boxes[i].tolist()} has a NaN or infinite coordinate", wheres[i])
         elif not positive[i]:

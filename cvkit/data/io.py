@@ -94,7 +94,7 @@ def decode_image(data: bytes, path: object = "<bytes>") -> np.ndarray:
     if image is None or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
         raise DataError("unreadable_image", path, "not a decodable image")
     if image.dtype != np.uint8:  # defensive: IMREAD_COLOR already reduces depth to 8 bits
-        image = (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
+        image = np.right_shift(image, 8).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
     return image
 
 

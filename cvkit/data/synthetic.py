@@ -153,7 +153,8 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     image = cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR)
     amplitude = int(rng.integers(4, 24))
     noise = rng.integers(0, 2 * amplitude + 1, size=(height, width), dtype=np.uint8)
-    image = cv2.subtract(cv2.add(image, cv2.merge([noise, noise, noise])), (amplitude, amplitude, amplitude, 0))
+    noisy = cv2.add(image, cv2.merge([noise, noise, noise]))  # saturating uint8 arithmetic
+    image = cv2.subtract(noisy, (amplitude, amplitude, amplitude, 0))  # type: ignore[call-overload]
     for _ in range(int(rng.integers(0, 6))):
         p1 = tuple(int(v) for v in rng.integers(0, [width, height]))
         p2 = tuple(int(v) for v in rng.integers(0, [width, height]))
@@ -289,7 +290,8 @@ def generate_detection(cfg: SyntheticConfig, cache_dir: str | os.PathLike | None
         for split, count in (("train", cfg.num_train), ("val", cfg.num_val)):
             image_dir = root / "images" / split
             image_dir.mkdir(parents=True)
-            images, annotations = [], []
+            images: list[dict] = []
+            annotations: list[dict] = []
             for index in tqdm(range(count), desc=f"synthetic {split}", unit="img", disable=not progress, leave=False):
                 rng = np.random.default_rng([cfg.seed, _SPLITS[split], index])
                 image, boxes, labels = render_detection_image(rng, cfg)

@@ -123,11 +123,9 @@ def render(
     inverse = np.linalg.inv(matrix)
     linear, shift = inverse[:2, :2], inverse[:2, 2]
     index_map = np.concatenate([linear, (linear @ [0.5, 0.5] + shift - 0.5)[:, None]], axis=1)
-    if fill is None:
-        border, value = cv2.BORDER_REPLICATE, 0
-    else:
-        border, value = cv2.BORDER_CONSTANT, tuple(float(v) for v in fill)
+    border = cv2.BORDER_REPLICATE if fill is None else cv2.BORDER_CONSTANT
+    border_value = (0.0,) if fill is None else tuple(float(v) for v in fill)
     return cv2.warpAffine(
         image, index_map, (width, height), flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=border,
-        borderValue=value,
+        borderValue=border_value,
     )  # fmt: skip

@@ -219,7 +219,7 @@ class Pipeline:
         return stats
 
     def _finish_image(self, image: np.ndarray) -> torch.Tensor | np.ndarray:
-        if self.mean is None:
+        if self.mean is None or self.std is None:
             return image
         return to_normalized_tensor(image, self.mean, self.std)
 
@@ -236,6 +236,9 @@ class _LazyGeometry:
     """Pending geometric steps on ``image``: their composed map and the shape it leads to."""
 
     def __init__(self, image: np.ndarray):
+        self._reset(image)
+
+    def _reset(self, image: np.ndarray) -> None:
         self.image = image
         self.matrix = np.eye(3)
         self.shape: tuple[int, ...] = image.shape
@@ -272,6 +275,6 @@ class _LazyGeometry:
     def render(self) -> np.ndarray:
         if not self.pending:
             return self.image
-        image = render(self.image, self.matrix, self.shape[:2], self.interpolation, self.fill)
-        self.__init__(image)
+        image = render(self.image, self.matrix, (self.shape[0], self.shape[1]), self.interpolation, self.fill)
+        self._reset(image)
         return image

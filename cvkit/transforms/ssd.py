@@ -104,9 +104,9 @@ class PhotometricDistort(A.ImageOnlyTransform):
         def maybe(low: float, high: float, neutral: float) -> float:
             return rnd.uniform(low, high) if rnd.random() < self.p_each else neutral
 
-        brightness = maybe(*self.brightness, 1.0)
-        contrast = maybe(*self.contrast, 1.0)
-        saturation = maybe(*self.saturation, 1.0)
+        brightness = maybe(self.brightness[0], self.brightness[1], 1.0)
+        contrast = maybe(self.contrast[0], self.contrast[1], 1.0)
+        saturation = maybe(self.saturation[0], self.saturation[1], 1.0)
         hue = maybe(-self.hue, self.hue, 0.0)
         permutation = (0, 1, 2)
         if self.channel_shuffle and rnd.random() < self.p_each:
