@@ -35,7 +35,11 @@ def _stable_desc(vals):
 
 @numba.njit(**_JIT)
 def _select_topk(vals, thr, k):
-    """Positions of the best ``k`` values ``> thr`` by (value desc, position asc)."""
+    """Positions of the best ``k`` values ``> thr`` by (value desc, position asc).
+
+    Radix select on the order-preserving integer keys of the scores (2-3 histogram passes over the
+    candidates, no full sort), then a stable sort of the k winners.
+    """
     n = vals.shape[0]
     cand = np.empty(n, dtype=np.int64)
     m = 0
@@ -44,31 +48,54 @@ def _select_topk(vals, thr, k):
             cand[m] = i
             m += 1
     cand = cand[:m]
-    if k > 0 and m > k:
-        tmp = np.empty(m, dtype=vals.dtype)
-        for j in range(m):
-            tmp[j] = vals[cand[j]]
-        kth = np.partition(tmp, m - k)[m - k]  # the k-th largest value
-        sel = np.empty(k, dtype=np.int64)
-        q = 0
-        for j in range(m):
-            if vals[cand[j]] > kth:
-                sel[q] = cand[j]
-                q += 1
-        for j in range(m):
-            if q >= k:
-                break
-            if vals[cand[j]] == kth:
-                sel[q] = cand[j]
-                q += 1
-        # restore position order before the stable sort so ties stay by position
-        sel = np.sort(sel)
-        cand = sel
-        m = k
     sv = np.empty(m, dtype=vals.dtype)
     for j in range(m):
         sv[j] = vals[cand[j]]
-    return cand[_stable_desc(sv)]
+    keys = _desc_keys(sv)  # ascending key = descending score
+    if k <= 0 or m <= k:
+        return cand[_radix_argsort(keys, 64)]
+    nbits = 64 if vals.itemsize == 8 else 32
+    chosen = np.empty(k, dtype=np.int64)  # positions into cand
+    nchosen = 0
+    active = np.arange(m)
+    need = k
+    counts = np.zeros(2048, dtype=np.int64)
+    shift = nbits
+    while need > 0:
+        width = 11 if shift >= 11 else shift
+        shift -= width
+        mask = (1 << width) - 1
+        counts[:] = 0
+        for j in active:
+            counts[(keys[j] >> shift) & mask] += 1
+        below = 0
+        pivot = 0
+        for d in range(mask + 1):
+            if below + counts[d] >= need:
+                pivot = d
+                break
+            below += counts[d]
+        rest = np.empty(counts[pivot], dtype=np.int64)
+        nrest = 0
+        for j in active:  # active stays in candidate (= position) order
+            d = (keys[j] >> shift) & mask
+            if d < pivot:
+                chosen[nchosen] = j
+                nchosen += 1
+            elif d == pivot:
+                rest[nrest] = j
+                nrest += 1
+        need -= below
+        if nrest == need or shift == 0:
+            for q in range(need):  # equal keys at the last level: lowest positions first
+                chosen[nchosen] = rest[q]
+                nchosen += 1
+            need = 0
+        else:
+            active = rest
+    # winners from earlier levels have strictly smaller keys; equal keys only share a level, in order
+    order = _radix_argsort(keys[chosen], 64)
+    return cand[chosen[order]]
 
 
 @numba.njit(**_JIT)
