@@ -1,0 +1,31 @@
+"""Detection models: backbones, the SSD head and detector, and the builders.
+
+    from cvkit.models import build_detector
+    model, criterion, postprocessor = build_detector(model_cfg, loss_cfg, post_cfg, anchor_cfg, num_classes)
+
+Background is logit 0 (see ``cvkit.models.detector``). ``BACKBONES`` and ``DETECTORS`` are plain dicts
+name -> builder function.
+"""
+
+from cvkit.models.backbones import Backbone, SSDExtras
+from cvkit.models.build import BACKBONES, DETECTORS, build_backbone, build_detector, build_ssd, load_weights_file
+from cvkit.models.config import LossConfig, ModelConfig, PostprocessConfig
+from cvkit.models.detector import BACKGROUND_INDEX, SSDDetector
+from cvkit.models.heads import SSDHead
+
+__all__ = [
+    "BACKBONES",
+    "DETECTORS",
+    "BACKGROUND_INDEX",
+    "Backbone",
+    "SSDExtras",
+    "SSDHead",
+    "SSDDetector",
+    "ModelConfig",
+    "LossConfig",
+    "PostprocessConfig",
+    "build_backbone",
+    "build_ssd",
+    "build_detector",
+    "load_weights_file",
+]

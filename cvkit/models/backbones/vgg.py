@@ -1,0 +1,68 @@
+"""VGG-16 backbones (torchvision vgg16, vgg16_bn) in SSD300's layout: taps conv4_3 (L2Norm) and conv7.
+
+Stages (split at the max-pools of ``features``): 0 conv1_x + pool1, 1 conv2_x + pool2, 2 conv3_x + pool3
+(``ceil_mode`` so 75 -> 38 on a 300x300 input, as in SSD), 3 conv4_x, 4 pool4 + conv5_x, and one new
+stage 5: pool5 (3x3, stride 1), conv6 (3x3, dilation 6, 1024 channels), conv7 (1x1, 1024 channels).
+Taps: stage 3 (conv4_3, stride 8, 512 channels, scaled by a learned L2Norm) and stage 5 (conv7,
+stride 16, 1024 channels): 38x38 and 19x19 on a 300x300 input. conv6/conv7 start from a fresh
+initialisation (the classifier's fc6/fc7 are not converted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torchvision
+from torch import Tensor, nn
+
+from cvkit.models.backbones._load import load_torchvision_state
+from cvkit.models.backbones.base import Backbone, L2Norm
+
+__all__ = ["vgg16", "vgg16_bn"]
+
+
+def _vgg(factory: Callable[..., nn.Module], name: str, state_dict: Mapping[str, Tensor] | None) -> Backbone:
+    net = factory(weights=None)
+    if state_dict is not None:
+        load_torchvision_state(net, state_dict, ("classifier.",), name)
+    layers = list(net.features)
+    pools = [i for i, layer in enumerate(layers) if isinstance(layer, nn.MaxPool2d)]  # 5 pools
+    pool1, pool2, pool3, pool4, _pool5 = pools
+    layers[pool3].ceil_mode = True
+    conv6 = nn.Conv2d(512, 1024, kernel_size=3, padding=6, dilation=6)
+    conv7 = nn.Conv2d(1024, 1024, kernel_size=1)
+    for conv in (conv6, conv7):
+        nn.init.xavier_uniform_(conv.weight)
+        nn.init.zeros_(conv.bias)
+    stages = [
+        nn.Sequential(*layers[: pool1 + 1]),
+        nn.Sequential(*layers[pool1 + 1 : pool2 + 1]),
+        nn.Sequential(*layers[pool2 + 1 : pool3 + 1]),
+        nn.Sequential(*layers[pool3 + 1 : pool4]),
+        nn.Sequential(*layers[pool4:_pool5]),
+        nn.Sequential(
+            nn.MaxPool2d(kernel_size=3, stride=1, padding=1),
+            conv6,
+            nn.ReLU(inplace=True),
+            conv7,
+            nn.ReLU(inplace=True),
+        ),
+    ]
+    return Backbone(
+        stages,
+        taps=(3, 5),
+        out_channels=(512, 1024),
+        strides=(8, 16),
+        num_pretrained_stages=5,
+        tap_norms={3: L2Norm(512)},
+    )
+
+
+def vgg16(state_dict: Mapping[str, Tensor] | None = None) -> Backbone:
+    """VGG-16 backbone; ``state_dict``: torchvision ``vgg16`` weights (``classifier.*`` optional)."""
+    return _vgg(torchvision.models.vgg16, "vgg16", state_dict)
+
+
+def vgg16_bn(state_dict: Mapping[str, Tensor] | None = None) -> Backbone:
+    """VGG-16 with BatchNorm; ``state_dict``: torchvision ``vgg16_bn`` weights (``classifier.*`` optional)."""
+    return _vgg(torchvision.models.vgg16_bn, "vgg16_bn", state_dict)

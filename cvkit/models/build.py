@@ -1,0 +1,192 @@
+"""Builders: one plain function per name, in plain dicts (no registry, no decorators).
+
+    model, criterion, postprocessor = build_detector(model_cfg, loss_cfg, post_cfg, anchor_cfg, num_classes)
+
+``BACKBONES`` maps a backbone name to ``builder(state_dict=None) -> Backbone``; ``DETECTORS`` maps a
+detector name (``model.arch``) to ``builder(model_cfg, anchor_cfg, num_classes) -> nn.Module``.
+
+Feature maps and anchors: the model makes its anchors from the sizes of the feature maps it actually
+computes (so outputs and anchors always line up). ``build_detector`` also checks that, at
+``anchors.image_size``, those sizes equal ``anchors.resolved_feature_sizes()`` (``anchors.feature_sizes``,
+or ``ceil(image_size / step)``), because SSD anchors place their centres with the configured steps. The
+number of extra layers is the number of anchor levels minus the backbone's taps (ResNet/DenseNet: 3 taps
++ 3 extras; VGG: 2 taps + 4 extras; SSD300: 38, 19, 10, 5, 3, 1 in both cases).
+
+Pretrained weights (``model.pretrained``, a local file; nothing is downloaded):
+
+- a torchvision state_dict of the classifier (``torchvision.models.resnet18().state_dict()``, e.g. the
+  file torchvision's hub would download): loaded into the backbone's pretrained stages, strictly
+  (the classifier's ``fc.*`` / ``classifier.*`` keys may be present or missing);
+- a cvkit checkpoint (a dict with a ``"model"`` state_dict of a detector): loaded into the whole
+  detector; when the checkpoint was trained for another number of classes the class convolutions keep
+  their fresh initialisation (a new head), everything else must fit.
+
+Files are read with ``torch.load(weights_only=True)``: loading can never execute code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cvkit.losses.multibox import MultiBoxLoss
+from cvkit.models.backbones import (
+    Backbone,
+    SSDExtras,
+    densenet121,
+    resnet18,
+    resnet34,
+    resnet50,
+    vgg16,
+    vgg16_bn,
+)
+from cvkit.models.config import LossConfig, ModelConfig, PostprocessConfig
+from cvkit.models.detector import SSDDetector
+from cvkit.models.heads import SSDHead
+from cvkit.ops.anchors import AnchorConfig
+from cvkit.postprocess import DetectionPostprocessor
+
+__all__ = ["BACKBONES", "DETECTORS", "build_backbone", "build_ssd", "build_detector", "load_weights_file"]
+
+log = logging.getLogger(__name__)
+
+BACKBONES: dict[str, Callable[..., Backbone]] = {
+    "vgg16": vgg16,
+    "vgg16_bn": vgg16_bn,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+    "densenet121": densenet121,
+}
+
+
+def _lookup(table: Mapping[str, Any], name: str, what: str) -> Any:
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; valid names: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def load_weights_file(path: str | Path) -> tuple[str, dict[str, Tensor]]:
+    """Read a weights file safely: ``("checkpoint", detector_state)`` or ``("torchvision", state_dict)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"pretrained weights file not found: {path} (model.pretrained must be a local file: a torchvision "
+            f"state_dict or a cvkit checkpoint; nothing is downloaded)"
+        )
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, non-tensor objects refused by weights_only, truncated files
+        raise ValueError(f"cannot read pretrained weights from {path}: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: expected a state_dict or a checkpoint dict, got {type(data).__name__}")
+    if isinstance(data.get("model"), Mapping):
+        state = {k.removeprefix("module."): v for k, v in data["model"].items()}
+        return "checkpoint", state
+    if not all(isinstance(v, Tensor) for v in data.values()):
+        raise ValueError(f"{path}: not a state_dict (values must be tensors) and no 'model' entry of a checkpoint")
+    return "torchvision", {k.removeprefix("module."): v for k, v in data.items()}
+
+
+def build_backbone(name: str, state_dict: Mapping[str, Tensor] | None = None) -> Backbone:
+    """The backbone ``name`` (a key of :data:`BACKBONES`), optionally with torchvision weights."""
+    return _lookup(BACKBONES, name, "backbone")(state_dict=state_dict)
+
+
+def _load_detector_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    expected = model.state_dict()
+    new_head = [k for k in expected if k.startswith("head.cls_convs.")]
+    head_mismatch = any(k in state and tuple(state[k].shape) != tuple(expected[k].shape) for k in new_head)
+    skip = set(new_head) if head_mismatch else set()
+    missing = sorted(k for k in expected if k not in state and k not in skip)
+    unexpected = sorted(k for k in state if k not in expected)
+    mismatched = sorted(
+        k for k in state if k in expected and k not in skip and tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"{source}: checkpoint does not fit this model (another backbone or extra-layer setting?): "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}, shape mismatch {mismatched[:3]}"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=False)
+    if skip:
+        log.info("%s: trained for another number of classes; the class convolutions start fresh", source)
+
+
+def build_ssd(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: int) -> SSDDetector:
+    """An :class:`SSDDetector` for ``model_cfg`` and ``anchor_cfg`` (see the module docstring)."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1 (foreground classes), got {num_classes}")
+    kind, state = ("", None)
+    if model_cfg.pretrained:
+        kind, state = load_weights_file(model_cfg.pretrained)
+    backbone = build_backbone(model_cfg.backbone, state if kind == "torchvision" else None)
+    generator = anchor_cfg.build()
+    num_extras = generator.num_levels - len(backbone.out_channels)
+    if num_extras < 0:
+        raise ValueError(
+            f"anchors define {generator.num_levels} levels but backbone {model_cfg.backbone!r} alone has "
+            f"{len(backbone.out_channels)}; use at least that many anchor levels"
+        )
+    if num_extras > min(len(model_cfg.extra_channels), len(model_cfg.extra_mid_channels)):
+        raise ValueError(
+            f"{generator.num_levels} anchor levels - {len(backbone.out_channels)} backbone taps = {num_extras} extra "
+            f"layers, but model.extra_channels / extra_mid_channels give "
+            f"{len(model_cfg.extra_channels)} / {len(model_cfg.extra_mid_channels)}"
+        )
+    extras = SSDExtras(
+        backbone.out_channels[-1],
+        model_cfg.extra_mid_channels[:num_extras],
+        model_cfg.extra_channels[:num_extras],
+        num_valid=min(model_cfg.num_valid_extras, num_extras),
+        batch_norm=model_cfg.extra_bn,
+    )
+    head = SSDHead(
+        backbone.out_channels + extras.out_channels,
+        generator.num_anchors_per_location(),
+        num_classes + 1,
+        model_cfg.head_kernel_size,
+    )
+    model = SSDDetector(
+        backbone,
+        extras,
+        head,
+        generator,
+        num_classes,
+        freeze_stages=model_cfg.freeze_stages,
+        freeze_bn=model_cfg.freeze_bn,
+        backbone_lr_mult=model_cfg.backbone_lr_mult,
+        channels_last=model_cfg.channels_last,
+    )
+    expected = anchor_cfg.resolved_feature_sizes()
+    actual = model.feature_sizes(anchor_cfg.image_size)
+    if actual != expected:
+        raise ValueError(
+            f"backbone {model_cfg.backbone!r} gives feature maps {actual} for a {tuple(anchor_cfg.image_size)} input, "
+            f"but the anchors expect {expected}; change anchors.steps / anchors.feature_sizes (or the input size)"
+        )
+    if kind == "checkpoint":
+        _load_detector_state(model, state, model_cfg.pretrained)
+    return model
+
+
+DETECTORS: dict[str, Callable[[ModelConfig, AnchorConfig, int], nn.Module]] = {"ssd": build_ssd}
+
+
+def build_detector(
+    model_cfg: ModelConfig,
+    loss_cfg: LossConfig,
+    post_cfg: PostprocessConfig,
+    anchor_cfg: AnchorConfig,
+    num_classes: int,
+) -> tuple[SSDDetector, MultiBoxLoss, DetectionPostprocessor]:
+    """The model, its criterion and its postprocessor: three separate objects (DETR style)."""
+    model = _lookup(DETECTORS, model_cfg.arch, "detector")(model_cfg, anchor_cfg, num_classes)
+    criterion = MultiBoxLoss(loss_cfg, anchor_cfg.matcher)
+    postprocessor = DetectionPostprocessor(post_cfg, box_weights=loss_cfg.box_weights)
+    return model, criterion, postprocessor

@@ -1,0 +1,5 @@
+"""Detection heads."""
+
+from cvkit.models.heads.ssd import SSDHead
+
+__all__ = ["SSDHead"]

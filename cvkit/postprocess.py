@@ -1,0 +1,112 @@
+"""Detector outputs -> detections in original-image pixels.
+
+Glossary: B batch, A anchors, C foreground classes, K = max_detections. Logit 0 is background (see
+``cvkit.models.detector``); output labels are the dataset's foreground labels ``0..C-1``.
+
+Order of the steps, for the whole batch at once:
+
+1. softmax over the C + 1 logits, drop the background column -> scores (B, A, C);
+2. decode the deltas against the anchors (``cvkit.ops.BoxCoder``, weights of the loss) -> xyxy boxes in
+   input-tensor pixels, clipped to each image's ``image_sizes`` (``0 <= x <= w``, ``0 <= y <= h``);
+3. ``cvkit.ops.multiclass_nms`` (one call for the batch): per image and class, ``score > score_thresh``,
+   the ``pre_nms_topk`` best, NMS at ``iou_thresh``; then the ``max_detections`` best over the classes,
+   by decreasing score;
+4. boxes scaled by ``orig_size / image_size`` per axis into original-image pixels and clipped to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from cvkit.ops.coder import DEFAULT_WEIGHTS, BoxCoder
+from cvkit.ops.nms import multiclass_nms
+
+__all__ = ["PostprocessConfig", "DetectionPostprocessor"]
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """The ``postprocess:`` section: raw outputs -> detections in original-image pixels."""
+
+    score_thresh: float = 0.01  # keep (anchor, class) candidates with softmax score > score_thresh
+    iou_thresh: float = 0.45  # NMS IoU threshold
+    pre_nms_topk: int = 400  # candidates per image and class kept by score before NMS (<= 0: all)
+    max_detections: int = 200  # detections per image after merging the classes
+    class_agnostic: bool = False  # suppress across classes
+    soft_nms: Literal["none", "linear", "gaussian"] = "none"  # hard NMS, or soft-NMS with linear / Gaussian decay
+    soft_nms_sigma: float = 0.5  # Gaussian soft-NMS width
+
+
+def _sizes(sizes: Tensor | Sequence[Sequence[int]], batch: int, device: torch.device, what: str) -> Tensor:
+    out = torch.as_tensor(sizes, device=device).reshape(-1, 2).to(torch.float32)
+    if out.shape[0] != batch:
+        raise ValueError(f"{what} must have shape (B, 2) = ({batch}, 2), got {tuple(out.shape)}")
+    return out
+
+
+class DetectionPostprocessor:
+    """``postprocessor(outputs, image_sizes, orig_sizes) -> list`` of B dicts (see the module docstring).
+
+    Args:
+        cfg: the ``postprocess:`` section.
+        box_weights: the BoxCoder weights the deltas were trained with.
+
+    Call arguments: ``outputs`` the model's dict; ``image_sizes`` and ``orig_sizes`` int (B, 2) as
+    ``(height, width)``: each image's size in the input tensor and in the original file. Returns per image
+    ``{"boxes": float32 [n, 4] xyxy original pixels, "scores": float32 [n], "labels": int64 [n]}``,
+    ``n <= max_detections``, sorted by decreasing score.
+    """
+
+    def __init__(self, cfg: PostprocessConfig | None = None, box_weights: Sequence[float] = DEFAULT_WEIGHTS) -> None:
+        self.cfg = cfg or PostprocessConfig()
+        self.coder = BoxCoder(box_weights)
+
+    def __repr__(self) -> str:
+        return f"DetectionPostprocessor({self.cfg}, {self.coder})"
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        outputs: Mapping[str, Tensor],
+        image_sizes: Tensor | Sequence[Sequence[int]],
+        orig_sizes: Tensor | Sequence[Sequence[int]] | None = None,
+    ) -> list[dict[str, Tensor]]:
+        cls_logits = outputs["cls_logits"]
+        batch = cls_logits.shape[0]
+        device = cls_logits.device
+        image_hw = _sizes(image_sizes, batch, device, "image_sizes")
+        orig_hw = image_hw if orig_sizes is None else _sizes(orig_sizes, batch, device, "orig_sizes")
+        scores = torch.softmax(cls_logits.float(), dim=-1)[..., 1:]  # (B, A, C + 1) -> (B, A, C), background dropped
+        boxes = self.coder.decode(outputs["bbox_deltas"].float(), outputs["anchors"].float())  # (B, A, 4)
+        image_whwh = image_hw.flip(-1).repeat(1, 2)[:, None, :]  # (B, 1, 4): (w, h, w, h)
+        boxes = torch.minimum(boxes.clamp(min=0), image_whwh)
+        cfg = self.cfg
+        result = multiclass_nms(
+            boxes,
+            scores,
+            score_thresh=cfg.score_thresh,
+            iou_thresh=cfg.iou_thresh,
+            pre_nms_topk=cfg.pre_nms_topk,
+            max_detections=cfg.max_detections,
+            class_agnostic=cfg.class_agnostic,
+            soft_nms=None if cfg.soft_nms == "none" else cfg.soft_nms,
+            sigma=cfg.soft_nms_sigma,
+        )
+        dets = result.detections  # (B, K, 6) rows (x1, y1, x2, y2, score, label)
+        orig_whwh = orig_hw.flip(-1).repeat(1, 2)[:, None, :]  # (B, 1, 4)
+        scaled = torch.minimum((dets[..., :4].float() * (orig_whwh / image_whwh)).clamp(min=0), orig_whwh)
+        out = []
+        for b, n in enumerate(result.num_detections.tolist()):
+            out.append(
+                {
+                    "boxes": scaled[b, :n].contiguous(),
+                    "scores": dets[b, :n, 4].float(),
+                    "labels": dets[b, :n, 5].to(torch.int64),
+                }
+            )
+        return out
