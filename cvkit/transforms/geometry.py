@@ -1,29 +1,29 @@
-"""Affine maps of the geometric transforms the pipeline can fuse, and one-pass rendering of their composition.
+"""Axis-aligned maps of the geometric transforms the pipeline can fuse, and one-pass rendering.
 
-A fusable transform moves every continuous point ``p = (x, y)`` (pixel edges at integers, cvkit's box
-convention) by an affine map ``p' = M p`` that depends only on its sampled parameters:
+A fusable transform moves every continuous point ``(x, y)`` (pixel edges at integers, cvkit's box
+convention) by an axis-aligned affine map ``x' = ax * x + bx``, ``y' = ay * y + by`` that depends only on
+its sampled parameters (an :class:`AxisMap`):
 
-=======================  =======================================  ===========================
-transform                ``M`` (3x3, homogeneous)                  output (height, width)
-=======================  =======================================  ===========================
-``ZoomOut``              translate ``(left, top)``                  ``canvas``
-``MinIoURandomCrop``     translate ``(-x0, -y0)``                   ``(y1 - y0, x1 - x0)``
-``A.Resize``             scale ``(W' / W, H' / H)``                  ``(height, width)``
-``A.HorizontalFlip``     ``x' = W - x``                             unchanged
-=======================  =======================================  ===========================
+=======================  ==========================================  ===========================
+transform                map                                          output (height, width)
+=======================  ==========================================  ===========================
+``ZoomOut``              ``x' = x + left``, ``y' = y + top``          ``canvas``
+``MinIoURandomCrop``     ``x' = x - x0``, ``y' = y - y0``             ``(y1 - y0, x1 - x0)``
+``A.Resize``             ``x' = x * W' / W``, ``y' = y * H' / H``     ``(height, width)``
+``A.HorizontalFlip``     ``x' = W - x``                               unchanged
+=======================  ==========================================  ===========================
 
 :func:`render` resamples the source image once through the composed map instead of materializing each
-intermediate image (the zoom-out canvas alone can be 16x the input): for the SSD order (zoom-out, crop,
-resize, flip) it cuts the integer window of the source the output shows, pads only that window, resizes
-it once and flips it, which gives exactly the pixels of the unfused steps. Other maps go through
-``cv2.warpAffine`` (pixel centres at ``i + 0.5``: the index map handed to OpenCV is
-``i_src = K (i_dst + 0.5) + t - 0.5`` for the inverse map ``p_src = K p_dst + t``).
+intermediate image (the zoom-out canvas alone can be 16x the input): a crop inside the image is sliced,
+resized once and flipped (exactly the pixels of the unfused steps); a view that shows the zoom-out
+canvas goes through one ``cv2.warpAffine`` (pixel centres at ``i + 0.5``: the index map handed to
+OpenCV is ``i_src = a (i_dst + 0.5) + b - 0.5`` for the inverse map ``x_src = a x_dst + b``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import albumentations as A
 import cv2
@@ -31,98 +31,99 @@ import numpy as np
 
 from cvkit.transforms.ssd import MinIoURandomCrop, ZoomOut
 
-__all__ = ["affine_of", "render", "FUSABLE_INTERPOLATIONS"]
+__all__ = ["AxisMap", "IDENTITY", "map_of", "render", "FUSABLE_INTERPOLATIONS"]
 
 #: Interpolations cv2.warpAffine supports (INTER_AREA is not one: a Resize with it is not fused).
 FUSABLE_INTERPOLATIONS = (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC)
 
-AffineFn = Callable[[Any, dict[str, Any], tuple[int, int]], tuple[np.ndarray, tuple[int, int]]]
+
+class AxisMap(NamedTuple):
+    """``x' = ax * x + bx``, ``y' = ay * y + by`` (``ay > 0``; ``ax < 0`` mirrors)."""
+
+    ax: float
+    bx: float
+    ay: float
+    by: float
+
+    def then(self, other: AxisMap) -> AxisMap:
+        """The map ``other(self(p))``."""
+        return AxisMap(
+            other.ax * self.ax, other.ax * self.bx + other.bx, other.ay * self.ay, other.ay * self.by + other.by
+        )
 
 
-def _translate(dx: float, dy: float) -> np.ndarray:
-    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+IDENTITY = AxisMap(1.0, 0.0, 1.0, 0.0)
+MapFn = Callable[[Any, dict[str, Any], tuple[int, int]], tuple[AxisMap, tuple[int, int]]]
 
 
-def _zoom_out(t: ZoomOut, params: dict[str, Any], size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-    return _translate(params["left"], params["top"]), tuple(params["canvas"])
+def _zoom_out(t: ZoomOut, params: dict[str, Any], size: tuple[int, int]) -> tuple[AxisMap, tuple[int, int]]:
+    canvas_h, canvas_w = params["canvas"]
+    return AxisMap(1.0, float(params["left"]), 1.0, float(params["top"])), (canvas_h, canvas_w)
 
 
-def _crop(t: MinIoURandomCrop, params: dict[str, Any], size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+def _crop(t: MinIoURandomCrop, params: dict[str, Any], size: tuple[int, int]) -> tuple[AxisMap, tuple[int, int]]:
     x0, y0, x1, y1 = params["crop"]
-    return _translate(-x0, -y0), (y1 - y0, x1 - x0)
+    return AxisMap(1.0, float(-x0), 1.0, float(-y0)), (y1 - y0, x1 - x0)
 
 
-def _resize(t: A.Resize, params: dict[str, Any], size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+def _resize(t: A.Resize, params: dict[str, Any], size: tuple[int, int]) -> tuple[AxisMap, tuple[int, int]]:
     height, width = size
-    return np.diag([t.width / width, t.height / height, 1.0]), (t.height, t.width)
+    return AxisMap(t.width / width, 0.0, t.height / height, 0.0), (t.height, t.width)
 
 
-def _hflip(t: A.HorizontalFlip, params: dict[str, Any], size: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
-    return np.array([[-1.0, 0.0, size[1]], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), size
+def _hflip(t: A.HorizontalFlip, params: dict[str, Any], size: tuple[int, int]) -> tuple[AxisMap, tuple[int, int]]:
+    return AxisMap(-1.0, float(size[1]), 1.0, 0.0), size
 
 
-_AFFINE: dict[type, AffineFn] = {
-    ZoomOut: _zoom_out,
-    MinIoURandomCrop: _crop,
-    A.Resize: _resize,
-    A.HorizontalFlip: _hflip,
-}
+_MAPS: dict[type, MapFn] = {ZoomOut: _zoom_out, MinIoURandomCrop: _crop, A.Resize: _resize, A.HorizontalFlip: _hflip}
 
 
-def affine_of(t: Any) -> AffineFn | None:
-    """The affine-map function of transform ``t`` if the pipeline can fuse it, else ``None``."""
-    fn = _AFFINE.get(type(t))
+def map_of(t: Any) -> MapFn | None:
+    """The map function of transform ``t`` if the pipeline can fuse it, else ``None``."""
+    fn = _MAPS.get(type(t))
     if fn is _resize and t.interpolation not in FUSABLE_INTERPOLATIONS:
         return None
     return fn
 
 
-def _window(image: np.ndarray, x0: int, y0: int, x1: int, y1: int, fill: tuple[float, ...] | None) -> np.ndarray:
-    """``image[y0:y1, x0:x1]`` where the window may reach outside the image (padded with ``fill`` or the edge)."""
-    height, width = image.shape[:2]
-    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
-    if (cx0, cy0, cx1, cy1) == (x0, y0, x1, y1):
-        return image[y0:y1, x0:x1]  # a view: no copy
-    if cx0 >= cx1 or cy0 >= cy1:  # entirely outside: a window of fill
-        value = fill if fill is not None else (0,) * image.shape[2]
-        return np.full((y1 - y0, x1 - x0, image.shape[2]), value[: image.shape[2]], dtype=image.dtype)
-    border = cv2.BORDER_CONSTANT if fill is not None else cv2.BORDER_REPLICATE
-    value = tuple(float(v) for v in fill[: image.shape[2]]) if fill is not None else 0
-    pads = (cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1)
-    return cv2.copyMakeBorder(image[cy0:cy1, cx0:cx1], *pads, border, value=value)
-
-
 def render(
     image: np.ndarray,
-    matrix: np.ndarray,
+    amap: AxisMap,
     size: tuple[int, int],
     interpolation: int = cv2.INTER_LINEAR,
     fill: tuple[float, ...] | None = None,
 ) -> np.ndarray:
-    """Resample ``image`` through the forward map ``matrix`` (3x3) into an image of ``size = (h, w)``.
+    """Resample ``image`` through the forward map ``amap`` into an image of ``size = (h, w)``.
 
-    Points outside the source take ``fill`` (when given: the zoom-out canvas colour) or the nearest edge
-    pixel (``fill=None``). When the map is "integer window -> resize -> optional horizontal flip" (the
-    ``ssd_train`` case) this is exactly what the unfused steps produce: the window is cut (and padded
-    where it leaves the image), resized with ``cv2.resize`` and flipped; other maps use ``cv2.warpAffine``.
+    Output pixel centres ``p + 0.5`` sample the source at ``amap^-1 (p + 0.5)``; points outside the
+    source take ``fill`` (when given: the zoom-out canvas colour) or the nearest edge pixel (``fill=None``).
+
+    - The output shows an integer window lying inside the source (the min-IoU crop without zoom-out, or a
+      plain resize): the window is sliced (no copy), resized with ``cv2.resize`` and flipped if mirrored --
+      the very pixels the unfused steps produce.
+    - Otherwise (the zoom-out canvas is visible): one ``cv2.warpAffine``, whose cost depends on the output
+      size only. Its bilinear weights differ from ``cv2.resize``'s by at most one grey level.
     """
     height, width = size
-    (sx, kxy, tx), (kyx, sy, ty) = matrix[0].tolist(), matrix[1].tolist()
-    if kxy == 0 and kyx == 0 and sx != 0 and sy > 0:  # axis-aligned: the source window the output shows
-        xa, xb = sorted(((0.0 - tx) / sx, (width - tx) / sx))
-        ya, yb = (0.0 - ty) / sy, (height - ty) / sy
-        window = (xa, ya, xb, yb)
-        if all(abs(v - round(v)) < 1e-6 for v in window):
-            x0, y0, x1, y1 = (round(v) for v in window)
-            out = _window(image, x0, y0, x1, y1, fill)
+    src_h, src_w = image.shape[:2]
+    ax, bx, ay, by = amap
+    # the source window the output shows: inverse map of [0, width] x [0, height]
+    xa, xb = sorted(((0.0 - bx) / ax, (width - bx) / ax))
+    ya, yb = (0.0 - by) / ay, (height - by) / ay
+    window = (xa, ya, xb, yb)
+    if all(abs(v - round(v)) < 1e-6 for v in window):
+        x0, y0, x1, y1 = (round(v) for v in window)
+        if 0 <= x0 and 0 <= y0 and x1 <= src_w and y1 <= src_h:
+            out = image[y0:y1, x0:x1]
             if out.shape[:2] != (height, width):
                 out = cv2.resize(out, (width, height), interpolation=interpolation)
-            if sx < 0:
+            if ax < 0:
                 out = cv2.flip(out, 1)
             return out
-    inverse = np.linalg.inv(matrix)
-    linear, shift = inverse[:2, :2], inverse[:2, 2]
-    index_map = np.concatenate([linear, (linear @ [0.5, 0.5] + shift - 0.5)[:, None]], axis=1)
+    inv_ax, inv_ay = 1.0 / ax, 1.0 / ay
+    index_map = np.array(
+        [[inv_ax, 0.0, 0.5 * inv_ax - bx * inv_ax - 0.5], [0.0, inv_ay, 0.5 * inv_ay - by * inv_ay - 0.5]]
+    )
     border = cv2.BORDER_REPLICATE if fill is None else cv2.BORDER_CONSTANT
     border_value = (0.0,) if fill is None else tuple(float(v) for v in fill)
     return cv2.warpAffine(

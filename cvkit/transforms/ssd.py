@@ -34,6 +34,8 @@ __all__ = ["PhotometricDistort", "ZoomOut", "MinIoURandomCrop", "photometric_mat
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+_EYE = np.eye(3)
+_ONES_GREY = np.outer(np.ones(3), GREY_WEIGHTS)  # x -> g(x) in every channel
 
 
 def hue_matrix(turns: float) -> np.ndarray:
@@ -64,12 +66,15 @@ def photometric_matrix(
     ``y[c] = x[permutation[c]]``. Saturation and hue keep grey values and the grey axis, so contrast
     commutes with them and the order of the first four steps does not matter (no clipping in between).
     """
-    ones = np.ones(3)
-    sat = saturation * np.eye(3) + (1.0 - saturation) * np.outer(ones, GREY_WEIGHTS)
-    linear = contrast * hue_matrix(hue) @ sat * brightness
-    offset = (1.0 - contrast) * brightness * grey_mean * ones
-    affine = np.concatenate([linear, offset[:, None]], axis=1)
-    return affine[list(permutation)]
+    linear = saturation * _EYE + (1.0 - saturation) * _ONES_GREY
+    if hue != 0.0:
+        linear = hue_matrix(hue) @ linear
+    affine = np.empty((3, 4))
+    affine[:, :3] = (contrast * brightness) * linear
+    affine[:, 3] = (1.0 - contrast) * brightness * grey_mean
+    if tuple(permutation) != (0, 1, 2):
+        affine = affine[list(permutation)]
+    return affine
 
 
 class PhotometricDistort(A.ImageOnlyTransform):
@@ -182,7 +187,7 @@ class MinIoURandomCrop(A.DualTransform):
     """The SSD min-IoU random crop (see the module docstring for the exact rule).
 
     Rounds (a min-IoU choice plus ``trials`` windows each) are drawn eight at a time and searched in order by
-    a numba kernel (:func:`cvkit.transforms._crop_kernel.find_crop_window`), as if drawn one by one.
+    a numba kernel (:func:`cvkit.transforms._kernels.find_crop_window`), as if drawn one by one.
     """
 
     _CHUNK = 8
@@ -206,7 +211,7 @@ class MinIoURandomCrop(A.DualTransform):
         self.max_rounds = max_rounds
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        from cvkit.transforms._crop_kernel import find_crop_window
+        from cvkit.transforms._kernels import find_crop_window
 
         height, width = params["shape"][:2]
         bboxes = data.get("bboxes")
@@ -232,16 +237,13 @@ class MinIoURandomCrop(A.DualTransform):
         return img[y0:y1, x0:x1]
 
     def apply_to_bboxes(self, bboxes: np.ndarray, crop: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+        from cvkit.transforms._kernels import crop_boxes
+
         if len(bboxes) == 0:
             return bboxes
         height, width = params["shape"][:2]
-        x0, y0, x1, y1 = crop
-        px = bboxes[:, :4] * (width, height, width, height)
-        cx, cy = (px[:, 0] + px[:, 2]) / 2, (px[:, 1] + px[:, 3]) / 2
-        keep = (x0 < cx) & (cx < x1) & (y0 < cy) & (cy < y1)
-        out = bboxes[keep].copy()
-        out[:, :4] = (px[keep] - (x0, y0, x0, y0)) / (x1 - x0, y1 - y0, x1 - x0, y1 - y0)
-        return out
+        rows = np.ascontiguousarray(bboxes, dtype=np.float64)
+        return crop_boxes(rows, width, height, *(int(v) for v in crop))
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("min_ious", "min_scale", "max_aspect", "trials", "max_rounds")

@@ -1,4 +1,4 @@
-"""Box invariants of the augmentation pipeline (hypothesis), fused == unfused, seeds, statistics."""
+"""Box invariants of the augmentation pipeline (hypothesis), fused vs unfused, seeds, statistics."""
 
 import albumentations as A
 import cv2
@@ -19,11 +19,11 @@ def coordinate_image(height, width):
     return np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs)], axis=-1)
 
 
-def geometric_pipeline(out_h, out_w, fuse=True, min_box_size=1.0):
+def geometric_pipeline(out_h, out_w, fuse=True, min_box_size=1.0, interpolation=cv2.INTER_NEAREST):
     steps = [
         ZoomOut(max_ratio=3.0, fill=(0, 0, 0), p=0.5),
         MinIoURandomCrop(),
-        A.Resize(out_h, out_w, interpolation=cv2.INTER_NEAREST),
+        A.Resize(out_h, out_w, interpolation=interpolation),
         A.HorizontalFlip(p=0.5),
     ]
     return Pipeline(steps, min_box_size=min_box_size, fuse_geometry=fuse)
@@ -76,13 +76,21 @@ def test_boxes_follow_the_pixels_through_every_geometric_step(scene):
 
 @PROPERTY
 @given(scene=scenes())
-def test_fused_and_unfused_pixels_and_boxes_are_identical(scene):
+def test_fused_and_unfused_give_the_same_boxes_and_pixels(scene):
     height, width, boxes, (out_h, out_w), seed = scene
     image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     sample = {"image": image, "boxes": torch.from_numpy(boxes), "labels": torch.arange(len(boxes))}
-    fused = geometric_pipeline(out_h, out_w, fuse=True)(sample, seed=seed)
-    steps = geometric_pipeline(out_h, out_w, fuse=False)(sample, seed=seed)
-    assert np.array_equal(fused["image"], steps["image"])
+    fused_pipeline = geometric_pipeline(out_h, out_w, fuse=True, interpolation=cv2.INTER_LINEAR)
+    fused = fused_pipeline(sample, seed=seed)
+    steps = geometric_pipeline(out_h, out_w, fuse=False, interpolation=cv2.INTER_LINEAR)(sample, seed=seed)
+    diff = np.abs(fused["image"].astype(np.int64) - steps["image"].astype(np.int64))
+    if not fused_pipeline.transforms[0].params:  # no zoom-out: slice + resize + flip, the very same pixels
+        assert diff.max() == 0
+    else:  # one warp: bilinear rounding (<= 1 level), and at the crop's edges the warp reads the real
+        # neighbours where the unfused resize repeats the edge pixel (a frame of about half an upscale step)
+        x0, y0, x1, y1 = fused_pipeline.transforms[1].params["crop"]
+        fx, fy = int(np.ceil(out_w / (x1 - x0) / 2)) + 1, int(np.ceil(out_h / (y1 - y0) / 2)) + 1
+        assert diff[fy : out_h - fy, fx : out_w - fx].max(initial=0) <= 1
     assert torch.equal(fused["labels"], steps["labels"])
     assert torch.allclose(fused["boxes"], steps["boxes"], atol=1e-4)
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cvkit.transforms import MinIoURandomCrop, PhotometricDistort, ZoomOut, hue_matrix, photometric_matrix
-from cvkit.transforms._crop_kernel import find_crop_window
+from cvkit.transforms._kernels import find_crop_window
 from cvkit.transforms.ssd import GREY_WEIGHTS
 
 factors = st.floats(0.3, 1.7)
