@@ -40,9 +40,10 @@ def realistic_gt(batch: int, num_gt: int, image: float, seed: int) -> torch.Tens
     boxes = torch.stack(
         (centre[..., 0] - w / 2, centre[..., 1] - h / 2, centre[..., 0] + w / 2, centre[..., 1] + h / 2), -1
     )
-    boxes = boxes.clamp(0, image)
-    # keep every box at least 2 px wide after clamping
-    boxes[..., 2:] = torch.maximum(boxes[..., 2:], boxes[..., :2] + 2)
+    # clamp into the image, keeping every box at least image / 150 wide (2 px at 300)
+    min_size = image / 150
+    boxes = boxes.clamp(0, image - min_size)
+    boxes[..., 2:] = torch.maximum(boxes[..., 2:], boxes[..., :2] + min_size)
     return boxes
 
 
@@ -117,7 +118,8 @@ def tiny_ssd_anchors() -> torch.Tensor:
 
 
 def _targets_equal(a, b) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a, b))
+    # masks and classes exactly; offsets up to one ulp of log (torch's vector and scalar paths may differ)
+    return torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]) and torch.allclose(a[0], b[0], rtol=2e-7, atol=1e-12)
 
 
 def main() -> None:

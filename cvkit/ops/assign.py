@@ -320,7 +320,9 @@ def multibox_target(anchors: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Te
 
     Returns:
         ``bbox_offset [B, A * 4]``: the book's offsets (``10 * dxy / wh``, ``5 * log(1e-6 + wh_gt / wh)``)
-        of assigned anchors, zero (with the sign the book's multiplication by 0 gives) elsewhere;
+        of assigned anchors, zero (with the sign the book's multiplication by 0 gives) elsewhere; values
+        equal the book's up to the last bit of ``log`` (torch's vectorized and scalar ``log`` may differ
+        by one ulp, so even the book's own results depend on where a value sits in its tensor);
         ``bbox_mask [B, A * 4]``: 1.0 for assigned anchors, else 0.0;
         ``class_labels`` int64 ``[B, A]``: ``class + 1`` (truncated toward zero) for assigned anchors,
         0 (background) elsewhere. Assignment is :func:`assign_anchor_to_bbox` with threshold 0.5, run for
@@ -333,17 +335,17 @@ def multibox_target(anchors: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Te
         raise ValueError(f"labels must have shape [B, M, 5], got {tuple(labels.shape)}")
     batch, num_anchors = labels.shape[0], anchors.shape[0]
     labels = labels.to(anchors.device)
-    num_gt = labels.shape[1]
     anchor_map = _greedy_assign(anchors, labels[..., 1:], 0.5)  # [B, A]
     assigned = anchor_map >= 0
-    # one extra row per image, class -1 and a zero box, stands for "not assigned": a single gather then
-    # yields class + 1 = 0 and the book's zero box for those anchors
-    filler = torch.zeros((batch, 1, 5), dtype=labels.dtype, device=labels.device)
-    filler[..., 0] = -1
-    table = torch.cat((labels, filler), dim=1).reshape(-1, 5)  # [B * (M + 1), 5]
-    rows = torch.where(assigned, anchor_map, num_gt) + torch.arange(batch, device=labels.device)[:, None] * (num_gt + 1)
-    gathered = table.index_select(0, rows.reshape(-1)).reshape(batch, num_anchors, 5)
-    class_labels = gathered[..., 0].long() + 1
+    # The book encodes every anchor against its assigned box (a zero box when unassigned) and multiplies by
+    # the mask. An unassigned anchor's row is the same in every image, so it is computed once per anchor
+    # (keeping the sign of the book's zeros); only assigned anchors are encoded per image.
+    unassigned_rows = d2l_encode(anchors, torch.zeros_like(anchors, dtype=torch.float32)) * 0.0  # [A, 4]
+    offsets = unassigned_rows.expand(batch, num_anchors, 4).clone()
+    img_idx, anchor_idx = torch.nonzero(assigned, as_tuple=True)
+    gt_rows = labels[img_idx, anchor_map[img_idx, anchor_idx]]  # [P, 5]
+    offsets[img_idx, anchor_idx] = d2l_encode(anchors[anchor_idx], gt_rows[:, 1:].to(torch.float32))
+    class_labels = torch.zeros((batch, num_anchors), dtype=torch.long, device=anchors.device)
+    class_labels[img_idx, anchor_idx] = gt_rows[:, 0].long() + 1
     mask = assigned.to(torch.float32)[..., None].expand(-1, -1, 4)  # [B, A, 4]
-    offsets = d2l_encode(anchors, gathered[..., 1:].to(torch.float32)) * mask
     return offsets.reshape(batch, num_anchors * 4), mask.reshape(batch, num_anchors * 4), class_labels

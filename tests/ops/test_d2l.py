@@ -259,7 +259,11 @@ def test_multibox_target_equals_port_random_batch():
     expected = book_multibox_target(anchors, labels)
     for x, y in zip(got, expected, strict=True):
         assert x.shape == y.shape and x.dtype == y.dtype
-        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    assert torch.equal(got[1], expected[1]) and torch.equal(got[2], expected[2])
+    assert (got[2] > 0).sum() > 20  # the batch does assign anchors
+    # offsets: equal up to one ulp of torch's log (its vectorized and scalar paths may differ by one ulp)
+    torch.testing.assert_close(got[0], expected[0], rtol=2e-7, atol=1e-12)
+    assert torch.equal(torch.signbit(got[0]), torch.signbit(expected[0]))
 
 
 def test_multibox_detection_equals_port_random_batch():

@@ -426,6 +426,9 @@ def _greedy_image(b, anchors, gt, thresh, zero, out):
     area_g = np.empty(num_gt, dtype=anchors.dtype)
     for m in range(num_gt):
         area_g[m] = (gt[m, 2] - gt[m, 0]) * (gt[m, 3] - gt[m, 1])
+    # per column: its best anchor (the first one on ties), gathered in the same row-major pass
+    col_val = np.empty(num_gt, dtype=anchors.dtype)
+    col_arg = np.zeros(num_gt, dtype=np.int64)
     for a in range(num_anchors):
         ax1, ay1, ax2, ay2 = anchors[a, 0], anchors[a, 1], anchors[a, 2], anchors[a, 3]
         area_a = (ax2 - ax1) * (ay2 - ay1)
@@ -434,6 +437,9 @@ def _greedy_image(b, anchors, gt, thresh, zero, out):
         for m in range(num_gt):
             v = _iou(ax1, ay1, ax2, ay2, area_a, gt[m, 0], gt[m, 1], gt[m, 2], gt[m, 3], area_g[m], zero)
             table[a, m] = v
+            if a == 0 or v > col_val[m]:
+                col_val[m] = v
+                col_arg[m] = a
             if m == 0 or v > best:
                 best = v
                 best_m = m
@@ -443,17 +449,6 @@ def _greedy_image(b, anchors, gt, thresh, zero, out):
     # ground truth, whose row and column are then discarded. Per column, its best free anchor is kept.
     row_free = np.ones(num_anchors, dtype=np.bool_)
     col_free = np.ones(num_gt, dtype=np.bool_)
-    col_val = np.empty(num_gt, dtype=anchors.dtype)
-    col_arg = np.empty(num_gt, dtype=np.int64)
-    for m in range(num_gt):
-        v = table[0, m]
-        arg = 0
-        for a in range(1, num_anchors):
-            if table[a, m] > v:
-                v = table[a, m]
-                arg = a
-        col_val[m] = v
-        col_arg[m] = arg
     free_rows = num_anchors
     for _ in range(num_gt):
         if free_rows == 0:
