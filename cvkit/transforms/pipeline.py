@@ -32,7 +32,8 @@ grey level of interpolation rounding where the zoom-out canvas shows (identical 
 
 Why not ``A.Compose``: its per-step box checks and conversions cost about 0.15 ms each on one core
 (measured with albumentations 2.0.8), more than the rest of the SSD pipeline on a 300x300 image; here
-boxes are converted once and checked with one vectorized step, and the statistics come for free.
+boxes are converted once and checked in one pass per step (a small numba kernel), and the statistics come
+for free. The cvkit transforms still work inside ``A.Compose`` like any albumentations transform.
 """
 
 from __future__ import annotations

@@ -176,3 +176,21 @@ def test_min_iou_crop_without_boxes_and_keep_whole():
     t.set_random_seed(0)
     x0, y0, x1, y1 = t.get_params_dependent_on_data({"shape": (50, 80, 3)}, {"bboxes": np.zeros((0, 5))})["crop"]
     assert 40 <= x1 - x0 <= 80 and 25 <= y1 - y0 <= 50 and math.isclose(t.max_aspect, 2.0)
+
+
+def test_ssd_transforms_work_inside_albumentations_compose():
+    import albumentations as A
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    boxes = [[10, 20, 60, 90], [100, 10, 150, 50], [70, 70, 90, 110]]
+    compose = A.Compose(
+        [PhotometricDistort(p=1.0), ZoomOut(max_ratio=3.0, p=0.5), MinIoURandomCrop(), A.Resize(64, 64)],
+        bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], min_width=1, min_height=1),
+        seed=0,
+    )
+    for _ in range(20):
+        out = compose(image=image, bboxes=boxes, labels=[0, 1, 2])
+        assert out["image"].shape == (64, 64, 3)
+        b = np.asarray(out["bboxes"]).reshape(-1, 4)
+        assert len(b) == len(out["labels"]) and ((b >= 0) & (b <= 64)).all()
