@@ -1,0 +1,186 @@
+"""CocoEvaluator against pycocotools run on COCO files, and against hand-computed AP values."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from cvkit.data.coco import CocoDetection
+from cvkit.evaluation.coco import COCO_METRICS, CocoEvaluator
+from tests.data.helpers import write_coco
+
+# 101 recall points; precision 1 up to recall 0.5 and 0 beyond: 51 of them count
+HALF_RECALL_AP = 51 / 101
+
+
+def _image(image_id, boxes, labels, size=(100, 100)):
+    return SimpleNamespace(
+        image_id=image_id,
+        size=size,
+        boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        labels=torch.tensor(labels, dtype=torch.int64),
+    )
+
+
+def _pred(boxes, scores, labels):
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "scores": torch.tensor(scores, dtype=torch.float32),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
+
+
+GT = [
+    _image(1, [[10, 10, 50, 60], [60, 20, 90, 90], [2, 2, 12, 12]], [0, 1, 1]),  # medium, medium, small
+    _image(2, [[0, 0, 100, 100]], [0]),  # large
+]
+
+
+def test_perfect_detections_score_one():
+    evaluator = CocoEvaluator(GT, ["cat", "dog"], category_ids=[3, 7])
+    evaluator.update(
+        [_pred(im.boxes.tolist(), [0.9] * len(im.labels), im.labels.tolist()) for im in GT],
+        {"image_ids": torch.tensor([1, 2])},
+    )
+    metrics = evaluator.compute()
+    assert set(metrics) == set(COCO_METRICS)
+    for name in COCO_METRICS[:6] + ("AR100",):
+        assert metrics[name] == pytest.approx(1.0), name
+    assert [(r["name"], r["category_id"], r["num_gt"], r["AP"]) for r in evaluator.per_class] == [
+        ("cat", 3, 2, pytest.approx(1.0)),
+        ("dog", 7, 2, pytest.approx(1.0)),
+    ]
+    table = evaluator.report().splitlines()
+    assert table[0].split() == ["class", "id", "gt", "AP", "AP50"] and table[1].split()[:3] == ["cat", "3", "2"]
+
+
+def test_known_partial_cases():
+    evaluator = CocoEvaluator(GT, ["cat", "dog"])
+    # cat: one of two found -> AP = 51/101; dog: right box, wrong class -> 0 for dog, and a cat false
+    # positive scored below the true cat detection (does not change cat's precision up to recall 0.5)
+    evaluator.update([_pred([[10, 10, 50, 60], [60, 20, 90, 90]], [0.9, 0.8], [0, 0])], {"image_ids": [1]})
+    evaluator.update([_pred([], [], [])], {"image_ids": [2]})
+    metrics = evaluator.compute()
+    cat, dog = evaluator.per_class
+    assert cat["AP"] == pytest.approx(HALF_RECALL_AP) and cat["AP50"] == pytest.approx(HALF_RECALL_AP)
+    assert dog["AP"] == 0.0
+    assert metrics["AP"] == pytest.approx(HALF_RECALL_AP / 2)
+
+
+def test_iou_between_thresholds_counts_only_at_the_lower_ones():
+    # a box with IoU 0.62 with its ground truth is a hit for IoU thresholds 0.5, 0.55, 0.6 only (3 of 10)
+    gt = [_image(1, [[0, 0, 100, 100]], [0], size=(200, 200))]
+    evaluator = CocoEvaluator(gt, ["thing"])
+    evaluator.update([_pred([[0, 0, 62, 100]], [0.5], [0])], {"image_ids": [1]})
+    metrics = evaluator.compute()
+    assert metrics["AP50"] == pytest.approx(1.0)
+    assert metrics["AP75"] == pytest.approx(0.0)
+    assert metrics["AP"] == pytest.approx(0.3)
+    assert math.isnan(metrics["APs"]) and math.isnan(metrics["APm"])  # no such ground truth: pycocotools says -1
+
+
+def test_matches_pycocotools_on_coco_files(tmp_path):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng(0)
+    category_ids = [11, 4, 90]  # declared unsorted: cvkit labels follow the sorted ids 4, 11, 90
+    images, annotations = [], []
+    for image_id in range(1, 9):
+        height, width = int(rng.integers(60, 200)), int(rng.integers(60, 200))
+        images.append({"id": image_id * 10, "file_name": f"{image_id}.png", "height": height, "width": width})
+        for _ in range(int(rng.integers(0, 5))):
+            w, h = float(rng.uniform(4, width / 2)), float(rng.uniform(4, height / 2))
+            x, y = float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h))
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id * 10,
+                    "category_id": int(rng.choice(category_ids)),
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": c, "name": f"class{c}"} for c in category_ids]
+    ann_file = write_coco(tmp_path, images, annotations, categories)
+    dataset = CocoDetection(tmp_path, "ann.json", "images")
+    evaluator = CocoEvaluator.from_dataset(dataset)
+
+    # detections: jittered ground truth (some with the wrong class) plus random false positives
+    results = []
+    for ann in annotations:
+        if rng.random() < 0.8:
+            x, y, w, h = (v + rng.normal(0, 3) for v in ann["bbox"])
+            cat = ann["category_id"] if rng.random() < 0.85 else int(rng.choice(category_ids))
+            results.append(
+                {"image_id": ann["image_id"], "category_id": cat, "bbox": [x, y, w, h], "score": float(rng.random())}
+            )
+    for image in images:
+        for _ in range(2):
+            results.append(
+                {
+                    "image_id": image["id"],
+                    "category_id": int(rng.choice(category_ids)),
+                    "bbox": [float(rng.uniform(0, 50)), float(rng.uniform(0, 50)), 20.0, 15.0],
+                    "score": float(rng.random() * 0.5),
+                }
+            )
+    label_of = {c: dataset.category_ids.index(c) for c in category_ids}
+    for first in range(0, len(images), 3):  # batches of up to 3 images, as a loader would give
+        batch_images = images[first : first + 3]
+        predictions = []
+        for image in batch_images:
+            own = [r for r in results if r["image_id"] == image["id"]]
+            xywh = torch.tensor([r["bbox"] for r in own], dtype=torch.float64).reshape(-1, 4)
+            predictions.append(
+                {
+                    "boxes": torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1),
+                    "scores": torch.tensor([r["score"] for r in own]),
+                    "labels": torch.tensor([label_of[r["category_id"]] for r in own], dtype=torch.int64),
+                }
+            )
+        evaluator.update(predictions, {"image_ids": torch.tensor([im["id"] for im in batch_images])})
+    ours = evaluator.compute()
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(ann_file))
+        reference = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="bbox")
+        reference.evaluate()
+        reference.accumulate()
+        reference.summarize()
+    for name, value in zip(COCO_METRICS, reference.stats):
+        expected = math.nan if value < 0 else value
+        assert ours[name] == pytest.approx(expected, abs=1e-6, nan_ok=True), name
+    assert 0.2 < ours["AP50"] < 0.95  # a real partial case, not all-or-nothing
+    precision = reference.eval["precision"]
+    for row in evaluator.per_class:
+        k = reference.params.catIds.index(row["category_id"])
+        p = precision[:, :, k, 0, -1]
+        assert row["AP"] == pytest.approx(p[p > -1].mean(), abs=1e-9)
+    got_results = sorted((r["image_id"], r["category_id"], round(r["score"], 5)) for r in evaluator.results())
+    assert got_results == sorted((r["image_id"], r["category_id"], round(r["score"], 5)) for r in results)
+
+
+def test_no_detections_and_misuse():
+    evaluator = CocoEvaluator(GT, ["cat", "dog"])
+    with pytest.raises(RuntimeError, match="before any update"):
+        evaluator.compute()
+    evaluator.update([_pred([], [], []), _pred([], [], [])], {"image_ids": [1, 2]})
+    metrics = evaluator.compute()
+    assert metrics["AP"] == 0.0 and metrics["AR100"] == 0.0
+    with pytest.raises(KeyError, match="image id 99"):
+        evaluator.update([_pred([], [], [])], {"image_ids": [99]})
+    with pytest.raises(ValueError, match="2 predictions for 1 image ids"):
+        evaluator.update([_pred([], [], []), _pred([], [], [])], {"image_ids": [1]})
+    with pytest.raises(ValueError, match="distinct"):
+        CocoEvaluator(GT, ["cat", "dog"], category_ids=[1, 1])
+    evaluator.reset()
+    with pytest.raises(RuntimeError):
+        evaluator.compute()
