@@ -131,6 +131,11 @@ class SSDDetector(nn.Module):
         self.eval()  # no BatchNorm statistics update
         try:
             features = torch.func.functional_call(wrapper, state, (image,))
+        except RuntimeError as exc:
+            raise ValueError(
+                f"input {height}x{width} is too small for this model's layers ({exc}); use a larger input, fewer "
+                f"anchor levels, or fewer unpadded extra layers (model.num_valid_extras)"
+            ) from None
         finally:
             self.train(was_training)
         return [(int(f.shape[-2]), int(f.shape[-1])) for f in features]

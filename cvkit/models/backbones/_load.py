@@ -11,7 +11,7 @@ __all__ = ["load_torchvision_state"]
 
 # torchvision's old DenseNet files name "norm.1" what the module calls "norm1" (and conv.1, relu.1 ...)
 _DENSENET_OLD_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 
 

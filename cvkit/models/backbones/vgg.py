@@ -10,7 +10,7 @@ initialisation (the classifier's fc6/fc7 are not converted).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torchvision
 from torch import Tensor, nn
@@ -21,8 +21,23 @@ from cvkit.models.backbones.base import Backbone, L2Norm
 __all__ = ["vgg16", "vgg16_bn"]
 
 
-def _vgg(factory: Callable[..., nn.Module], name: str, state_dict: Mapping[str, Tensor] | None) -> Backbone:
-    net = factory(weights=None)
+class _VGGFeatures(nn.Module):
+    """torchvision's VGG without the classifier (its 120M parameters are never used): same ``features.*`` keys."""
+
+    def __init__(self, batch_norm: bool) -> None:
+        super().__init__()
+        self.features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"], batch_norm=batch_norm)
+        for m in self.features.modules():  # torchvision VGG's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
+def _vgg(batch_norm: bool, name: str, state_dict: Mapping[str, Tensor] | None) -> Backbone:
+    net = _VGGFeatures(batch_norm)
     if state_dict is not None:
         load_torchvision_state(net, state_dict, ("classifier.",), name)
     layers = list(net.features)
@@ -60,9 +75,9 @@ def _vgg(factory: Callable[..., nn.Module], name: str, state_dict: Mapping[str, 
 
 def vgg16(state_dict: Mapping[str, Tensor] | None = None) -> Backbone:
     """VGG-16 backbone; ``state_dict``: torchvision ``vgg16`` weights (``classifier.*`` optional)."""
-    return _vgg(torchvision.models.vgg16, "vgg16", state_dict)
+    return _vgg(False, "vgg16", state_dict)
 
 
 def vgg16_bn(state_dict: Mapping[str, Tensor] | None = None) -> Backbone:
     """VGG-16 with BatchNorm; ``state_dict``: torchvision ``vgg16_bn`` weights (``classifier.*`` optional)."""
-    return _vgg(torchvision.models.vgg16_bn, "vgg16_bn", state_dict)
+    return _vgg(True, "vgg16_bn", state_dict)
