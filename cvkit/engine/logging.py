@@ -97,9 +97,9 @@ def _format_value(key: str, value: Any) -> str:
 
 
 def table_columns(row: Mapping[str, Any], monitor: str = "AP") -> list[str]:
-    """Console columns for a row: epoch, train loss terms, val_loss, AP (and the monitored metric), lr, time."""
+    """Console columns for a row: epoch, train loss terms, val_loss, AP, AP50 (and the monitored metric), lr, time."""
     losses = [k for k in row if k.startswith("loss")]
-    metrics = ["val_loss", "AP"] + ([monitor] if monitor not in ("val_loss", "AP") else [])
+    metrics = ["val_loss", "AP", "AP50"] + ([monitor] if monitor not in ("val_loss", "AP", "AP50") else [])
     return ["epoch", *losses, *metrics, "lr", "time"]
 
 

@@ -28,6 +28,14 @@ def _cfg(**kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class Crash(RuntimeError):
     pass
 
@@ -115,7 +123,7 @@ def test_resume_extends_the_number_of_epochs(tmp_path):
 def test_fit_trains_and_writes_the_run_folder(tmp_path, capsys):
     torch.manual_seed(0)
     criterion = TinyCriterion()
-    cfg = TrainConfig(epochs=6, lr=0.05, warmup_epochs=0, eval_every=2, progress=False, tensorboard=False)
+    cfg = TrainConfig(epochs=6, lr=0.05, warmup_epochs=0, eval_every=2, progress=False, tensorboard=True)
     evaluator = ScriptedEvaluator([0.2, 0.5, 0.4])
     history = fit(
         TinyDetector(),
@@ -142,7 +150,9 @@ def test_fit_trains_and_writes_the_run_folder(tmp_path, capsys):
     assert set(last) >= {"model", "optimizer", "scheduler", "scaler", "ema", "rng", "history", "train_config"}
     out = capsys.readouterr().out
     header = out.splitlines()[0].split()
-    assert header == ["epoch", "loss", "loss_cls", "loss_box", "val_loss", "AP", "lr", "time"]
+    assert header == ["epoch", "loss", "loss_cls", "loss_box", "val_loss", "AP", "AP50", "lr", "time"]
+    assert out.splitlines()[1].split()[0] == "1" and out.splitlines()[1].split()[5] == "-"  # AP not yet measured
+    assert (tmp_path / "tensorboard").is_dir() == _has_tensorboard()
     assert "best AP 0.5000 at epoch 4" in out
     with open(tmp_path / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -249,3 +259,19 @@ def test_amp_is_ignored_on_cpu_and_deterministic_mode_is_restored(tmp_path):
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["scaler"] == {} and state["ema"] is None
     assert not (tmp_path / "checkpoints" / "best.pt").exists()  # nothing evaluated, nothing "best"
+
+
+def test_progress_bars_go_to_stderr_and_the_table_to_stdout(tmp_path, capsys):
+    fit(
+        TinyDetector(),
+        TinyCriterion(),
+        TinyPostprocessor(),
+        tiny_loader(num_images=8),
+        tiny_loader(num_images=4, shuffle=False, transform=None),
+        TrainConfig(epochs=1, progress=True, plots=False, tensorboard=False, monitor="val_loss"),
+        tmp_path,
+        evaluator=None,
+    )
+    captured = capsys.readouterr()
+    assert "epoch 1" in captured.err and "eval" in captured.err  # tqdm bars of the train and val passes
+    assert captured.out.splitlines()[0].split()[:2] == ["epoch", "loss"]
