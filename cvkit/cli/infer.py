@@ -1,0 +1,168 @@
+"""``cvkit infer --checkpoint CKPT INPUTS...``: detect objects in image files, folders and globs.
+
+The checkpoint carries the config, class names and preprocessing, so nothing else is needed. Images
+are read with OpenCV (EXIF orientation applied, greyscale/RGBA/16-bit converted), resized to the
+network input, normalized, run in batches, and the detections are mapped back to original pixels.
+Writes to ``--out``: annotated images (``<stem>.jpg``), one JSON per image (``<stem>.json``: boxes
+xyxy in pixels, scores, labels, class names), and ``detections_coco.json`` (COCO results format with the
+dataset's original category ids; ``image_id`` is the image's position in the input order unless the
+file name is an integer). Unreadable images are reported and skipped; the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files, folders (their images, sorted) and glob patterns -> a list of paths (first seen wins)."""
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif any(ch in item for ch in "*?["):
+            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+        else:
+            found = [path]
+        for p in found:
+            if p not in seen:
+                seen.add(p)
+                out.append(p)
+    return out
+
+
+class Predictor:
+    """A detector rebuilt from a cvkit checkpoint, with the preprocessing it was trained with."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", score_thresh: float | None = None,
+                 iou_thresh: float | None = None, max_det: int | None = None):
+        import dataclasses
+
+        from cvkit.engine.checkpoint import load_checkpoint
+        from cvkit.models.build import build_detector
+        from cvkit.run_config import run_config_from_dict
+
+        state = load_checkpoint(checkpoint, map_location="cpu")
+        extra = state.get("extra") or {}
+        if "config" not in extra or "class_names" not in extra:
+            raise ValueError(f"{checkpoint}: not a cvkit detection checkpoint (no config / class names inside)")
+        cfg = run_config_from_dict(extra["config"], f"{checkpoint} (stored config)")
+        post = cfg.postprocess
+        changes = {k: v for k, v in (("score_thresh", score_thresh), ("iou_thresh", iou_thresh),
+                                     ("max_detections", max_det)) if v is not None}
+        if changes:
+            post = dataclasses.replace(post, **changes)
+        self.class_names = list(extra["class_names"])
+        self.category_ids = extra.get("category_ids")
+        pre = extra["preprocess"]
+        self.size = tuple(int(v) for v in pre["size"])
+        self.mean = np.asarray(pre["mean"], np.float32) * 255.0
+        self.std = np.asarray(pre["std"], np.float32) * 255.0
+        self.device = torch.device(device)
+        model, _, self.postprocessor = build_detector(cfg.model, cfg.loss, post, cfg.anchors,
+                                                      num_classes=len(self.class_names))
+        weights = state.get("ema") if state.get("ema") else None
+        model.load_state_dict(weights["module"] if isinstance(weights, dict) and "module" in weights
+                              else state["model"])
+        self.model = model.to(self.device).eval()
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        import cv2
+
+        height, width = self.size
+        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        x = (resized.astype(np.float32) - self.mean) / self.std
+        return torch.from_numpy(x).permute(2, 0, 1)
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+        sizes = torch.tensor([list(self.size)] * len(images), dtype=torch.int64, device=self.device)
+        orig = torch.tensor([list(im.shape[:2]) for im in images], dtype=torch.int64, device=self.device)
+        outputs = self.model(batch)
+        return [{k: v.cpu() for k, v in d.items()} for d in self.postprocessor(outputs, sizes, orig)]
+
+
+def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
+    for i in range(0, len(paths), size):
+        yield paths[i : i + size]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cvkit infer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a cvkit checkpoint (best.pt / last.pt)")
+    parser.add_argument("--out", type=Path, default=Path("runs/infer"), help="output folder")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--score-thresh", type=float, default=None, help="override the checkpoint's threshold")
+    parser.add_argument("--iou-thresh", type=float, default=None, help="override the NMS IoU threshold")
+    parser.add_argument("--max-det", type=int, default=None, help="override detections per image")
+    parser.add_argument("--no-draw", action="store_true", help="skip the annotated images")
+    args = parser.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from cvkit.data.errors import DataError
+    from cvkit.data.io import read_image
+    from cvkit.viz.draw import draw_boxes, save_image
+
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        print("cvkit infer: no input images found", file=sys.stderr)
+        return 2
+    predictor = Predictor(args.checkpoint, args.device, args.score_thresh, args.iou_thresh, args.max_det)
+    args.out.mkdir(parents=True, exist_ok=True)
+    coco_results: list[dict[str, Any]] = []
+    skipped: list[tuple[Path, str]] = []
+    done = 0
+    position = {p: i for i, p in enumerate(paths)}
+    for chunk in tqdm(list(_batches(paths, args.batch_size)), desc="infer", unit="batch"):
+        images, kept = [], []
+        for p in chunk:
+            try:
+                images.append(read_image(p))
+                kept.append(p)
+            except (DataError, OSError, ValueError) as exc:
+                skipped.append((p, str(exc).splitlines()[0]))
+        if not images:
+            continue
+        for p, image, det in zip(kept, images, predictor(images)):
+            image_id = int(p.stem) if p.stem.isdigit() else position[p]
+            boxes = det["boxes"].tolist()
+            scores = det["scores"].tolist()
+            labels = det["labels"].tolist()
+            names = [predictor.class_names[lab] for lab in labels]
+            record = {"file": str(p), "image_id": image_id, "height": image.shape[0], "width": image.shape[1],
+                      "boxes_xyxy": boxes, "scores": scores, "labels": labels, "class_names": names}
+            (args.out / f"{p.stem}.json").write_text(json.dumps(record, indent=1))
+            for box, score, lab in zip(boxes, scores, labels):
+                cat = predictor.category_ids[lab] if predictor.category_ids else lab
+                coco_results.append({"image_id": image_id, "category_id": int(cat), "score": round(score, 5),
+                                     "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
+            if not args.no_draw:
+                drawn = draw_boxes(image, det["boxes"], det["labels"], predictor.class_names, det["scores"])
+                save_image(args.out / f"{p.stem}.jpg", drawn)
+            done += 1
+    (args.out / "detections_coco.json").write_text(json.dumps(coco_results))
+    print(f"{done} images -> {args.out} ({len(coco_results)} detections; COCO results: "
+          f"{args.out / 'detections_coco.json'})")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable images:")
+        for p, why in skipped:
+            print(f"  {p}: {why}")
+    return 0

@@ -1,0 +1,97 @@
+"""``cvkit train CONFIG [--set a.b=c ...] [--resume CKPT]``: train a detector from one YAML file.
+
+Builds the datasets and loaders (``data:``, ``transforms:``), the detector, its criterion and
+postprocessor (``model:``, ``loss:``, ``postprocess:``, ``anchors:``), a COCO evaluator on the val split,
+and runs :func:`cvkit.engine.train.fit` (``train:``). Every checkpoint carries what inference needs:
+the resolved config, class names, preprocessing (size, mean, std) and the dataset's category ids.
+Run folder: ``<train.output_dir>/<name>`` (or ``--run-dir``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from cvkit.config import ConfigError
+
+EXAMPLES = """examples:
+  cvkit train configs/default.yaml
+  cvkit train configs/default.yaml --set train.epochs=2 --set data.batch_size=8
+  cvkit train configs/default.yaml --resume runs/default/last.pt --set train.epochs=30
+"""
+
+
+def build_parser(prog: str = "cvkit train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path, help="YAML run config (see configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    parser.add_argument("--resume", type=Path, default=None, help="checkpoint to resume from (last.pt / best.pt)")
+    parser.add_argument("--run-dir", type=Path, default=None, help="run folder (default: runs/<name>)")
+    return parser
+
+
+def checkpoint_extra(cfg: Any, class_names: tuple[str, ...], category_ids: Any) -> dict[str, Any]:
+    """What a checkpoint carries so that ``cvkit infer`` needs nothing else."""
+    from cvkit.run_config import to_dict
+
+    return {
+        "config": to_dict(cfg),
+        "task": cfg.task,
+        "class_names": list(class_names),
+        "category_ids": None if category_ids is None else [int(c) for c in category_ids],
+        "preprocess": {
+            "size": list(cfg.transforms.size),
+            "mean": list(cfg.transforms.mean),
+            "std": list(cfg.transforms.std),
+            "interpolation": cfg.transforms.interpolation,
+        },
+    }
+
+
+def run(cfg: Any, run_dir: Path, resume: Path | None = None) -> list[dict[str, float]]:
+    """Train ``cfg`` (a :class:`cvkit.run_config.RunConfig`) into ``run_dir``; returns the epoch rows."""
+    from cvkit.data.build import build_dataset
+    from cvkit.data.loader import loader_from_config
+    from cvkit.engine.train import fit
+    from cvkit.evaluation.coco import CocoEvaluator
+    from cvkit.models.build import build_detector
+    from cvkit.transforms.presets import build_transform
+
+    if cfg.task != "detect":
+        raise ConfigError(f"task={cfg.task!r} is not trainable yet; only 'detect' is (classification: issue 6)")
+    train_set = build_dataset(cfg.data, "train", progress=True)
+    val_set = build_dataset(cfg.data, "val", progress=True)
+    train_tf = build_transform(cfg.transforms.train_preset, cfg.transforms)
+    val_tf = build_transform(cfg.transforms.eval_preset, cfg.transforms)
+    train_loader = loader_from_config(cfg.data, train_set, train_tf, train=True)
+    val_loader = loader_from_config(cfg.data, val_set, val_tf, train=False)
+    class_names = tuple(train_set.class_names)
+    model, criterion, postprocessor = build_detector(
+        cfg.model, cfg.loss, cfg.postprocess, cfg.anchors, num_classes=len(class_names)
+    )
+    evaluator = CocoEvaluator.from_dataset(val_set)
+    extra = checkpoint_extra(cfg, class_names, getattr(train_set, "category_ids", None))
+    return fit(model, criterion, postprocessor, train_loader, val_loader, cfg.train, run_dir,
+               evaluator=evaluator, resume=resume, extra_state=extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from cvkit.run_config import load_run_config
+
+    try:
+        cfg = load_run_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"cvkit train: {exc}", file=sys.stderr)
+        return 2
+    run_dir = args.run_dir or Path(getattr(cfg.train, "output_dir", "runs")) / cfg.name
+    rows = run(cfg, run_dir, args.resume)
+    if rows:
+        last = rows[-1]
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k in ("AP", "AP50", "AP75"))
+        print(f"done: {len(rows)} epochs; last epoch {metrics or '(not evaluated)'}; run folder: {run_dir}")
+    return 0

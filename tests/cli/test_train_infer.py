@@ -1,0 +1,47 @@
+"""End to end: `cvkit train` on a tiny synthetic set, then `cvkit infer` with the checkpoint alone."""
+
+import json
+
+import torch
+
+from cvkit.cli.main import main as cvkit
+from cvkit.engine.checkpoint import load_checkpoint
+
+
+def test_train_then_infer(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = [
+        "train", "configs/default.yaml", "--run-dir", str(run_dir),
+        "--set", "data.synthetic.num_train=4", "--set", "data.synthetic.num_val=2",
+        "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "data.batch_size=4",
+        "--set", "data.num_workers=0", "--set", "train.epochs=1", "--set", "train.progress=false",
+        "--set", "train.tensorboard=false",
+    ]
+    assert cvkit(args) == 0
+    out = capsys.readouterr().out
+    assert "done: 1 epochs" in out
+    for name in ("config.yaml", "metrics.csv", "losses.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run_dir / name).exists(), name
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    extra = state["extra"]
+    assert extra["class_names"] == ["circle", "square", "triangle", "star", "cross"]
+    assert extra["preprocess"]["size"] == [300, 300]
+    assert extra["config"]["data"]["synthetic"]["num_train"] == 4
+
+    images = sorted((tmp_path / "cache").rglob("*.jpg"))[:3]
+    assert images
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    out_dir = tmp_path / "infer"
+    assert cvkit(["infer", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), *map(str, images), str(bad),
+                  "--out", str(out_dir), "--score-thresh", "0.0", "--max-det", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped 1 unreadable" in printed and "broken.jpg" in printed
+    record = json.loads((out_dir / f"{images[0].stem}.json").read_text())
+    assert len(record["boxes_xyxy"]) == len(record["scores"]) == len(record["labels"]) <= 5
+    assert all(0 <= b[0] <= b[2] <= record["width"] and 0 <= b[1] <= b[3] <= record["height"]
+               for b in record["boxes_xyxy"])
+    assert (out_dir / f"{images[0].stem}.jpg").exists()
+    coco = json.loads((out_dir / "detections_coco.json").read_text())
+    assert {d["category_id"] for d in coco} <= {1, 2, 3, 4, 5}  # the synthetic COCO file's category ids
+    assert torch.is_tensor(state["model"][next(iter(state["model"]))])

@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+
+from cvkit.config import ConfigError
+from cvkit.run_config import load_run_config, run_config_from_dict, to_dict
+
+CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
+
+
+def test_there_are_configs():
+    names = {p.stem for p in CONFIGS}
+    assert {"default", "ssd300_vgg16", "voc", "yolo"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_loads_and_builds_its_model(path):
+    from cvkit.models.build import build_detector
+
+    cfg = load_run_config(path)
+    assert to_dict(run_config_from_dict(to_dict(cfg))) == to_dict(cfg)  # resolved form round-trips
+    model, criterion, postprocessor = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors, num_classes=3)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert callable(criterion) and callable(postprocessor)
+
+
+def test_unknown_keys_are_rejected_with_a_suggestion(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epocs: 3\n")
+    with pytest.raises(ConfigError, match=r"train\.epocs.*did you mean 'epochs'"):
+        load_run_config(path)
+    path.write_text("trian:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match="did you mean 'train'"):
+        load_run_config(path)
+
+
+def test_overrides_and_type_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\n")
+    cfg = load_run_config(path, ["train.epochs=7", "data.batch_size=4", "model.backbone=resnet34"])
+    assert (cfg.train.epochs, cfg.data.batch_size, cfg.model.backbone) == (7, 4, "resnet34")
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_run_config(path, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_run_config(path, ["train.epochs"])
+
+
+def test_anchor_and_input_sizes_must_agree(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("transforms:\n  size: [320, 320]\n")
+    with pytest.raises(ConfigError, match="anchors.image_size"):
+        load_run_config(path)
+
+
+def test_dataset_root_required_for_file_formats(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  format: coco\n")
+    with pytest.raises(ConfigError, match="data.root"):
+        load_run_config(path)
