@@ -98,7 +98,8 @@ def all_reduce_mean(values: dict[str, float], device: torch.device | str = "cpu"
     packed = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(packed, op=dist.ReduceOp.SUM)
     packed /= dist.get_world_size()
-    return dict(zip(keys, packed.cpu().tolist()))
+    reduced = dict(zip(keys, packed.cpu().tolist()))
+    return {k: reduced[k] for k in values}  # the caller's key order
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

@@ -5,7 +5,8 @@ as ``val_<name>``, averaged over batches); the postprocessor turns outputs into 
 evaluator accumulates. The model's train/eval mode is restored afterwards.
 
 The evaluator is pluggable: any object with ``reset()``, ``update(predictions, batch)`` and
-``compute() -> dict[str, float]`` (and optionally ``report() -> str``), e.g.
+``compute() -> dict[str, float]`` (optionally ``report() -> str``, a text report that ``fit`` writes to
+``eval_report.txt``, and ``table_metrics``, the metric names ``fit`` shows on the console), e.g.
 :class:`cvkit.evaluation.coco.CocoEvaluator`. Predictions are ``postprocessor(outputs, image_sizes,
 batch["orig_sizes"])`` for detection batches (``image_sizes`` int64 ``(B, 2)``: the network input's
 ``(height, width)`` per image), ``postprocessor(outputs)`` for other batches, and ``outputs`` itself when

@@ -22,7 +22,7 @@ import math
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -96,10 +96,9 @@ def _format_value(key: str, value: Any) -> str:
     return f"{value:.4f}"
 
 
-def table_columns(row: Mapping[str, Any], monitor: str = "AP") -> list[str]:
-    """Console columns for a row: epoch, train loss terms, val_loss, AP, AP50 (and the monitored metric), lr, time."""
+def table_columns(row: Mapping[str, Any], metrics: Sequence[str] = ("val_loss", "AP", "AP50")) -> list[str]:
+    """Console columns for a row: epoch, the train loss terms, ``metrics`` (validation), lr, time."""
     losses = [k for k in row if k.startswith("loss")]
-    metrics = ["val_loss", "AP", "AP50"] + ([monitor] if monitor not in ("val_loss", "AP", "AP50") else [])
     return ["epoch", *losses, *metrics, "lr", "time"]
 
 
@@ -117,14 +116,14 @@ class RunLogger:
         console_table: bool = True,
         tensorboard: bool = True,
         plots: bool = True,
-        monitor: str = "AP",
+        metrics: Sequence[str] = ("val_loss", "AP", "AP50"),
         history: list[dict[str, float]] | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.console_table = console_table and enabled
         self.plots = plots and enabled
-        self.monitor = monitor
+        self.metrics = list(metrics)
         self.history: list[dict[str, float]] = [dict(r) for r in history or []]
         self._columns: list[str] | None = None
         self.writer = None
@@ -152,7 +151,7 @@ class RunLogger:
         if not self.enabled:
             return
         if self.console_table:
-            columns = table_columns(row, self.monitor)
+            columns = table_columns(row, self.metrics)
             if columns != self._columns:
                 self._columns = columns
                 self.print(" ".join(f"{k:>{max(len(k), 10)}}" for k in columns))

@@ -67,7 +67,7 @@ def default_param_groups(
                 no_decay.append(param)
             else:
                 decay.append(param)
-    groups = [
+    groups: list[dict[str, Any]] = [
         {"name": "decay" if no_decay_norm_bias else "all", "params": decay, "lr": lr, "weight_decay": weight_decay},
         {"name": "no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0},
     ]

@@ -85,9 +85,9 @@ def monitor_mode(cfg: TrainConfig) -> str:
 
 
 def _set_loader_epoch(loader: Any, epoch: int) -> None:
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
+    set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
+    if callable(set_epoch):
+        set_epoch(epoch)
 
 
 def train_one_epoch(
@@ -240,7 +240,7 @@ def fit(
             console_table=cfg.console_table,
             tensorboard=cfg.tensorboard,
             plots=cfg.plots,
-            monitor=cfg.monitor,
+            metrics=_table_metrics(val_loader, evaluator, cfg.monitor),
             history=history,
         )
         if main:
@@ -276,7 +276,7 @@ def fit(
 
             evaluated = val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
             improved = stop = False
-            if evaluated and main:
+            if evaluated and main and val_loader is not None:
                 eval_model = ema.module if ema is not None else model
                 metrics = evaluate(
                     eval_model, criterion, postprocessor, val_loader, device, evaluator, use_amp, cfg.progress
@@ -349,6 +349,16 @@ def fit(
         if logger is not None:
             logger.close()
         set_deterministic(previous_deterministic)
+
+
+def _table_metrics(val_loader: Any, evaluator: Any, monitor: str) -> list[str]:
+    """Validation columns of the console table: val_loss, the evaluator's headline metrics, the monitor."""
+    if val_loader is None:
+        return []
+    names = ["val_loss"]
+    if evaluator is not None:
+        names += list(getattr(evaluator, "table_metrics", ("AP", "AP50")))
+    return names + ([monitor] if monitor not in names else [])
 
 
 def _gather_objects(obj: Any) -> list[Any]:

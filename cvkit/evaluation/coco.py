@@ -60,6 +60,8 @@ class CocoEvaluator:
     ``category_ids[l]`` is the id written for label ``l`` (default: ``l``).
     """
 
+    table_metrics = ("AP", "AP50")  # the metrics fit's console table shows
+
     def __init__(
         self,
         images: Iterable[Any],
@@ -74,7 +76,8 @@ class CocoEvaluator:
         if len(ids) != num_classes or len(set(ids)) != num_classes:
             raise ValueError(f"category_ids must be {num_classes} distinct ids, got {ids}")
         self.category_ids = tuple(ids)
-        gt_images, annotations = [], []
+        gt_images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
         num_gt = np.zeros(num_classes, dtype=np.int64)
         for image in images:
             height, width = (int(v) for v in image.size)
@@ -155,7 +158,7 @@ class CocoEvaluator:
     def _coco_dt(self) -> Any:
         from pycocotools.coco import COCO
 
-        annotations = []
+        annotations: list[dict[str, Any]] = []
         for det in self.results():
             x, y, w, h = det["bbox"]
             det.update(id=len(annotations) + 1, area=w * h, iscrowd=0)

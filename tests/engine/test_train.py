@@ -274,4 +274,4 @@ def test_progress_bars_go_to_stderr_and_the_table_to_stdout(tmp_path, capsys):
     )
     captured = capsys.readouterr()
     assert "epoch 1" in captured.err and "eval" in captured.err  # tqdm bars of the train and val passes
-    assert captured.out.splitlines()[0].split()[:2] == ["epoch", "loss"]
+    assert captured.out.splitlines()[0].split() == ["epoch", "loss", "loss_cls", "loss_box", "val_loss", "lr", "time"]
