@@ -58,7 +58,8 @@ class TrainConfig:
     seed: int = 0  # seeds python, numpy and torch at the start of fit (rank r uses seed + r)
     deterministic: bool = False  # deterministic algorithms (slower; warn-only for ops without one)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
-    # logging
+    # logging and the run folder
+    output_dir: str = "runs"  # run folders are <output_dir>/<name> (the CLI's choice; fit takes the folder itself)
     progress: bool = True  # tqdm progress bars
     console_table: bool = True  # one table row per epoch on the console
     tensorboard: bool = True  # TensorBoard event files in <run_dir>/tensorboard when tensorboard is installed

@@ -184,6 +184,11 @@ def fit(
     and its rows include evaluation results.
     """
     run_dir = Path(run_dir)
+    if val_loader is not None and evaluator is None and not cfg.monitor.startswith("val_"):
+        raise ValueError(
+            f"train.monitor={cfg.monitor!r} needs an evaluator; without one only the validation losses "
+            "(val_loss, val_<term>) can be monitored"
+        )
     distributed = init_distributed(cfg.dist_backend, cfg.device)
     rank, world_size = get_rank(), get_world_size()
     main = rank == 0
@@ -249,6 +254,7 @@ def fit(
             if resume is not None:
                 logger.print(f"resumed from {resume} at epoch {start_epoch} of {cfg.epochs}")
         mode = monitor_mode(cfg)
+        evaluated_now = False  # whether this call ran the evaluator (its report is then current)
         if resumed_rng is not None:
             set_rng_state(resumed_rng)
 
@@ -282,6 +288,7 @@ def fit(
                     eval_model, criterion, postprocessor, val_loader, device, evaluator, use_amp, cfg.progress
                 )
                 row.update(metrics)
+                evaluated_now = evaluator is not None
                 if cfg.monitor not in metrics:
                     raise KeyError(
                         f"train.monitor={cfg.monitor!r} is not among the evaluation metrics {sorted(metrics)}"
@@ -341,9 +348,8 @@ def fit(
                 break
             barrier()
 
-        if main and evaluator is not None and callable(getattr(evaluator, "report", None)):
-            if any(cfg.monitor in row for row in logger.history):
-                logger.print(evaluator.report())
+        if main and evaluated_now and callable(getattr(evaluator, "report", None)):
+            logger.print(evaluator.report())
         return logger.history
     finally:
         if logger is not None:

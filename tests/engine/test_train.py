@@ -118,6 +118,9 @@ def test_resume_extends_the_number_of_epochs(tmp_path):
     assert state["epoch"] == 3 and state["global_step"] == 9
     with open(tmp_path / "run" / "metrics.csv", newline="") as f:
         assert [float(r["epoch"]) for r in csv.DictReader(f)] == [1.0, 2.0, 3.0]
+    done = TinyCriterion()
+    history, _ = _run(tmp_path, "run", done, _cfg(epochs=3, schedule="constant"), resume=last)
+    assert len(history) == 3 and done.losses == []  # already finished: nothing to train
 
 
 def test_fit_trains_and_writes_the_run_folder(tmp_path, capsys):
@@ -191,6 +194,13 @@ def test_unknown_monitor_names_the_available_metrics(tmp_path):
             tmp_path,
             evaluator=ScriptedEvaluator([0.1]),
         )
+
+
+def test_a_metric_monitor_without_an_evaluator_is_refused_before_training(tmp_path):
+    criterion = TinyCriterion()
+    with pytest.raises(ValueError, match="needs an evaluator"):
+        fit(TinyDetector(), criterion, None, tiny_loader(4), tiny_loader(4), _cfg(monitor="AP"), tmp_path)
+    assert criterion.calls == 0 and not tmp_path.joinpath("checkpoints").exists()
 
 
 def test_train_one_epoch_clips_the_gradient_norm():
