@@ -348,8 +348,9 @@ def fit(
                 break
             barrier()
 
-        if main and evaluated_now and callable(getattr(evaluator, "report", None)):
-            logger.print(evaluator.report())
+        report = getattr(evaluator, "report", None)
+        if main and evaluated_now and callable(report):
+            logger.print(report())
         return logger.history
     finally:
         if logger is not None:
