@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
@@ -145,6 +146,9 @@ def test_fit_trains_and_writes_the_run_folder(tmp_path, capsys):
     for name in ("config.yaml", "environment.json", "metrics.csv", "losses.png", "metrics.png", "lr.png"):
         assert (tmp_path / name).is_file(), name
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"] == {"backbone": "tiny"}
+    environment = json.loads((tmp_path / "environment.json").read_text())
+    assert environment["packages"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert environment["python"].count(".") == 2
     assert (tmp_path / "eval_report.txt").read_text().startswith("scripted report after 3")
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
     assert best["epoch"] == 4 and best["best_metric"] == 0.5
@@ -253,18 +257,38 @@ def test_evaluate_averages_val_losses_and_restores_the_mode():
     assert metrics["AP"] == 0.7 and evaluator.num_images == 8
 
 
+def test_the_seed_decides_the_run(tmp_path):
+    def losses(seed, name):
+        torch.manual_seed(0)  # the same initial weights every time
+        criterion = TinyCriterion(global_rng=True)
+        fit(
+            TinyDetector(dropout=0.5), criterion, None, tiny_loader(8), None, _cfg(epochs=1, seed=seed), tmp_path / name
+        )
+        return criterion.losses
+
+    assert losses(1, "a") == losses(1, "b")
+    assert losses(1, "c") != losses(2, "d")
+
+
 def test_amp_is_ignored_on_cpu_and_deterministic_mode_is_restored(tmp_path):
     before = torch.are_deterministic_algorithms_enabled()
+    seen = []
+
+    class Spy(TinyCriterion):
+        def forward(self, outputs, targets):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+            return super().forward(outputs, targets)
+
     history = fit(
         TinyDetector(),
-        TinyCriterion(),
+        Spy(),
         None,
         tiny_loader(num_images=4),
         None,
         _cfg(epochs=1, amp=True, deterministic=not before, device="cpu"),
         tmp_path,
     )
-    assert torch.are_deterministic_algorithms_enabled() == before
+    assert seen == [not before] and torch.are_deterministic_algorithms_enabled() == before
     assert len(history) == 1 and math.isfinite(history[0]["loss"])
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["scaler"] == {} and state["ema"] is None
