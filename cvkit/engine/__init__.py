@@ -1,7 +1,7 @@
 """Training engine: ``fit`` / ``train_one_epoch`` / ``evaluate``, optimizers and schedules, checkpoints,
 EMA, seeding, run-folder logging and torchrun support. See :mod:`cvkit.engine.train` for the flow."""
 
-from cvkit.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cvkit.engine.checkpoint import CheckpointError, checkpoint_weights, load_checkpoint, save_checkpoint
 from cvkit.engine.config import TrainConfig
 from cvkit.engine.ema import ModelEMA
 from cvkit.engine.evaluate import evaluate
@@ -17,6 +17,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "CheckpointError",
+    "checkpoint_weights",
     "ModelEMA",
     "build_optimizer",
     "build_schedule",

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "checkpoint_weights"]
 
 CHECKPOINT_FORMAT = "cvkit-checkpoint"
 
@@ -77,3 +77,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, got {type(state).__name__}")
     return state
+
+
+def checkpoint_weights(state: dict[str, Any], prefer_ema: bool = True) -> dict[str, torch.Tensor]:
+    """The model state_dict to run inference with: the EMA weights when the run kept them (those are what
+    was evaluated and what ``best.pt`` was chosen by) and ``prefer_ema``, else the trained weights."""
+    ema = state.get("ema")
+    if prefer_ema and isinstance(ema, dict) and "module" in ema:
+        return ema["module"]
+    if "model" not in state:
+        raise CheckpointError("the checkpoint has no 'model' weights")
+    return state["model"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from cvkit.engine import TrainConfig, evaluate, fit, load_checkpoint, train_one_epoch
+from cvkit.engine import TrainConfig, checkpoint_weights, evaluate, fit, load_checkpoint, train_one_epoch
 from cvkit.engine.optim import build_optimizer, model_param_groups
 from tests.engine._tiny import (
     ScriptedEvaluator,
@@ -99,7 +99,10 @@ def test_resumed_run_reproduces_the_uninterrupted_losses(tmp_path):
     assert drop_time == [{k: v for k, v in row.items() if k != "time"} for row in history_full]
     for a, b in zip(model_full.state_dict().values(), model_resumed.state_dict().values()):
         assert torch.equal(a, b)
-    ema_full = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["ema"]
+    state_full = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    assert checkpoint_weights(state_full) is state_full["ema"]["module"]
+    assert checkpoint_weights(state_full, prefer_ema=False) is state_full["model"]
+    ema_full = state_full["ema"]
     ema_resumed = load_checkpoint(tmp_path / "crashed" / "checkpoints" / "last.pt")["ema"]
     assert ema_full["updates"] == ema_resumed["updates"] == 12
     for key, value in ema_full["module"].items():
@@ -292,6 +295,7 @@ def test_amp_is_ignored_on_cpu_and_deterministic_mode_is_restored(tmp_path):
     assert len(history) == 1 and math.isfinite(history[0]["loss"])
     state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert state["scaler"] == {} and state["ema"] is None
+    assert checkpoint_weights(state) is state["model"]
     assert not (tmp_path / "checkpoints" / "best.pt").exists()  # nothing evaluated, nothing "best"
 
 
