@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CocoEvaluator", "COCO_METRICS"]
+__all__ = ["CocoEvaluator", "COCO_METRICS", "coco_results"]
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -50,6 +50,29 @@ def _numpy(values: Any, dtype: Any) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     return np.asarray(values, dtype=dtype)
+
+
+def coco_results(
+    predictions: Sequence[Mapping[str, Any]], image_ids: Sequence[int], category_ids: Sequence[int] | None = None
+) -> list[dict[str, Any]]:
+    """Per-image detections as a COCO results list: ``{"image_id", "category_id", "bbox": [x, y, w, h],
+    "score"}`` per box, in the order given.
+
+    ``predictions[i]`` belongs to ``image_ids[i]`` and holds ``boxes`` xyxy ``[n, 4]`` in original-image
+    pixels, ``scores [n]`` and ``labels [n]``; label ``l`` is written as ``category_ids[l]`` (default ``l``).
+    This is the file format of ``--results`` files and of pycocotools' ``loadRes``.
+    """
+    out: list[dict[str, Any]] = []
+    for image_id, pred in zip(image_ids, predictions, strict=True):
+        boxes = _xyxy_to_xywh(_numpy(pred["boxes"], np.float64)).tolist()
+        scores = _numpy(pred["scores"], np.float64).reshape(-1).tolist()
+        labels = _numpy(pred["labels"], np.int64).reshape(-1).tolist()
+        if not len(boxes) == len(scores) == len(labels):
+            raise ValueError(f"image {image_id}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels")
+        for box, score, label in zip(boxes, scores, labels):
+            category = label if category_ids is None else int(category_ids[label])
+            out.append({"image_id": int(image_id), "category_id": category, "bbox": box, "score": score})
+    return out
 
 
 class CocoEvaluator:
@@ -122,38 +145,22 @@ class CocoEvaluator:
     def reset(self) -> None:
         """Forget the detections seen so far."""
         self._image_ids: list[int] = []
-        self._rows: list[np.ndarray] = []  # per image: (n, 7) image_id, x, y, w, h, score, label
+        self._results: list[dict[str, Any]] = []
 
     def update(self, predictions: Sequence[Mapping[str, Any]], batch: Mapping[str, Any]) -> None:
         """Add one batch's detections (original-image xyxy boxes) for ``batch["image_ids"]``."""
         image_ids = _numpy(batch["image_ids"], np.int64).reshape(-1).tolist()
         if len(image_ids) != len(predictions):
             raise ValueError(f"{len(predictions)} predictions for {len(image_ids)} image ids")
-        for image_id, pred in zip(image_ids, predictions):
+        for image_id in image_ids:
             if image_id not in self.coco_gt.imgs:
                 raise KeyError(f"image id {image_id} is not in the ground truth")
-            boxes = _xyxy_to_xywh(_numpy(pred["boxes"], np.float64))
-            scores = _numpy(pred["scores"], np.float64).reshape(-1, 1)
-            labels = _numpy(pred["labels"], np.float64).reshape(-1, 1)
-            ids = np.full((len(boxes), 1), image_id, dtype=np.float64)
-            self._image_ids.append(int(image_id))
-            self._rows.append(np.concatenate([ids, boxes, scores, labels], axis=1))
+        self._image_ids.extend(image_ids)
+        self._results.extend(coco_results(predictions, image_ids, self.category_ids))
 
     def results(self) -> list[dict[str, Any]]:
-        """The detections seen so far as a COCO results list (``image_id``, ``category_id``, xywh ``bbox``,
-        ``score``), in the dataset's category ids."""
-        out = []
-        for rows in self._rows:
-            for image_id, x, y, w, h, score, label in rows.tolist():
-                out.append(
-                    {
-                        "image_id": int(image_id),
-                        "category_id": self.category_ids[int(label)],
-                        "bbox": [x, y, w, h],
-                        "score": score,
-                    }
-                )
-        return out
+        """The detections seen so far as a COCO results list (see :func:`coco_results`)."""
+        return [dict(r) for r in self._results]
 
     def _coco_dt(self) -> Any:
         from pycocotools.coco import COCO

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cvkit.data.coco import CocoDetection
-from cvkit.evaluation.coco import COCO_METRICS, CocoEvaluator
+from cvkit.evaluation.coco import COCO_METRICS, CocoEvaluator, coco_results
 from tests.data.helpers import write_coco
 
 # 101 recall points; precision 1 up to recall 0.5 and 0 beyond: 51 of them count
@@ -166,6 +166,17 @@ def test_matches_pycocotools_on_coco_files(tmp_path):
         assert row["AP"] == pytest.approx(p[p > -1].mean(), abs=1e-9)
     got_results = sorted((r["image_id"], r["category_id"], round(r["score"], 5)) for r in evaluator.results())
     assert got_results == sorted((r["image_id"], r["category_id"], round(r["score"], 5)) for r in results)
+
+
+def test_coco_results_writes_xywh_and_category_ids():
+    predictions = [_pred([[10, 20, 40, 60], [0, 0, 5, 5]], [0.9, 0.3], [1, 0]), _pred([], [], [])]
+    assert coco_results(predictions, [7, 8], category_ids=[3, 9]) == [
+        {"image_id": 7, "category_id": 9, "bbox": [10.0, 20.0, 30.0, 40.0], "score": pytest.approx(0.9)},
+        {"image_id": 7, "category_id": 3, "bbox": [0.0, 0.0, 5.0, 5.0], "score": pytest.approx(0.3)},
+    ]
+    assert coco_results(predictions[:1], [2**40])[0]["category_id"] == 1 and coco_results([], []) == []
+    with pytest.raises(ValueError, match="2 boxes, 1 scores"):
+        coco_results([{"boxes": torch.zeros(2, 4), "scores": torch.zeros(1), "labels": torch.zeros(2)}], [1])
 
 
 def test_no_detections_and_misuse():
