@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from cvkit.data.loader import EpochSampler
 
@@ -154,10 +154,12 @@ def distributed_loader(loader: DataLoader, rank: int | None = None, world_size: 
 
     The dataset, collate function, per-process batch size, workers, pinning and worker seeding are kept;
     the sampler becomes a :class:`DistributedEpochSampler` with the original's shuffle flag and seed. A
-    loader whose sampler is not an :class:`EpochSampler` is refused (its samples could not be sharded
-    reproducibly).
+    loader that is already sharded (:class:`DistributedEpochSampler` or torch's ``DistributedSampler``) is
+    returned as it is; any other sampler is refused (its samples could not be sharded reproducibly).
     """
     sampler = loader.sampler
+    if isinstance(sampler, (DistributedEpochSampler, DistributedSampler)):
+        return loader  # already sharded by its builder
     if not isinstance(sampler, EpochSampler):
         raise TypeError("distributed_loader needs a loader from cvkit.data.build_dataloader (an EpochSampler)")
     rank = get_rank() if rank is None else rank

@@ -41,12 +41,16 @@ class ModelEMA:
         """Blend ``model`` 's current weights into the average (``model`` is not changed)."""
         d = self.current_decay()
         current = model.state_dict()
+        averages, values = [], []
         for name, avg in self.module.state_dict().items():
             value = current[name].detach()
             if avg.dtype.is_floating_point:
-                avg.mul_(d).add_(value.to(avg.dtype), alpha=1.0 - d)
+                averages.append(avg)
+                values.append(value.to(avg.dtype))
             else:
                 avg.copy_(value)
+        if averages:  # avg + (1 - d) * (value - avg) == d * avg + (1 - d) * value, one fused kernel per dtype
+            torch._foreach_lerp_(averages, values, 1.0 - d)
         self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:

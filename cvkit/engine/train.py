@@ -27,7 +27,6 @@ is broadcast so every rank leaves the loop together.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -59,7 +58,6 @@ from cvkit.engine.seed import rng_state, seed_everything, set_deterministic, set
 
 __all__ = ["train_one_epoch", "fit", "resolve_device", "monitor_mode", "CHECKPOINT_VERSION"]
 
-log = logging.getLogger("cvkit.engine")
 
 CHECKPOINT_VERSION = 1
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from cvkit.data.loader import EpochSampler
 from cvkit.engine import fit, load_checkpoint
@@ -49,6 +49,10 @@ def test_distributed_loader_keeps_the_loader_and_refuses_plain_ones():
     assert isinstance(shard.sampler, DistributedEpochSampler) and shard.sampler.seed == 3
     assert shard.batch_size == 2 and shard.collate_fn is loader.collate_fn and shard.dataset is loader.dataset
     assert len(shard) == 3  # 5 samples of the 10 -> batches of 2, 2, 1
+    assert distributed_loader(shard, rank=1, world_size=2) is shard  # already sharded: kept
+    data = list(range(4))
+    presharded = DataLoader(data, sampler=DistributedSampler(data, num_replicas=2, rank=0))
+    assert distributed_loader(presharded, rank=0, world_size=2) is presharded
     with pytest.raises(TypeError, match="EpochSampler"):
         distributed_loader(DataLoader(list(range(4))), 0, 2)
     assert (get_world_size(), is_main_process(), init_distributed()) == (1, True, False)  # not under torchrun
