@@ -51,7 +51,7 @@ class Predictor:
                  iou_thresh: float | None = None, max_det: int | None = None):
         import dataclasses
 
-        from cvkit.engine.checkpoint import load_checkpoint
+        from cvkit.engine.checkpoint import checkpoint_weights, load_checkpoint
         from cvkit.models.build import build_detector
         from cvkit.run_config import run_config_from_dict
 
@@ -74,9 +74,7 @@ class Predictor:
         self.device = torch.device(device)
         model, _, self.postprocessor = build_detector(cfg.model, cfg.loss, post, cfg.anchors,
                                                       num_classes=len(self.class_names))
-        weights = state.get("ema") if state.get("ema") else None
-        model.load_state_dict(weights["module"] if isinstance(weights, dict) and "module" in weights
-                              else state["model"])
+        model.load_state_dict(checkpoint_weights(state))  # EMA weights when the run kept them
         self.model = model.to(self.device).eval()
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
