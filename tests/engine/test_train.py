@@ -10,13 +10,16 @@ import pytest
 import torch
 import yaml
 
+from cvkit.data.loader import build_dataloader
 from cvkit.engine import TrainConfig, checkpoint_weights, evaluate, fit, load_checkpoint, train_one_epoch
 from cvkit.engine.optim import build_optimizer, model_param_groups
 from tests.engine._tiny import (
     ScriptedEvaluator,
     TinyCriterion,
+    TinyDetection,
     TinyDetector,
     TinyPostprocessor,
+    noisy,
     tiny_loader,
 )
 
@@ -107,6 +110,24 @@ def test_resumed_run_reproduces_the_uninterrupted_losses(tmp_path):
     assert ema_full["updates"] == ema_resumed["updates"] == 12
     for key, value in ema_full["module"].items():
         assert torch.equal(value, ema_resumed["module"][key]), key
+
+
+def test_resume_is_exact_with_loader_worker_processes(tmp_path):
+    # augmentation seeds come from (seed, epoch, index), not from the workers' RNG: 2 workers change nothing
+    def loader():
+        return build_dataloader(TinyDetection(8), noisy, batch_size=4, num_workers=2, seed=0, persistent_workers=True)
+
+    cfg = _cfg(epochs=3)
+    torch.manual_seed(0)
+    full = TinyCriterion(global_rng=True)
+    fit(TinyDetector(dropout=0.3), full, None, loader(), None, cfg, tmp_path / "full")
+    torch.manual_seed(0)
+    with pytest.raises(Crash):
+        fit(TinyDetector(dropout=0.3), CrashingCriterion(4, global_rng=True), None, loader(), None, cfg, tmp_path / "b")
+    resumed = TinyCriterion(global_rng=True)
+    last = tmp_path / "b" / "checkpoints" / "last.pt"
+    fit(TinyDetector(dropout=0.3), resumed, None, loader(), None, cfg, tmp_path / "b", resume=last)
+    assert resumed.losses == full.losses[2:] and len(resumed.losses) == 4
 
 
 def test_resume_extends_the_number_of_epochs(tmp_path):
