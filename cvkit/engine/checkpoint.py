@@ -17,10 +17,14 @@ What :func:`cvkit.engine.train.fit` stores (``CHECKPOINT_FORMAT``, version 1)::
     scaler                 GradScaler state_dict ({} when AMP is off)
     ema                    {"module": state_dict, "updates": int} or None
     rng                    python / numpy / torch / CUDA RNG states (cvkit.engine.seed.rng_state)
+    rng_per_rank           under torchrun: every rank's RNG states (rank r resumes from entry r), else []
     best_metric, best_epoch, bad_evals, monitor   best-checkpoint and early-stopping bookkeeping
     history                the per-epoch rows logged so far (list of dicts of floats)
     train_config           the train: section as a plain dict
     extra                  the caller's extra_state (resolved config, class names, preprocessing, ...)
+
+``best.pt`` holds the same keys as ``last.pt`` of the epoch it was written. Inference weights:
+:func:`checkpoint_weights` (the EMA weights when the run kept them, as evaluated, else ``model``).
 """
 
 from __future__ import annotations
