@@ -15,6 +15,7 @@ from cvkit.config import ConfigError
 __all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
+OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"]
 SCHEDULES = ("cosine", "multistep", "constant")
 
 
@@ -22,7 +23,7 @@ SCHEDULES = ("cosine", "multistep", "constant")
 class TrainConfig:
     epochs: int = 12  # total epochs; resuming with a larger value extends the run
     # optimizer
-    optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta"] = "sgd"
+    optimizer: OptimizerName = "sgd"  # sgd | adam | adamw | rmsprop | adagrad | adadelta
     lr: float = 0.01  # base learning rate (the model's param groups may scale it, e.g. backbone_lr_mult)
     momentum: float = 0.9  # sgd, rmsprop
     nesterov: bool = False  # sgd: Nesterov momentum (needs momentum > 0)
@@ -33,7 +34,7 @@ class TrainConfig:
     weight_decay: float = 5e-4  # L2 (adamw: decoupled) weight decay
     no_decay_norm_bias: bool = True  # no weight decay on normalization weights and biases
     # schedule (per iteration)
-    schedule: Literal["cosine", "multistep", "constant"] = "cosine"  # after warmup
+    schedule: Literal["cosine", "multistep", "constant"] = "cosine"  # after the warmup: cosine | multistep | constant
     warmup_epochs: float = 1.0  # linear warmup length in epochs (fractions allowed; 0: none)
     warmup_factor: float = 0.001  # lr factor at the first iteration of the warmup
     min_lr_ratio: float = 0.0  # cosine: final lr = lr * min_lr_ratio
