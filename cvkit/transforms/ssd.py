@@ -28,6 +28,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from cvkit.transforms._kernels import crop_boxes, find_crop_window
+
 __all__ = ["PhotometricDistort", "ZoomOut", "MinIoURandomCrop", "photometric_matrix", "hue_matrix", "GREY_WEIGHTS"]
 
 #: Luma weights used for grey (contrast and saturation), as in torchvision's ``rgb_to_grayscale``.
@@ -211,8 +213,6 @@ class MinIoURandomCrop(A.DualTransform):
         self.max_rounds = max_rounds
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        from cvkit.transforms._kernels import find_crop_window
-
         height, width = params["shape"][:2]
         bboxes = data.get("bboxes")
         if bboxes is None or len(bboxes) == 0:
@@ -237,8 +237,6 @@ class MinIoURandomCrop(A.DualTransform):
         return img[y0:y1, x0:x1]
 
     def apply_to_bboxes(self, bboxes: np.ndarray, crop: tuple[int, int, int, int], **params: Any) -> np.ndarray:
-        from cvkit.transforms._kernels import crop_boxes
-
         if len(bboxes) == 0:
             return bboxes
         height, width = params["shape"][:2]
