@@ -1,0 +1,123 @@
+"""Build a classifier from the ``classifier:`` section: :data:`MODELS` is a plain dict name -> builder.
+
+    model = build_classifier(ClassifierConfig(name="resnet18", pretrained="resnet18.pth", head_lr_mult=10,
+                                              freeze_stages=2), num_classes=5, image_size=(64, 64))
+
+Order: read the pretrained file (if any) -> build (torchvision weights go into the torchvision model before
+its layers are reused) -> cvkit weights -> new classifier layer -> head lr multiple -> frozen stages.
+Weights are never downloaded: ``pretrained`` is a local file, either a torchvision-format state_dict (the
+names of ``torchvision.models.<name>().state_dict()``) or a cvkit checkpoint (``fit``'s ``last.pt`` /
+``best.pt``: its EMA weights when kept, else the model's; or a bare cvkit state_dict).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from torch import Tensor
+
+from cvkit.engine.checkpoint import CHECKPOINT_FORMAT, checkpoint_weights, load_checkpoint
+from cvkit.models.classification import zoo
+from cvkit.models.classification.config import ClassifierConfig
+from cvkit.models.classification.zoo import Classifier
+
+__all__ = ["MODELS", "SMALL_INPUT_BELOW", "build_classifier", "read_pretrained", "uses_small_input"]
+
+MODELS: dict[str, Callable[..., Classifier]] = {
+    "lenet": zoo.lenet,
+    "mlp": zoo.mlp,
+    "alexnet": zoo.alexnet,
+    "vgg11": zoo.vgg11,
+    "vgg16": zoo.vgg16,
+    "nin": zoo.nin,
+    "googlenet": zoo.googlenet,
+    "resnet18": zoo.resnet18,
+    "resnet34": zoo.resnet34,
+    "resnet50": zoo.resnet50,
+    "densenet121": zoo.densenet121,
+}
+
+SMALL_INPUT_BELOW = 64  # small_input="auto" turns the small stem on for inputs whose shorter side is below this
+
+
+def uses_small_input(cfg: ClassifierConfig, image_size: Sequence[int] | None) -> bool:
+    """``small_input`` resolved: on/off as given; auto: on when ``min(image_size) < SMALL_INPUT_BELOW``."""
+    if cfg.small_input != "auto":
+        return cfg.small_input == "on"
+    return image_size is not None and min(image_size) < SMALL_INPUT_BELOW
+
+
+def read_pretrained(path: str | os.PathLike) -> tuple[str, dict[str, Tensor]]:
+    """``("torchvision" | "cvkit", state_dict)`` of a local weights file; a missing file raises
+    ``FileNotFoundError`` (nothing is downloaded)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"classifier.pretrained: {path} does not exist (weights are never downloaded: give a local "
+            "torchvision-format state_dict or a cvkit checkpoint)"
+        )
+    state = load_checkpoint(path)
+    if state.get("format") == CHECKPOINT_FORMAT:
+        return "cvkit", dict(checkpoint_weights(state))
+    if any(k.startswith(("stages.", "head.")) for k in state):
+        return "cvkit", dict(state)
+    for key in ("state_dict", "model"):  # common wrappers around a torchvision state_dict
+        if isinstance(state.get(key), Mapping):
+            state = dict(state[key])
+    return "torchvision", state
+
+
+def _load_cvkit(model: Classifier, weights: Mapping[str, Tensor], skip_fc: bool) -> None:
+    """Strictly copy cvkit weights into ``model`` (all but ``head.fc.*`` when ``skip_fc``)."""
+    expected = model.state_dict()
+    keep = {k: v for k, v in weights.items() if not (skip_fc and k.startswith("head.fc."))}
+    missing = sorted(k for k in expected if k not in keep and not (skip_fc and k.startswith("head.fc.")))
+    unexpected = sorted(k for k in keep if k not in expected)
+    mismatched = sorted(f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+                        for k, v in keep.items() if k in expected and v.shape != expected[k].shape)  # fmt: skip
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches (e.g. {mismatched[:3]})")
+    if problems:
+        raise ValueError(f"pretrained cvkit weights do not fit {model.name}: " + "; ".join(problems))
+    model.load_state_dict(keep, strict=False)
+
+
+def build_classifier(cfg: ClassifierConfig, num_classes: int, image_size: Sequence[int] | None = None) -> Classifier:
+    """The zoo model ``cfg.name`` for ``num_classes`` classes and inputs of ``image_size`` ``(H, W)``
+    (used by ``small_input: auto``), with pretrained weights and fine-tuning applied (module docstring)."""
+    if cfg.name not in MODELS:
+        close = difflib.get_close_matches(cfg.name, MODELS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown classifier {cfg.name!r}{hint} valid: {sorted(MODELS)}")
+    kind, weights = read_pretrained(cfg.pretrained) if cfg.pretrained else ("", {})
+    builder = MODELS[cfg.name]
+    kwargs = {"in_channels": cfg.in_channels, "small_input": uses_small_input(cfg, image_size),
+              "hidden_dim": cfg.hidden_dim}  # fmt: skip
+    if cfg.dropout != ClassifierConfig.dropout or cfg.name in ("mlp", "alexnet", "vgg11", "vgg16", "nin"):
+        kwargs["dropout"] = cfg.dropout
+    if kind == "torchvision":
+        model = builder(num_classes, tv_weights=weights, **kwargs)  # the file's classifier layer is never used
+    elif kind == "cvkit":
+        head_classes = weights["head.fc.weight"].shape[0] if "head.fc.weight" in weights else num_classes
+        skip_fc = cfg.reset_head or head_classes != num_classes
+        if not cfg.reset_head and head_classes != num_classes:
+            raise ValueError(f"classifier.reset_head=false but the weights have {head_classes} classes, "
+                             f"the data {num_classes}")  # fmt: skip
+        model = builder(num_classes, **kwargs)
+        _load_cvkit(model, weights, skip_fc)
+    else:
+        model = builder(num_classes, **kwargs)
+    if kind and cfg.reset_head:
+        model.reset_classifier(num_classes)
+    model.head_lr_mult = cfg.head_lr_mult
+    if cfg.freeze_stages:
+        model.freeze(cfg.freeze_stages)
+    return model

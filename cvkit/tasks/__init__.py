@@ -1,0 +1,1 @@
+"""Task runs on the shared engine: :mod:`cvkit.tasks.classify` (``task: classify``)."""
