@@ -73,7 +73,11 @@ def _free_port() -> int:
 
 
 def test_two_gloo_processes_match_one_process_with_the_whole_batch(tmp_path):
-    mp.spawn(_ddp_worker.run, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    # fork: the children inherit the imported torch (DDP's constructor imports torch._dynamo, slow to import
+    # twice more); they run single-threaded, so no OpenMP pool crosses the fork
+    import torch._dynamo  # noqa: F401
+
+    mp.start_processes(_ddp_worker.run, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0]["backend"] == "gloo"
     assert [r["num_steps"] for r in ranks] == [4, 4]  # 8 images / 2 ranks / batch 2, two epochs
