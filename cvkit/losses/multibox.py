@@ -127,7 +127,7 @@ class MultiBoxLoss:
             matched = build_targets(anchors.detach(), targets, self.matcher, num_logits - 1)
         positive = matched.positive
         num_pos = positive.sum()
-        normalizer = num_pos.clamp(min=1).to(cls_logits.dtype)
+        normalizer = num_pos.clamp(min=1).to(torch.float32)
 
         # (B, A, C + 1) -> (B * A, C + 1) -> per-anchor CE (B, A)
         ce = F.cross_entropy(

@@ -17,9 +17,9 @@ Pretrained weights (``model.pretrained``, a local file; nothing is downloaded):
 - a torchvision state_dict of the classifier (``torchvision.models.resnet18().state_dict()``, e.g. the
   file torchvision's hub would download): loaded into the backbone's pretrained stages, strictly
   (the classifier's ``fc.*`` / ``classifier.*`` keys may be present or missing);
-- a cvkit checkpoint (a dict with a ``"model"`` state_dict of a detector): loaded into the whole
-  detector; when the checkpoint was trained for another number of classes the class convolutions keep
-  their fresh initialisation (a new head), everything else must fit.
+- a cvkit checkpoint (a dict with a ``"model"`` state_dict of a detector, or that state_dict itself):
+  loaded into the whole detector; when the checkpoint was trained for another number of classes the class
+  convolutions keep their fresh initialisation (a new head), everything else must fit.
 
 Files are read with ``torch.load(weights_only=True)``: loading can never execute code.
 """
@@ -90,7 +90,10 @@ def load_weights_file(path: str | Path) -> tuple[str, dict[str, Tensor]]:
         return "checkpoint", state
     if not all(isinstance(v, Tensor) for v in data.values()):
         raise ValueError(f"{path}: not a state_dict (values must be tensors) and no 'model' entry of a checkpoint")
-    return "torchvision", {k.removeprefix("module."): v for k, v in data.items()}
+    state = {k.removeprefix("module."): v for k, v in data.items()}
+    if any(k.startswith("head.cls_convs.") for k in state):  # a bare cvkit detector state_dict
+        return "checkpoint", state
+    return "torchvision", state
 
 
 def build_backbone(name: str, state_dict: Mapping[str, Tensor] | None = None) -> Backbone:

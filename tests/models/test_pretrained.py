@@ -126,3 +126,11 @@ def test_checkpoint_of_another_backbone_is_rejected(tmp_path):
     torch.save({"model": source.state_dict()}, path)
     with pytest.raises(ValueError, match="checkpoint does not fit this model"):
         build_ssd(ModelConfig(backbone="resnet34", num_valid_extras=0, pretrained=str(path)), SMALL_ANCHORS, 3)
+
+
+def test_bare_detector_state_dict_counts_as_a_checkpoint(tmp_path):
+    source = build_ssd(small_model_cfg("resnet18"), SMALL_ANCHORS, 3)
+    path = tmp_path / "state.pt"
+    torch.save(source.state_dict(), path)
+    kind, state = load_weights_file(path)
+    assert kind == "checkpoint" and set(state) == set(source.state_dict())
