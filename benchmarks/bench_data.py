@@ -157,7 +157,7 @@ def main() -> None:
                     f"torchvision {row['torchvision_samples_per_s']}"
                 )
                 row = bench.compare(
-                    case={**case, "vs": "floor: decode+resize"},
+                    case={**case, "vs": "floor: decode+resize (ratio = floor/cvkit, need >= 0.5)"},
                     candidate=run_cvkit,
                     baseline=run_floor,
                     check=lambda a, b: len(a) == len(b),
