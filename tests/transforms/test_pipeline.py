@@ -185,3 +185,19 @@ def test_unseeded_pipeline_advances_its_own_generator(synthetic_pipeline_inputs)
     second = [q(samples[0])["image"] for _ in range(3)]
     assert all(torch.equal(x, y) for x, y in zip(first, second))
     assert not torch.equal(first[0], first[1])
+
+
+def test_any_albumentations_transform_between_fused_steps():
+    """A transform the pipeline cannot fuse (here a rotation) ends the fused run and gets the same box rules."""
+    image = np.random.default_rng(0).integers(0, 256, (80, 120, 3), dtype=np.uint8)
+    boxes = torch.tensor([[5.0, 5.0, 40.0, 30.0], [60.0, 40.0, 118.0, 78.0], [50.0, 10.0, 52.0, 12.0]])
+    steps = [ZoomOut(max_ratio=2.0, p=1.0), A.Affine(rotate=(30, 30), p=1.0), A.Resize(50, 60)]
+    pipeline = Pipeline(steps, min_box_size=1.0)
+    out = pipeline({"image": image, "boxes": boxes, "labels": torch.tensor([0, 1, 2])}, seed=0)
+    b = out["boxes"]
+    assert out["image"].shape == (50, 60, 3) and len(b) == len(out["labels"]) >= 1
+    assert (b >= 0).all() and (b[:, 0::2] <= 60).all() and (b[:, 1::2] <= 50).all()
+    assert (
+        pipeline.stats["Affine"].applied == 1
+        and pipeline.stats["Resize"].boxes_in == len(b) + pipeline.stats["Resize"].dropped
+    )
