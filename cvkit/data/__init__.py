@@ -3,8 +3,8 @@ shapes, collate functions and a reproducible DataLoader.
 
 Every detection reader yields the same sample (see :mod:`cvkit.data.dataset`): RGB uint8 ``image``
 (H, W, 3), ``boxes`` float32 [M, 4] xyxy absolute pixels, ``labels`` int64 in ``0..num_classes-1``,
-``image_id``, ``orig_size`` (height, width) and ``file_name``; class names are ``dataset.class_names``
-and ``dataset.category_ids[label]`` is the label's id in the source files (COCO: categories sorted by id,
+``image_id``, ``orig_size`` (height, width), ``file_name`` and ``class_names`` (= ``dataset.class_names``);
+``dataset.category_ids[label]`` is the label's id in the source files (COCO: categories sorted by id,
 label = rank; see :mod:`cvkit.data.coco`). Images without boxes are kept.
 
 Annotations without decoding images: ``dataset.annotations()`` yields ``ImageAnnotation(image_id,
