@@ -12,6 +12,14 @@ or ``ceil(image_size / step)``), because SSD anchors place their centres with th
 number of extra layers is the number of anchor levels minus the backbone's taps (ResNet/DenseNet: 3 taps
 + 3 extras; VGG: 2 taps + 4 extras; SSD300: 38, 19, 10, 5, 3, 1 in both cases).
 
+With ``anchors.steps: null`` (and no ``anchors.feature_sizes``) nothing is checked: each level's anchors
+tile its actual feature map (centres ``(j + 0.5) * image / W``), so any input size works.
+
+Smaller inputs (CPU-friendly): the unpadded extra layers (``model.num_valid_extras``, 3x3 -> 1x1) need
+a 3x3 map, i.e. an input of about 260 pixels or more. Below that use ``num_valid_extras: 0`` (every extra
+layer halves the map) and either ``anchors.steps: null`` or steps ``image / feature size`` per level,
+e.g. 128x128: ``steps: [8, 16, 32, 64, 128, 128]`` -> 16, 8, 4, 2, 1, 1.
+
 Pretrained weights (``model.pretrained``, a local file; nothing is downloaded):
 
 - a torchvision state_dict of the classifier (``torchvision.models.resnet18().state_dict()``, e.g. the
@@ -166,6 +174,8 @@ def build_ssd(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: int
         backbone_lr_mult=model_cfg.backbone_lr_mult,
         channels_last=model_cfg.channels_last,
     )
+    if anchor_cfg.steps is None and anchor_cfg.feature_sizes is None:
+        return _finish(model, kind, state, model_cfg)  # anchors tile whatever maps the model computes
     expected = anchor_cfg.resolved_feature_sizes()
     actual = model.feature_sizes(anchor_cfg.image_size)
     if actual != expected:
@@ -173,6 +183,10 @@ def build_ssd(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: int
             f"backbone {model_cfg.backbone!r} gives feature maps {actual} for a {tuple(anchor_cfg.image_size)} input, "
             f"but the anchors expect {expected}; change anchors.steps / anchors.feature_sizes (or the input size)"
         )
+    return _finish(model, kind, state, model_cfg)
+
+
+def _finish(model: SSDDetector, kind: str, state: Any, model_cfg: ModelConfig) -> SSDDetector:
     if kind == "checkpoint":
         _load_detector_state(model, state, model_cfg.pretrained)
     return model

@@ -168,3 +168,15 @@ def test_channels_last_gives_the_same_outputs():
     torch.testing.assert_close(out_a["cls_logits"], out_b["cls_logits"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out_a["bbox_deltas"], out_b["bbox_deltas"], atol=1e-4, rtol=1e-4)
     assert out_a["cls_logits"].is_contiguous()
+
+
+def test_anchors_without_steps_tile_the_actual_feature_maps():
+    anchors_cfg = AnchorConfig(image_size=(80, 80), steps=None)
+    model = build_ssd(small_model_cfg("resnet18"), anchors_cfg, 2).eval()
+    assert model.feature_sizes((80, 80)) == [(10, 10), (5, 5), (3, 3), (2, 2), (1, 1), (1, 1)]
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 80, 80))
+    centres = (out["anchors"][:, :2] + out["anchors"][:, 2:]) / 2
+    assert centres.min() > 0 and centres.max() < 80
+    last = out["anchors"][-4:]  # the 1x1 level: every shape centred on the image
+    torch.testing.assert_close((last[:, :2] + last[:, 2:]) / 2, torch.full((4, 2), 40.0))
