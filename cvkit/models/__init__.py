@@ -11,6 +11,7 @@ from cvkit.models.backbones import Backbone, SSDExtras
 from cvkit.models.build import BACKBONES, DETECTORS, build_backbone, build_detector, build_ssd, load_weights_file
 from cvkit.models.config import LossConfig, ModelConfig, PostprocessConfig
 from cvkit.models.detector import BACKGROUND_INDEX, SSDDetector
+from cvkit.models.fuse import fold_batchnorm
 from cvkit.models.heads import SSDHead
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "build_ssd",
     "build_detector",
     "load_weights_file",
+    "fold_batchnorm",
 ]
