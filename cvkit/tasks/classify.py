@@ -37,7 +37,8 @@ from torch.utils.data import Subset
 from cvkit.config import ConfigError, to_dict
 from cvkit.models.classification.config import ClassifierConfig
 
-__all__ = ["run", "run_kfold", "kfold_splits", "checkpoint_extra", "check_config", "build_model", "CLASSIFY_FORMATS"]
+__all__ = ["run", "run_kfold", "kfold_splits", "checkpoint_extra", "check_config", "build_model",
+           "load_classify_config", "CLASSIFY_FORMATS"]
 
 CLASSIFY_FORMATS = ("synthetic_cls", "image_folder")
 
@@ -200,3 +201,21 @@ def run_kfold(cfg: Any, run_dir: str | os.PathLike, k: int, classifier: Classifi
 def replace_section(cfg: Any, **sections: Any) -> Any:
     """``dataclasses.replace`` for the root config (tests and callers that tweak one section)."""
     return dataclasses.replace(cfg, **sections)
+
+
+def load_classify_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Any, Any]:
+    """``(RunConfig, ClassifierConfig)`` of a classification YAML file with ``a.b=c`` overrides, whether or not
+    the root config has a ``classifier`` section yet (if not, the section is split off and read here)."""
+    from cvkit.config import apply_overrides, from_dict, load_yaml
+    from cvkit.run_config import RunConfig, run_config_from_dict
+
+    raw = apply_overrides(load_yaml(path), overrides)
+    if "classifier" in {f.name for f in dataclasses.fields(RunConfig)}:
+        cfg = run_config_from_dict(raw, str(path))
+        return cfg, cfg.classifier
+    section = raw.pop("classifier", None) or {}
+    try:
+        classifier = from_dict(ClassifierConfig, section, "classifier")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return run_config_from_dict(raw, str(path)), classifier

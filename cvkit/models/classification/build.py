@@ -28,6 +28,7 @@ __all__ = ["MODELS", "SMALL_INPUT_BELOW", "build_classifier", "read_pretrained",
 
 MODELS: dict[str, Callable[..., Classifier]] = {
     "lenet": zoo.lenet,
+    "lenet_bn": zoo.lenet_bn,
     "mlp": zoo.mlp,
     "alexnet": zoo.alexnet,
     "vgg11": zoo.vgg11,
@@ -37,6 +38,7 @@ MODELS: dict[str, Callable[..., Classifier]] = {
     "resnet18": zoo.resnet18,
     "resnet34": zoo.resnet34,
     "resnet50": zoo.resnet50,
+    "resnet_mini": zoo.resnet_mini,
     "densenet121": zoo.densenet121,
 }
 

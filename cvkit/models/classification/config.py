@@ -15,7 +15,7 @@ __all__ = ["ClassifierConfig"]
 class ClassifierConfig:
     name: str = "resnet18"  # zoo model: lenet mlp alexnet vgg11 vgg16 nin googlenet resnet18/34/50 densenet121
     in_channels: int = 3  # input channels (runs: 3, the pipeline gives RGB; 1: greyscale, library use)
-    small_input: Literal["auto", "on", "off"] = "auto"  # small stem (3x3/1 conv, no stem pool); auto: min(size) < 64
+    small_input: Literal["auto", "on", "off"] = "auto"  # small stem (3x3/1 conv, ceil pools); auto: min(size)<64
     dropout: float = 0.5  # dropout before the classifier layer(s) (mlp, alexnet, vgg, nin, googlenet)
     hidden_dim: int = 0  # width of the MLP classifier (alexnet, vgg: 4096, mlp: 256); 0 = the model's default
     pretrained: str = ""  # local torchvision state_dict or cvkit checkpoint; "": random

@@ -11,10 +11,10 @@ hidden_dim=0, tv_weights=None) -> Classifier``:
   ``head`` is ``pool -> flatten -> ... -> fc`` and ``head.fc`` is the classifier layer (a fresh one with
   :meth:`Classifier.reset_classifier`; its learning rate is ``lr * head_lr_mult``).
 - ``small_input=True`` adapts the network to small images (28x28 and up): the stem's first conv becomes
-  3x3 stride 1, the stem's pooling is dropped, and every pooling layer rounds up (``ceil_mode``), so no
-  feature map shrinks to zero. ``False`` keeps torchvision's architecture exactly (what its pretrained
-  weights were trained with), for inputs of 64x64 and more. The final pooling is always adaptive, so the
-  logits are (B, C) for any input size that does not break the stages.
+  3x3 stride 1 (the stem's pooling stays, so the stem still halves the size) and every pooling layer rounds
+  up (``ceil_mode``), so no feature map shrinks to zero. ``False`` keeps torchvision's architecture exactly
+  (what its pretrained weights were trained with), for inputs of 64x64 and more. The final pooling is always
+  adaptive, so the logits are (B, C) for any input size that does not break the stages.
 - ``tv_weights``: a torchvision-format state_dict of the same architecture, loaded into the torchvision
   model before its layers are reused (the file's classifier layer is ignored). The first conv is then
   adapted: other ``in_channels`` get the RGB kernels' mean, repeated (greyscale: the sum of the RGB kernels
@@ -22,8 +22,9 @@ hidden_dim=0, tv_weights=None) -> Classifier``:
   different kernel size) starts from random weights.
 
 From torchvision: alexnet, vgg11, vgg16, googlenet, resnet18/34/50, densenet121. Written here (no
-torchvision counterpart): lenet, mlp (dropout), nin. These take no ``tv_weights``; load cvkit checkpoints
-through :func:`cvkit.models.classification.build.build_classifier` instead.
+torchvision counterpart): lenet, lenet_bn, mlp (dropout), nin, resnet_mini (a narrow ResNet for CPU runs).
+These take no ``tv_weights``; load cvkit checkpoints through
+:func:`cvkit.models.classification.build.build_classifier` instead.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from torch import Tensor, nn
 from cvkit.engine.optim import NORM_LAYERS
 from cvkit.models.backbones._load import load_torchvision_state
 
-__all__ = ["Classifier", "lenet", "mlp", "alexnet", "vgg11", "vgg16", "nin", "googlenet", "resnet18", "resnet34",
-           "resnet50", "densenet121"]
+__all__ = ["Classifier", "lenet", "lenet_bn", "mlp", "alexnet", "vgg11", "vgg16", "nin", "googlenet", "resnet18",
+           "resnet34",
+           "resnet50", "resnet_mini", "densenet121"]
 
 
 class Classifier(nn.Module):
@@ -206,6 +208,29 @@ def lenet(num_classes: int, in_channels: int = 3, small_input: bool = False, dro
     return Classifier("lenet", stages, head, _linear_fc(84), num_classes, in_channels)
 
 
+def lenet_bn(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.5,
+             hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
+    """LeNet with batch normalization (d2l 8.5): BatchNorm after every conv and hidden linear layer, ReLU,
+    max pools; channels 6 -> 16 (``hidden_dim`` > 0 scales them to hidden_dim / 16 times), adaptive 5x5 pool,
+    120 -> 84 -> C."""
+    _check_no_weights("lenet_bn", tv_weights)
+    scale = max(hidden_dim // 16, 1) if hidden_dim else 1
+    c1, c2 = 6 * scale, 16 * scale
+    stages = [
+        nn.Sequential(nn.Conv2d(in_channels, c1, 5, padding=2), nn.BatchNorm2d(c1), nn.ReLU(inplace=True),
+                      nn.MaxPool2d(2, 2, ceil_mode=True)),
+        nn.Sequential(nn.Conv2d(c1, c2, 5, padding=2), nn.BatchNorm2d(c2), nn.ReLU(inplace=True),
+                      nn.MaxPool2d(2, 2, ceil_mode=True)),
+    ]  # fmt: skip
+    head = nn.Sequential(OrderedDict([
+        ("pool", nn.AdaptiveAvgPool2d((5, 5))), ("flatten", nn.Flatten(1)),
+        ("fc1", nn.Linear(c2 * 25, 120)), ("bn1", nn.BatchNorm1d(120)), ("relu1", nn.ReLU(inplace=True)),
+        ("fc2", nn.Linear(120, 84)), ("bn2", nn.BatchNorm1d(84)), ("relu2", nn.ReLU(inplace=True)),
+        ("fc", nn.Linear(84, num_classes)),
+    ]))  # fmt: skip
+    return Classifier("lenet_bn", stages, head, _linear_fc(84), num_classes, in_channels)
+
+
 def mlp(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.5,
         hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """MLP with dropout (d2l 5.6): adaptive pool to 28x28 -> flatten -> (linear, relu, dropout) x 2 -> fc.
@@ -340,8 +365,6 @@ def googlenet(num_classes: int, in_channels: int = 3, small_input: bool = False,
         tv_weights = {k: v for k, v in tv_weights.items() if not k.startswith(("aux1.", "aux2."))}
     _load(tv, tv_weights, ("fc.",), "googlenet")
     tv.conv1.conv = _new_conv(tv.conv1.conv, in_channels, small_input)
-    if small_input:
-        tv.maxpool1 = nn.Identity()
     stages = [
         nn.Sequential(tv.conv1, tv.maxpool1, tv.conv2, tv.conv3, tv.maxpool2),
         nn.Sequential(tv.inception3a, tv.inception3b, tv.maxpool3),
@@ -357,7 +380,9 @@ def _resnet(name: str, num_classes: int, in_channels: int, small_input: bool,
     tv = getattr(torchvision.models, name)(weights=None)
     _load(tv, tv_weights, ("fc.",), name)
     tv.conv1 = _new_conv(tv.conv1, in_channels, small_input)
-    stem = nn.Sequential(tv.conv1, tv.bn1, tv.relu, nn.Identity() if small_input else tv.maxpool)
+    if small_input:
+        tv.maxpool.ceil_mode = True
+    stem = nn.Sequential(tv.conv1, tv.bn1, tv.relu, tv.maxpool)
     features = tv.fc.in_features
     head = _pool_head(features, num_classes)
     return Classifier(name, [stem, tv.layer1, tv.layer2, tv.layer3, tv.layer4], head, _linear_fc(features),
@@ -382,6 +407,34 @@ def resnet50(num_classes: int, in_channels: int = 3, small_input: bool = False, 
     return _resnet("resnet50", num_classes, in_channels, small_input, tv_weights)
 
 
+def resnet_mini(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.0,
+                hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
+    """A narrow ResNet for quick CPU runs: torchvision's BasicBlock, one per stage, widths 32/64/128/256
+    (``hidden_dim`` > 0: the first width, doubled per stage); stem 7x7/2 conv + 3x3/2 max pool (small input:
+    3x3/1 conv + ceil-mode pool), global pool, fc."""
+    _check_no_weights("resnet_mini", tv_weights)
+    from torchvision.models.resnet import BasicBlock
+
+    widths = [(hidden_dim or 32) * 2**i for i in range(4)]
+    conv = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False) if small_input else \
+        nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
+    stem = nn.Sequential(conv, nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
+                         nn.MaxPool2d(3, 2, 1, ceil_mode=small_input))
+    stages: list[nn.Module] = [stem]
+    for i, width in enumerate(widths):
+        previous = widths[max(i - 1, 0)]
+        stride = 1 if i == 0 else 2
+        downsample = None
+        if stride != 1 or previous != width:
+            downsample = nn.Sequential(nn.Conv2d(previous, width, 1, stride, bias=False), nn.BatchNorm2d(width))
+        stages.append(BasicBlock(previous, width, stride, downsample))
+    for m in nn.ModuleList(stages).modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    head = _pool_head(widths[-1], num_classes)
+    return Classifier("resnet_mini", stages, head, _linear_fc(widths[-1]), num_classes, in_channels)
+
+
 def densenet121(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.0,
                 hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """torchvision's DenseNet-121 (d2l 8.7): stem, four dense blocks (with transitions), relu, global pool, fc."""
@@ -390,7 +443,6 @@ def densenet121(num_classes: int, in_channels: int = 3, small_input: bool = Fals
     f = tv.features
     f.conv0 = _new_conv(f.conv0, in_channels, small_input)
     if small_input:
-        f.pool0 = nn.Identity()
         _ceil_pools(f)
     stages = [
         nn.Sequential(f.conv0, f.norm0, f.relu0, f.pool0),
