@@ -98,3 +98,21 @@ def test_default_config_loads():
     cfg, classifier = load_classify_config("configs/classify_default.yaml", ["train.epochs=2"])
     assert cfg.task == "classify" and cfg.train.epochs == 2 and cfg.train.monitor == "accuracy"
     assert cfg.transforms.train_preset == "cls_train" and classifier.name
+
+
+def test_infer_classify_writes_topk_json_and_drawn_images(tmp_path, one_thread):
+    from cvkit.cli.infer_classify import main
+
+    cfg = _cfg(tmp_path, num_train=40, num_val=6, epochs=1)
+    run(cfg, tmp_path / "run", classifier=CLASSIFIER)
+    images = sorted((tmp_path / "cache").rglob("val/*/*.jpg"))[:3]
+    out = tmp_path / "pred"
+    argv = ["--checkpoint", str(tmp_path / "run" / "checkpoints" / "last.pt"), "--out", str(out), "--topk", "2"]
+    assert main([*argv, *map(str, images)]) == 0
+    results = json.loads((out / "predictions.json").read_text())
+    assert [r["file"] for r in results] == [str(p) for p in images]
+    for r in results:
+        assert [p["name"] for p in r["topk"]] and len(r["topk"]) == 2
+        assert r["topk"][0]["score"] >= r["topk"][1]["score"]
+        assert sum(p["score"] for p in r["topk"]) == pytest.approx(1.0, abs=1e-5)  # 2 classes: all of them
+    assert all((out / f"{p.stem}.jpg").is_file() for p in images)
