@@ -14,7 +14,9 @@ from cvkit.models import (
     build_ssd,
 )
 from cvkit.ops import AnchorConfig
-from tests.models._small import SMALL, SMALL_ANCHORS, small_model_cfg
+from tests.models._small import SMALL, SMALL_ANCHORS, one_thread, small_model_cfg
+
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 ALL_BACKBONES = ["vgg16", "vgg16_bn", "resnet18", "resnet34", "resnet50", "densenet121"]
 TAP_CHANNELS = {

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from cvkit.models import build_ssd, fold_batchnorm
-from tests.models._small import SMALL, SMALL_ANCHORS, small_model_cfg
+from tests.models._small import SMALL, SMALL_ANCHORS, one_thread, small_model_cfg
+
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 
 @pytest.mark.parametrize("name, folded", [("resnet18", 26), ("vgg16_bn", 21), ("densenet121", 7)])

@@ -5,7 +5,9 @@ import torch
 import torchvision
 
 from cvkit.models import ModelConfig, build_ssd, load_weights_file
-from tests.models._small import SMALL, SMALL_ANCHORS, small_model_cfg
+from tests.models._small import SMALL, SMALL_ANCHORS, one_thread, small_model_cfg
+
+pytestmark = pytest.mark.usefixtures(one_thread.__name__)
 
 
 def _randomize(module: torch.nn.Module) -> None:
