@@ -11,6 +11,8 @@ same postprocess settings (score > 0.01, top-400 per class, NMS 0.45, 200 per im
 - train: forward + matching + loss + backward (``zero_grad`` included, no optimizer step), batch 16
   (``--batch``), 300x300, 20 classes; the check compares the two total losses.
 - infer: forward + postprocess in eval mode (boxes in original pixels); the check compares detections.
+- infer_folded_bn: the same with ``cvkit.models.fold_batchnorm(model)`` (an inference copy with every
+  BatchNorm that follows a conv folded into it), against the same torchvision model.
 
 cvkit runs with its default config (``model.channels_last: true``); torchvision with its defaults
 (NCHW). Images are seeded noise; targets 1-6 boxes per image; the class convolutions' background bias is
@@ -33,7 +35,7 @@ from torch import nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDHead
 
-from cvkit.models import LossConfig, ModelConfig, PostprocessConfig, build_detector
+from cvkit.models import LossConfig, ModelConfig, PostprocessConfig, build_detector, fold_batchnorm
 from cvkit.ops import AnchorConfig
 
 NUM_CLASSES = 20
@@ -141,6 +143,10 @@ def main(argv: list[str] | None = None) -> None:
         return postprocessor(model(images), sizes, sizes)
 
     @torch.no_grad()
+    def cvkit_infer_folded():
+        return postprocessor(folded(images), sizes, sizes)
+
+    @torch.no_grad()
     def tv_infer():
         return tv(list(images))
 
@@ -166,6 +172,16 @@ def main(argv: list[str] | None = None) -> None:
         row = bench.compare(
             case={"step": "infer", "model": "ssd300_resnet18", "batch": batch, "classes": NUM_CLASSES},
             candidate=cvkit_infer,
+            baseline=tv_infer,
+            check=same_detections,
+            target=1.5,
+            baseline_name="torchvision",
+        )
+        _images_per_second(row, batch)
+        folded = fold_batchnorm(model)  # from the current (eval) statistics
+        row = bench.compare(
+            case={"step": "infer_folded_bn", "model": "ssd300_resnet18", "batch": batch, "classes": NUM_CLASSES},
+            candidate=cvkit_infer_folded,
             baseline=tv_infer,
             check=same_detections,
             target=1.5,
