@@ -159,7 +159,7 @@ class Bench:
         }
         self.rows.append(row)
         case_s = " ".join(f"{k}={v}" for k, v in case.items())
-        flag = "" if target is None else f"  target {target:.0f}x {'met' if row['met'] else 'NOT met'}"
+        flag = "" if target is None else f"  target {target:g}x {'met' if row['met'] else 'NOT met'}"
         print(
             f"[{self.name}] {case_s:<48} thr={self.threads} {candidate_name} {med_c * 1e3:9.3f} ms  "
             f"{baseline_name} {med_b * 1e3:9.3f} ms  ratio {row['ratio']:7.2f}x  agree={agree}{flag}",

@@ -5,8 +5,9 @@
 Sections and their owners: ``data`` (:class:`cvkit.data.config.DataConfig`), ``transforms``
 (:class:`cvkit.transforms.config.TransformsConfig`), ``anchors`` (:class:`cvkit.ops.AnchorConfig`),
 ``model`` / ``loss`` / ``postprocess`` (:mod:`cvkit.models.config`), ``train``
-(:class:`cvkit.engine.config.TrainConfig`). Top-level keys: ``task`` and ``name``. Every key is optional;
-unknown keys anywhere are rejected with a "did you mean" suggestion. Files are complete: no inheritance.
+(:class:`cvkit.engine.config.TrainConfig`), ``classifier`` (task ``classify``:
+:class:`cvkit.models.classification.config.ClassifierConfig`). Top-level keys: ``task`` and ``name``.
+Every key is optional; unknown keys anywhere are rejected with a "did you mean" suggestion. Files are complete: no inheritance.
 The resolved config (``to_dict``) is saved in the run folder and in every checkpoint.
 """
 
@@ -19,6 +20,7 @@ from typing import Any, Literal
 from cvkit.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from cvkit.data.config import DataConfig
 from cvkit.engine.config import TrainConfig
+from cvkit.models.classification.config import ClassifierConfig
 from cvkit.models.config import LossConfig, ModelConfig, PostprocessConfig
 from cvkit.ops.anchors import AnchorConfig
 from cvkit.transforms.config import TransformsConfig
@@ -37,6 +39,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # task: classify
 
 
 def run_config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:

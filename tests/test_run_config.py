@@ -16,12 +16,17 @@ def test_there_are_configs():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_config_loads_and_builds_its_model(path):
     from cvkit.models.build import build_detector
+    from cvkit.models.classification.build import build_classifier
 
     cfg = load_run_config(path)
     assert to_dict(run_config_from_dict(to_dict(cfg))) == to_dict(cfg)  # resolved form round-trips
-    model, criterion, postprocessor = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors, num_classes=3)
+    if cfg.task == "classify":
+        model = build_classifier(cfg.classifier, num_classes=3, image_size=cfg.transforms.size)
+    else:
+        model, criterion, postprocessor = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors,
+                                                         num_classes=3)
+        assert callable(criterion) and callable(postprocessor)
     assert sum(p.numel() for p in model.parameters()) > 0
-    assert callable(criterion) and callable(postprocessor)
 
 
 def test_unknown_keys_are_rejected_with_a_suggestion(tmp_path):
@@ -57,3 +62,13 @@ def test_dataset_root_required_for_file_formats(tmp_path):
     path.write_text("data:\n  format: coco\n")
     with pytest.raises(ConfigError, match="data.root"):
         load_run_config(path)
+
+
+def test_default_config_is_complete_and_equals_the_defaults():
+    from cvkit.config import load_yaml
+    from cvkit.run_config import RunConfig
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+    raw = load_yaml(path)
+    assert set(raw) == {f for f in RunConfig.__dataclass_fields__}  # every section spelled out
+    assert to_dict(load_run_config(path)) == to_dict(RunConfig())

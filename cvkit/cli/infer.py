@@ -75,7 +75,9 @@ class Predictor:
         model, _, self.postprocessor = build_detector(cfg.model, cfg.loss, post, cfg.anchors,
                                                       num_classes=len(self.class_names))
         model.load_state_dict(checkpoint_weights(state))  # EMA weights when the run kept them
-        self.model = model.to(self.device).eval()
+        from cvkit.models.fuse import fold_batchnorm
+
+        self.model = fold_batchnorm(model).to(self.device).eval()  # Conv+BN folded: same outputs, faster
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         import cv2
@@ -92,6 +94,12 @@ class Predictor:
         orig = torch.tensor([list(im.shape[:2]) for im in images], dtype=torch.int64, device=self.device)
         outputs = self.model(batch)
         return [{k: v.cpu() for k, v in d.items()} for d in self.postprocessor(outputs, sizes, orig)]
+
+
+def _checkpoint_task(path: Path) -> str:
+    from cvkit.engine.checkpoint import load_checkpoint
+
+    return str((load_checkpoint(path).get("extra") or {}).get("task", "detect"))
 
 
 def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
@@ -111,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iou-thresh", type=float, default=None, help="override the NMS IoU threshold")
     parser.add_argument("--max-det", type=int, default=None, help="override detections per image")
     parser.add_argument("--no-draw", action="store_true", help="skip the annotated images")
+    args, _ = parser.parse_known_args(argv)
+    if _checkpoint_task(args.checkpoint) == "classify":
+        from cvkit.cli.infer_classify import main as infer_classify
+
+        return int(infer_classify(argv) or 0)
     args = parser.parse_args(argv)
 
     from tqdm import tqdm

@@ -31,6 +31,8 @@ def build_parser(prog: str = "cvkit train") -> argparse.ArgumentParser:
                         help="override a config value, e.g. --set train.epochs=5 (repeatable)")
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint to resume from (last.pt / best.pt)")
     parser.add_argument("--run-dir", type=Path, default=None, help="run folder (default: runs/<name>)")
+    parser.add_argument("--kfold", type=int, default=None, metavar="K",
+                        help="task classify: K-fold cross-validation on the train split (per-fold and mean +- std)")
     return parser
 
 
@@ -61,8 +63,10 @@ def run(cfg: Any, run_dir: Path, resume: Path | None = None) -> list[dict[str, f
     from cvkit.models.build import build_detector
     from cvkit.transforms.presets import build_transform
 
-    if cfg.task != "detect":
-        raise ConfigError(f"task={cfg.task!r} is not trainable yet; only 'detect' is (classification: issue 6)")
+    if cfg.task == "classify":
+        from cvkit.tasks.classify import run as run_classification
+
+        return run_classification(cfg, run_dir, resume=resume)
     train_set = build_dataset(cfg.data, "train", progress=True)
     val_set = build_dataset(cfg.data, "val", progress=True)
     train_tf = build_transform(cfg.transforms.train_preset, cfg.transforms)
@@ -89,9 +93,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cvkit train: {exc}", file=sys.stderr)
         return 2
     run_dir = args.run_dir or Path(getattr(cfg.train, "output_dir", "runs")) / cfg.name
+    if args.kfold:
+        if cfg.task != "classify":
+            print("cvkit train: --kfold is for task: classify", file=sys.stderr)
+            return 2
+        from cvkit.tasks.classify import run as run_classification
+
+        run_classification(cfg, run_dir, resume=args.resume, kfold=args.kfold)
+        return 0
     rows = run(cfg, run_dir, args.resume)
     if rows:
         last = rows[-1]
-        metrics = ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k in ("AP", "AP50", "AP75"))
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k in ("AP", "AP50", "AP75", "accuracy", "top5"))
         print(f"done: {len(rows)} epochs; last epoch {metrics or '(not evaluated)'}; run folder: {run_dir}")
     return 0
