@@ -7,7 +7,8 @@ Sections and their owners: ``data`` (:class:`cvkit.data.config.DataConfig`), ``t
 ``model`` / ``loss`` / ``postprocess`` (:mod:`cvkit.models.config`), ``train``
 (:class:`cvkit.engine.config.TrainConfig`), ``classifier`` (task ``classify``:
 :class:`cvkit.models.classification.config.ClassifierConfig`). Top-level keys: ``task`` and ``name``.
-Every key is optional; unknown keys anywhere are rejected with a "did you mean" suggestion. Files are complete: no inheritance.
+Every key is optional; unknown keys anywhere are rejected with a "did you mean" suggestion.
+Files are complete: no inheritance.
 The resolved config (``to_dict``) is saved in the run folder and in every checkpoint.
 """
 
