@@ -95,6 +95,8 @@ def build_parser(prog: str = "cvkit infer") -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-draw", action="store_true", help="write predictions.json only")
+    for name in ("--score-thresh", "--iou-thresh", "--max-det"):  # detection options: accepted, unused here
+        parser.add_argument(name, default=None, help=argparse.SUPPRESS)
     return parser
 
 

@@ -69,7 +69,7 @@ def check_config(cfg: Any, classifier: ClassifierConfig, evaluator_metrics: tupl
 def checkpoint_extra(cfg: Any, classifier: ClassifierConfig, class_names: tuple[str, ...]) -> dict[str, Any]:
     """What a classification checkpoint carries so that infer needs nothing else."""
     config = to_dict(cfg)
-    config.setdefault("classifier", to_dict(classifier))
+    config["classifier"] = to_dict(classifier)  # the section actually used (run may be given one explicitly)
     config["task"] = "classify"
     return {
         "config": config,
