@@ -1,6 +1,6 @@
 """Print the README performance table (markdown) from the newest rows in benchmarks/results/*.jsonl.
 
-Run: .venv/bin/python benchmarks/report.py [BENCH ...]
+Run: .venv/bin/python benchmarks/report.py [--threads=N] [BENCH ...]
 """
 
 from __future__ import annotations
@@ -19,20 +19,30 @@ def latest_rows(name: str) -> list[dict]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if not rows:
         return []
-    newest = max(r["date"][:13] for r in rows)  # the latest run (same hour)
-    return [r for r in rows if r["date"][:13] == newest]
+    latest: dict[str, dict] = {}
+    for r in rows:  # the newest row of each (case, device, threads), in first-seen order
+        key = json.dumps([r["case"], r["device"], r["threads"]], sort_keys=True)
+        latest.pop(key, None)
+        latest[key] = r
+    return list(latest.values())
 
 
 def main(argv: list[str]) -> None:
+    threads = None
+    if argv and argv[0].startswith("--threads="):
+        threads = int(argv[0].split("=", 1)[1])
+        argv = argv[1:]
     names = argv or sorted(p.stem for p in RESULTS.glob("*.jsonl"))
     print("| bench | case | device | threads | cvkit ms | baseline ms | ratio | target | agree |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
         for r in latest_rows(name):
+            if threads is not None and r["threads"] != threads:
+                continue
             case = ", ".join(f"{k}={v}" for k, v in r["case"].items())
             cand = r.get(f"{r['candidate']}_ms")
             base = r.get(f"{r['baseline']}_ms")
-            target = "" if r.get("target") is None else f"{r['target']:.0f}x {'met' if r['met'] else 'not met'}"
+            target = "" if r.get("target") is None else f"{r['target']:g}x {'met' if r['met'] else 'not met'}"
             print(f"| {name} | {case} | {r['device']} | {r['threads']} | {cand} | {base} ({r['baseline']}) "
                   f"| {r['ratio']}x | {target} | {r['outputs_agree']} |")
 
