@@ -22,6 +22,8 @@ import numba
 import numpy as np
 import torch
 
+from cvkit.ops._kernels import allowed_threads, run_threaded
+
 __all__ = ["match_cpu", "greedy_assign_cpu", "MODE_NONE", "MODE_SSD", "MODE_RCNN"]
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -390,14 +392,8 @@ def match_cpu(
         consts = np.array([0, pos_thresh, neg_thresh], dtype=a_np.dtype)
         args = (a_np, sboxes, sarea, order, num_indexed, groups, starts, ptr, brute_used,
                 g_np, v_np, consts, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor)  # fmt: skip
-        threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-        if threads > 1 and batch > 1:
-            prev = numba.get_num_threads()
-            numba.set_num_threads(threads)
-            try:
-                _match_parallel(*args)
-            finally:
-                numba.set_num_threads(prev)
+        if allowed_threads() > 1 and batch > 1:
+            run_threaded(_match_parallel, *args)
         else:
             _match_serial(*args)
     return (

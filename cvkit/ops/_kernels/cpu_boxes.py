@@ -15,6 +15,8 @@ import numba
 import numpy as np
 import torch
 
+from cvkit.ops._kernels import run_threaded
+
 __all__ = ["pairwise_cpu"]
 
 _KIND_IOU, _KIND_GIOU, _KIND_DIOU, _KIND_CIOU = 0, 1, 2, 3
@@ -135,13 +137,7 @@ def pairwise_cpu(boxes1: torch.Tensor, boxes2: torch.Tensor, kind: str, eps: flo
     # The prange kernel is used even on one thread: LLVM vectorises its loop body, while the plain
     # loop of the serial kernel stays scalar for GIoU/DIoU/CIoU (measured 8-10x slower).
     if n * m >= _PARALLEL_MIN_PAIRS:
-        threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-        prev = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            _pairwise_parallel(*args)
-        finally:
-            numba.set_num_threads(prev)
+        run_threaded(_pairwise_parallel, *args)
     else:
         _pairwise_serial(*args)
     result = torch.from_numpy(out)

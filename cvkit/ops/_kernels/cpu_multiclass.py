@@ -14,6 +14,7 @@ import numba
 import numpy as np
 import torch
 
+from cvkit.ops._kernels import allowed_threads, run_threaded
 from cvkit.ops._kernels.cpu_nms import _JIT, _desc_keys32, _desc_keys64, _radix_argsort, nms_sorted_segments
 
 _PARALLEL_MIN_ELEMS = 1 << 16
@@ -256,14 +257,8 @@ def multiclass_nms_cpu(
     sig = s.dtype.type(sigma)
     args = (b, s, st, float(iou_thresh), int(pre_nms_topk), int(max_detections), bool(class_agnostic),
             soft_nms is not None, soft_nms == "gaussian", sig, out, counts)
-    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-    if threads > 1 and num_images > 1 and s.size >= _PARALLEL_MIN_ELEMS:
-        prev = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            _batch_parallel(*args)
-        finally:
-            numba.set_num_threads(prev)
+    if allowed_threads() > 1 and num_images > 1 and s.size >= _PARALLEL_MIN_ELEMS:
+        run_threaded(_batch_parallel, *args)
     else:
         _batch_serial(*args)
     return torch.from_numpy(out), torch.from_numpy(counts)
