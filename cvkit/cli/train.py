@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.task != "classify":
             print("cvkit train: --kfold is for task: classify", file=sys.stderr)
             return 2
+        if args.resume is not None:
+            print("cvkit train: --kfold trains every fold from scratch; it cannot --resume", file=sys.stderr)
+            return 2
         from cvkit.tasks.classify import run as run_classification
 
         run_classification(cfg, run_dir, resume=args.resume, kfold=args.kfold)
