@@ -98,11 +98,15 @@ class AugmentedDataset(Dataset):
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: global seeds from the worker's torch seed; OpenCV single-threaded."""
+    """DataLoader ``worker_init_fn``: global seeds from the worker's torch seed.
+
+    OpenCV is made single-threaded in the parent before the workers fork (see :func:`build_dataloader`):
+    calling ``cv2.setNumThreads`` inside a forked child whose parent had started OpenCV's thread pool
+    waits forever on the parent's (absent) pool threads.
+    """
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    cv2.setNumThreads(1)
 
 
 def build_dataloader(
@@ -122,6 +126,10 @@ def build_dataloader(
 
     ``pin_memory`` is used only when CUDA is available. ``loader.sampler`` is the :class:`EpochSampler`.
     """
+    if num_workers > 0:
+        # Workers decode and augment one image each, single-threaded; setting this before the fork
+        # also keeps the children from inheriting a half-copied OpenCV thread pool (a fork deadlock).
+        cv2.setNumThreads(1)
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
     generator = torch.Generator()
     generator.manual_seed(seed & (2**63 - 1))

@@ -120,3 +120,29 @@ def test_loader_from_config(synthetic_cache, synthetic_root):
     cls_cfg = DataConfig(format="synthetic_cls", cache_dir=str(synthetic_cache), synthetic=small, num_workers=0)
     cls_batch = next(iter(loader_from_config(cls_cfg, build_dataset(cls_cfg, "val"), None, train=False)))
     assert cls_batch["labels"].dtype == torch.int64 and cls_batch["images"].shape[1:] == (3, 64, 64)
+
+
+_FORK_SCRIPT = """
+import cv2, numpy as np, torch
+from cvkit.data.loader import build_dataloader
+cv2.setNumThreads(2)
+big = np.random.default_rng(0).integers(0, 255, (2000, 2000, 3), dtype=np.uint8)
+for _ in range(3):
+    cv2.resize(big, (1500, 1500))  # starts OpenCV's thread pool in the parent
+class Images(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+    def __getitem__(self, i):
+        return torch.tensor(float(cv2.resize(big[:64, :64], (32, 32)).mean()))
+loader = build_dataloader(Images(), None, batch_size=4, num_workers=2, collate_fn=torch.stack)
+print(sum(len(batch) for batch in loader))
+"""
+
+
+def test_workers_do_not_deadlock_after_the_parent_used_opencv_threads():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "8"
