@@ -13,6 +13,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("cvkit.cli.train", "train a detector from a YAML config (tools/train.py)"),
     "infer": ("cvkit.cli.infer", "detect objects in images with a checkpoint (tools/infer.py)"),
+    "eval": ("cvkit.cli.eval", "COCO metrics of a detection checkpoint on a split (tools/eval.py)"),
+    "export": ("cvkit.cli.export", "export a detector to TorchScript or ONNX, checked against the eager model"),
     "doctor": ("cvkit.cli.doctor", "print versions and devices; diagnose broken torch/torchvision installs"),
     "demo": ("cvkit.cli.demo", "run the built-in demo (ops on synthetic detector outputs, with timings)"),
     "anchors": ("cvkit.cli.anchors", "anchor coverage report of a config's anchors on its dataset"),

@@ -45,3 +45,14 @@ def test_train_then_infer(tmp_path, capsys):
     coco = json.loads((out_dir / "detections_coco.json").read_text())
     assert {d["category_id"] for d in coco} <= {1, 2, 3, 4, 5}  # the synthetic COCO file's category ids
     assert torch.is_tensor(state["model"][next(iter(state["model"]))])
+
+    # eval from the checkpoint alone, then export to TorchScript (checked against the eager model)
+    ckpt = str(run_dir / "checkpoints" / "last.pt")
+    assert cvkit(["eval", "--checkpoint", ckpt, "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {"AP", "AP50", "AP75", "val_loss"} <= set(metrics)
+    assert cvkit(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "model.ts")]) == 0
+    assert "max |exported - eager|" in capsys.readouterr().out
+    exported = torch.jit.load(str(tmp_path / "model.ts"))
+    logits, deltas, anchors = exported(torch.zeros(1, 3, 300, 300))
+    assert logits.shape == (1, anchors.shape[0], 6) and deltas.shape == (1, anchors.shape[0], 4)

@@ -1,0 +1,107 @@
+"""``cvkit export --checkpoint CKPT [--format torchscript|onnx] [--out FILE]``: export a detector.
+
+The exported graph takes normalized images ``(B, 3, H, W)`` at the checkpoint's input size and returns
+the raw outputs ``(cls_logits (B, A, C + 1), bbox_deltas (B, A, 4), anchors (A, 4))`` (background is
+logit 0); decoding and NMS stay in cvkit (:class:`cvkit.postprocess.DetectionPostprocessor`) because
+they depend on the score/NMS settings. BatchNorm is folded into the convolutions first. After writing,
+the file is loaded back and its outputs are compared with the eager model's on a random batch; the
+command fails when they differ by more than ``--atol``. ONNX needs the ``onnx`` package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class ExportWrapper(nn.Module):
+    """The detector with a tuple output (tracing and ONNX want tensors, not dicts).
+
+    The anchors of the export size are a buffer: the tracer rejects outputs with no data dependence.
+    """
+
+    def __init__(self, model: nn.Module, size: tuple[int, int]):
+        super().__init__()
+        self.model = model
+        with torch.no_grad():
+            anchors = model(torch.zeros(1, 3, *size))["anchors"]
+        self.register_buffer("anchors", anchors.clone())
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.model(images)
+        return out["cls_logits"], out["bbox_deltas"], self.anchors
+
+
+def load_for_export(checkpoint: Path) -> tuple[nn.Module, tuple[int, int]]:
+    from cvkit.engine.checkpoint import checkpoint_weights, load_checkpoint
+    from cvkit.models.build import build_detector
+    from cvkit.models.fuse import fold_batchnorm
+    from cvkit.run_config import run_config_from_dict
+
+    state = load_checkpoint(checkpoint)
+    extra = state.get("extra") or {}
+    if extra.get("task", "detect") != "detect" or "config" not in extra:
+        raise ValueError(f"{checkpoint}: not a cvkit detection checkpoint")
+    cfg = run_config_from_dict(extra["config"], str(checkpoint))
+    model, _, _ = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors,
+                                 num_classes=len(extra["class_names"]))
+    model.load_state_dict(checkpoint_weights(state))
+    height, width = (int(v) for v in extra["preprocess"]["size"])
+    return ExportWrapper(fold_batchnorm(model).eval(), (height, width)), (height, width)
+
+
+def export_torchscript(wrapper: nn.Module, example: torch.Tensor, path: Path) -> None:
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapper, example, check_trace=False)
+    traced.save(str(path))
+
+
+def max_difference(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> float:
+    return max(float((x - y).abs().max()) if x.numel() else 0.0 for x, y in zip(a, b))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cvkit export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
+    parser.add_argument("--out", type=Path, default=None, help="output file (default: next to the checkpoint)")
+    parser.add_argument("--batch", type=int, default=2, help="batch size of the check (and ONNX example)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="allowed difference to the eager model")
+    args = parser.parse_args(argv)
+
+    wrapper, (height, width) = load_for_export(args.checkpoint)
+    example = torch.randn(args.batch, 3, height, width, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = wrapper(example)
+    suffix = ".ts" if args.format == "torchscript" else ".onnx"
+    out = args.out or args.checkpoint.with_suffix(suffix)
+    if args.format == "torchscript":
+        export_torchscript(wrapper, example, out)
+        with torch.no_grad():
+            got = torch.jit.load(str(out))(example)
+    else:
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime as ort
+        except ImportError:
+            print("cvkit export: ONNX export needs the `onnx` and `onnxruntime` packages "
+                  "(pip install onnx onnxruntime)", file=sys.stderr)
+            return 2
+        torch.onnx.export(wrapper, (example,), str(out), input_names=["images"],
+                          output_names=["cls_logits", "bbox_deltas", "anchors"],
+                          dynamic_axes={"images": {0: "batch"}, "cls_logits": {0: "batch"},
+                                        "bbox_deltas": {0: "batch"}})
+        session = ort.InferenceSession(str(out))
+        got = tuple(torch.from_numpy(v) for v in session.run(None, {"images": example.numpy()}))
+    diff = max_difference(tuple(got), tuple(expected))
+    print(f"wrote {out} ({args.format}); input (B, 3, {height}, {width}); "
+          f"max |exported - eager| = {diff:.2e} (atol {args.atol:g})")
+    if diff > args.atol:
+        print("cvkit export: the exported model's outputs differ from the eager model's", file=sys.stderr)
+        return 1
+    return 0
