@@ -36,11 +36,7 @@ def _stable_desc(vals):
 
 @numba.njit(**_JIT)
 def _select_topk(vals, thr, k):
-    """Positions of the best ``k`` values ``> thr`` by (value desc, position asc).
-
-    Radix select on the order-preserving integer keys of the scores (2-3 histogram passes over the
-    candidates, no full sort), then a stable sort of the k winners.
-    """
+    """Positions of the best ``k`` values ``> thr`` by (value desc, position asc)."""
     n = vals.shape[0]
     cand = np.empty(n, dtype=np.int64)
     m = 0
@@ -52,10 +48,49 @@ def _select_topk(vals, thr, k):
     sv = np.empty(m, dtype=vals.dtype)
     for j in range(m):
         sv[j] = vals[cand[j]]
+    return _select_best(cand, sv, k)
+
+
+@numba.njit(**_JIT)
+def _bucket_by_class(scores, thr):
+    """One pass over scores (N, C): the anchors with ``score > thr`` of every class, in anchor order.
+
+    Returns (anchor index, score) arrays grouped by class and the group offsets ``starts[C + 1]``.
+    """
+    num_anchors, num_classes = scores.shape
+    starts = np.zeros(num_classes + 1, dtype=np.int64)
+    for n in range(num_anchors):
+        for c in range(num_classes):
+            if scores[n, c] > thr:
+                starts[c + 1] += 1
+    for c in range(num_classes):
+        starts[c + 1] += starts[c]
+    fill = starts[:num_classes].copy()
+    idx = np.empty(starts[num_classes], dtype=np.int64)
+    val = np.empty(starts[num_classes], dtype=scores.dtype)
+    for n in range(num_anchors):
+        for c in range(num_classes):
+            v = scores[n, c]
+            if v > thr:
+                p = fill[c]
+                idx[p] = n
+                val[p] = v
+                fill[c] = p + 1
+    return idx, val, starts
+
+
+@numba.njit(**_JIT)
+def _select_best(cand, sv, k):
+    """The best ``k`` of candidates ``cand`` (increasing positions) with scores ``sv``, by (score desc, position).
+
+    Radix select on the order-preserving integer keys of the scores (2-3 histogram passes over the
+    candidates, no full sort), then a stable sort of the k winners.
+    """
+    m = cand.shape[0]
     keys = _desc_keys(sv)  # ascending key = descending score
     if k <= 0 or m <= k:
         return cand[_radix_argsort(keys, 64)]
-    nbits = 64 if vals.itemsize == 8 else 32
+    nbits = 64 if sv.itemsize == 8 else 32
     chosen = np.empty(k, dtype=np.int64)  # positions into cand
     nchosen = 0
     active = np.arange(m)
@@ -151,11 +186,19 @@ def _image(boxes, scores, score_thresh, iou_thresh, topk, max_det, agnostic, sof
     res_anchor = np.empty(ngroups * k, dtype=np.int64)
     res_class = np.empty(ngroups * k, dtype=np.int64)
     nres = 0
-    # (N, C) -> (C, N) once, so each class reads a contiguous row
-    by_group = scores.reshape(1, -1) if agnostic else np.ascontiguousarray(scores.T)
+    if agnostic:
+        flat = scores.reshape(-1)
+    else:
+        b_idx, b_val, b_starts = _bucket_by_class(scores, score_thresh)
     for g in range(ngroups):
-        vals = by_group[g]
-        cand = _select_topk(vals, score_thresh, k)
+        if agnostic:
+            cand = _select_topk(flat, score_thresh, k)
+            vals = flat
+        else:
+            s0, s1 = b_starts[g], b_starts[g + 1]
+            order = _select_best(np.arange(s1 - s0), b_val[s0:s1], k)
+            cand = b_idx[s0:s1][order]
+            vals = scores[:, g]
         m = cand.shape[0]
         if m == 0:
             continue
