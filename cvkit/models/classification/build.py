@@ -20,6 +20,7 @@ from pathlib import Path
 from torch import Tensor
 
 from cvkit.engine.checkpoint import CHECKPOINT_FORMAT, checkpoint_weights, load_checkpoint
+from cvkit.models.backbones._load import state_dict_problems
 from cvkit.models.classification import zoo
 from cvkit.models.classification.config import ClassifierConfig
 from cvkit.models.classification.zoo import Classifier
@@ -74,19 +75,8 @@ def read_pretrained(path: str | os.PathLike) -> tuple[str, dict[str, Tensor]]:
 
 def _load_cvkit(model: Classifier, weights: Mapping[str, Tensor], skip_fc: bool) -> None:
     """Strictly copy cvkit weights into ``model`` (all but ``head.fc.*`` when ``skip_fc``)."""
-    expected = model.state_dict()
     keep = {k: v for k, v in weights.items() if not (skip_fc and k.startswith("head.fc."))}
-    missing = sorted(k for k in expected if k not in keep and not (skip_fc and k.startswith("head.fc.")))
-    unexpected = sorted(k for k in keep if k not in expected)
-    mismatched = sorted(f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-                        for k, v in keep.items() if k in expected and v.shape != expected[k].shape)  # fmt: skip
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches (e.g. {mismatched[:3]})")
+    problems = state_dict_problems(model.state_dict(), keep, ("head.fc.",) if skip_fc else ())
     if problems:
         raise ValueError(f"pretrained cvkit weights do not fit {model.name}: " + "; ".join(problems))
     model.load_state_dict(keep, strict=False)
