@@ -1,141 +1,137 @@
-"""``cvkit demo``: the ops on synthetic detector outputs, checked against torchvision and timed.
+"""``cvkit demo``: train the default detector on the built-in data, evaluate it, and run inference.
 
-Until the detector lands this is the README's main command: it builds a batch of detector-like
-outputs (boxes jittered around objects, softmax scores), runs ``nms``, ``batched_nms`` and the
-whole-batch ``multiclass_nms``, checks each against torchvision, prints timings side by side, and
-saves a picture of one image's raw candidates and kept detections.
+The README's main command (``make demo``). Three steps, each printed as it goes:
+
+1. train ``configs/default.yaml`` (resnet18 SSD on the built-in synthetic shapes; the data are generated
+   into the cache on first use) into ``--run-dir``;
+2. evaluate the best checkpoint on the val split with pycocotools (AP, AP50, AP75, APs/m/l, per-class AP);
+3. run inference with that checkpoint on the first ``--images`` val images: annotated images, JSON files
+   and a grid picture of them all.
+
+Running it again is cheap: a finished run whose stored config equals the requested one is not trained
+again (``--retrain`` forces it); an interrupted one resumes from its ``last.pt``.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from cvkit import ops
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
 
-def _objects(num_objects: int, size: int, g: torch.Generator) -> torch.Tensor:
-    centres = torch.rand(num_objects, 2, generator=g) * size
-    wh = torch.rand(num_objects, 2, generator=g) * size * 0.25 + size * 0.04
-    return torch.cat([centres - wh / 2, centres + wh / 2], dim=1)
+def _load_config(path: Path | None, overrides: list[str]) -> Any:
+    from cvkit.config import apply_overrides
+    from cvkit.run_config import RunConfig, load_run_config, run_config_from_dict, to_dict
+
+    if path is not None:
+        return load_run_config(path, overrides)
+    if DEFAULT_CONFIG.is_file():  # a source checkout (the README's case)
+        return load_run_config(DEFAULT_CONFIG, overrides)
+    return run_config_from_dict(apply_overrides(to_dict(RunConfig()), overrides), "defaults")
 
 
-def make_detector_outputs(num_images: int, num_anchors: int, num_classes: int, size: int = 300, seed: int = 0):
-    """Boxes ``[B, N, 4]`` jittered around a few objects and scores ``[B, N, C]`` that favour the
-    object's class near it and background elsewhere."""
-    g = torch.Generator().manual_seed(seed)
-    all_boxes, all_scores = [], []
-    for _ in range(num_images):
-        objects = _objects(8, size, g)
-        labels = torch.randint(0, num_classes, (8,), generator=g)
-        k = torch.randint(0, 8, (num_anchors,), generator=g)
-        wh = objects[k, 2:] - objects[k, :2]
-        jitter = torch.randn(num_anchors, 4, generator=g) * 0.15
-        boxes = objects[k] + jitter * wh.repeat(1, 2)
-        iou = ops.box_iou(boxes, objects[k]).diagonal()
-        logits = torch.randn(num_anchors, num_classes + 1, generator=g)
-        logits[:, 0] += 2.0
-        logits[torch.arange(num_anchors), labels[k] + 1] += 8.0 * iou
-        all_boxes.append(boxes)
-        all_scores.append(logits.softmax(-1)[:, 1:])
-    return torch.stack(all_boxes), torch.stack(all_scores)
+def training_state(run_dir: Path, cfg: Any) -> str:
+    """``"done"`` (finished run of this very config), ``"resume"`` (interrupted run of it) or ``"fresh"``."""
+    from cvkit.engine.checkpoint import load_checkpoint
+    from cvkit.run_config import to_dict
 
-
-def _median_ms(fn, repeat: int = 7) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
-def _draw(boxes: torch.Tensor, dets: torch.Tensor, size: int, path: Path) -> None:
-    import cv2
-
-    scale = 2
-    canvas = np.full((size * scale, size * scale, 3), 255, np.uint8)
-    for box in (boxes * scale).round().int().tolist():
-        cv2.rectangle(canvas, tuple(box[:2]), tuple(box[2:]), (210, 210, 210), 1)
-    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-    for row in dets.tolist():
-        x1, y1, x2, y2, score, label = row
-        color = palette[int(label) % len(palette)][::-1]
-        p1, p2 = (round(x1 * scale), round(y1 * scale)), (round(x2 * scale), round(y2 * scale))
-        cv2.rectangle(canvas, p1, p2, color, 2)
-        cv2.putText(canvas, f"{int(label)}:{score:.2f}", (p1[0] + 2, p1[1] + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    color, 1, cv2.LINE_AA)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), canvas)
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return "fresh"
+    try:
+        state = load_checkpoint(last)
+    except Exception:  # unreadable or foreign: train again rather than fail the demo
+        return "fresh"
+    stored = (state.get("extra") or {}).get("config")
+    if stored != to_dict(cfg):
+        return "fresh"
+    return "done" if int(state.get("epoch", 0)) >= cfg.train.epochs else "resume"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cvkit demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=16, help="images in the batch (default 16)")
-    parser.add_argument("--anchors", type=int, default=8732, help="candidate boxes per image (SSD300: 8732)")
-    parser.add_argument("--classes", type=int, default=20, help="foreground classes (default 20)")
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the picture")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML run config (default: configs/default.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=1 (repeatable)")
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
+    parser.add_argument("--images", type=int, default=8, help="val images to run inference on (default 8)")
+    parser.add_argument("--retrain", action="store_true", help="train even when a finished run exists")
     args = parser.parse_args(argv)
 
-    import torchvision.ops as tvo
+    from cvkit.config import ConfigError
 
-    boxes, scores = make_detector_outputs(args.images, args.anchors, args.classes)
-    print(f"cvkit demo: {args.images} images x {args.anchors} boxes x {args.classes} classes "
-          f"(torch threads: {torch.get_num_threads()})\n")
-    rows = []
+    try:
+        cfg = _load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"cvkit demo: {exc}", file=sys.stderr)
+        return 2
+    if cfg.task != "detect":
+        print("cvkit demo: the demo trains a detector (task: detect)", file=sys.stderr)
+        return 2
+    from cvkit.cli import eval as eval_cli
+    from cvkit.cli import infer as infer_cli
+    from cvkit.cli.train import run as train_run
+    from cvkit.data.build import dataset_root
 
-    flat_boxes, flat_scores = boxes[0], scores[0].max(dim=1).values
-    keep = ops.nms(flat_boxes, flat_scores, 0.5)
-    same = torch.equal(keep, tvo.nms(flat_boxes, flat_scores, 0.5))
-    rows.append(("nms (1 image)", len(keep), same, _median_ms(lambda: ops.nms(flat_boxes, flat_scores, 0.5)),
-                 _median_ms(lambda: tvo.nms(flat_boxes, flat_scores, 0.5))))
+    run_dir = args.run_dir
+    ckpt_dir = run_dir / "checkpoints"
+    state = "fresh" if args.retrain else training_state(run_dir, cfg)
+    start = time.perf_counter()
+    if state == "done":
+        print(f"[1/3] train: {run_dir} already holds a finished run of this config (--retrain to train again)")
+    else:
+        resume = ckpt_dir / "last.pt" if state == "resume" else None
+        verb = f"resuming from {resume}" if resume else "training"
+        print(f"[1/3] train: {verb} {cfg.model.backbone} {cfg.model.arch} at {cfg.transforms.size[0]}x"
+              f"{cfg.transforms.size[1]} for {cfg.train.epochs} epochs into {run_dir}", flush=True)
+        if resume is None and ckpt_dir.is_dir():
+            for stale in ckpt_dir.glob("*.pt"):  # another config's checkpoints must not be mixed in
+                stale.unlink()
+        train_run(cfg, run_dir, resume=resume)
+        print(f"      trained in {time.perf_counter() - start:.0f} s")
+    best = ckpt_dir / "best.pt"
+    checkpoint = best if best.is_file() else ckpt_dir / "last.pt"
 
-    labels = scores[0].argmax(dim=1)
-    keep = ops.batched_nms(flat_boxes, flat_scores, labels, 0.5)
-    ref = tvo.batched_nms(flat_boxes, flat_scores, labels, 0.5)
-    same = set(keep.tolist()) == set(ref.tolist())
-    rows.append(("batched_nms (1 image)", len(keep), same,
-                 _median_ms(lambda: ops.batched_nms(flat_boxes, flat_scores, labels, 0.5)),
-                 _median_ms(lambda: tvo.batched_nms(flat_boxes, flat_scores, labels, 0.5))))
+    print(f"[2/3] evaluate {checkpoint} on the val split", flush=True)
+    rc = eval_cli.main(["--checkpoint", str(checkpoint), "--out", str(run_dir / "eval")])
+    if rc:
+        return rc
+    import json
 
-    kw: dict[str, Any] = dict(score_thresh=0.01, iou_thresh=0.45, pre_nms_topk=200, max_detections=200)
-    result = ops.multiclass_nms(boxes, scores, **kw)
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    print(f"      mAP@0.5 = {metrics.get('AP50', float('nan')):.4f}   COCO AP@[.5:.95] = "
+          f"{metrics.get('AP', float('nan')):.4f}", flush=True)
 
-    def tv_loop():
-        out = []
-        for b in range(boxes.shape[0]):
-            bx, sc, lb = [], [], []
-            for c in range(scores.shape[2]):
-                s = scores[b, :, c]
-                m = s > kw["score_thresh"]
-                s, idx = s[m].topk(min(200, int(m.sum())))
-                bx.append(boxes[b][m][idx])
-                sc.append(s)
-                lb.append(torch.full_like(idx, c))
-            bx, sc, lb = torch.cat(bx), torch.cat(sc), torch.cat(lb)
-            k = tvo.batched_nms(bx, sc, lb, kw["iou_thresh"])[:200]
-            out.append(torch.cat([bx[k], sc[k, None], lb[k, None].float()], 1))
-        return out
+    if args.images <= 0:
+        print("[3/3] infer: skipped (--images 0)")
+        return 0
+    val_images = dataset_root(cfg.data) / "images" / "val"
+    paths = sorted(val_images.glob("*.jpg"))[: args.images] if cfg.data.format == "synthetic" else []
+    if not paths:
+        print(f"[3/3] infer: no built-in val images for data.format={cfg.data.format!r}; skipped "
+              "(run `cvkit infer --checkpoint ... IMAGES` on your own images)")
+        return 0
+    out = run_dir / "infer"
+    print(f"[3/3] infer: {len(paths)} val images with {checkpoint}", flush=True)
+    rc = infer_cli.main([*map(str, paths), "--checkpoint", str(checkpoint), "--out", str(out)])
+    if rc:
+        return rc
+    grid = _save_grid(out, [p.stem for p in paths])
+    print(f"\npictures: annotated images in {out}/, all of them in one grid: {grid}")
+    print(f"curves (losses, metrics, lr): {run_dir}/*.png; metrics per epoch: {run_dir / 'metrics.csv'}")
+    print(f"COCO metrics of {checkpoint.name}: {run_dir / 'eval' / 'metrics.json'}")
+    return 0
 
-    same = all(torch.allclose(a, b) for a, b in zip(result.split(), tv_loop()))
-    rows.append((f"multiclass_nms ({args.images} images)", int(result.num_detections.sum()), same,
-                 _median_ms(lambda: ops.multiclass_nms(boxes, scores, **kw), 5), _median_ms(tv_loop, 3)))
 
-    print(f"{'op':<28} {'kept':>6} {'= torchvision':>14} {'cvkit ms':>10} {'torchvision ms':>15} {'speed-up':>9}")
-    for name, kept, same, ours, theirs in rows:
-        print(f"{name:<28} {kept:>6} {str(same):>14} {ours:>10.3f} {theirs:>15.3f} {theirs / ours:>8.1f}x")
+def _save_grid(folder: Path, stems: list[str]) -> Path:
+    from cvkit.data.io import read_image
+    from cvkit.viz.draw import make_grid, save_image
 
-    picture = args.out / "multiclass_nms.png"
-    _draw(boxes[0], result.split()[0][:20], 300, picture)
-    print(f"\npicture of image 0 (grey: {args.anchors} raw candidates, colour: top 20 detections): {picture}")
-    ok = all(r[2] for r in rows)
-    print("all outputs agree with torchvision" if ok else "MISMATCH with torchvision (see table)")
-    return 0 if ok else 1
+    images = [read_image(folder / f"{stem}.jpg") for stem in stems if (folder / f"{stem}.jpg").is_file()]
+    return save_image(folder / "grid.jpg", make_grid(images, cols=4))

@@ -1,9 +1,13 @@
-"""``cvkit eval --checkpoint CKPT [--split val] [--set a.b=c ...]``: evaluate a detector checkpoint.
+"""``cvkit eval --checkpoint CKPT [--split val] [--set a.b=c ...]``: evaluate a checkpoint on a split.
 
 Rebuilds the dataset, preprocessing and model from the config stored in the checkpoint (``--config``
 replaces it, ``--set`` overrides single values, e.g. ``--set data.root=/other/copy``), runs the model on
-the split and prints the validation losses and the COCO metrics (AP, AP50, AP75, APs/m/l) with the
-per-class AP table. ``--out`` also saves the metrics as JSON and the detections as a COCO results file.
+the split and prints the validation losses and the metrics:
+
+- detection: COCO metrics (AP, AP50, AP75, APs/m/l) with the per-class AP table; ``--out`` also saves
+  ``metrics.json`` and the detections as a COCO results file (``detections_coco.json``);
+- classification (``task: classify``): top-1 / top-k accuracy, the per-class accuracy table and the
+  confusion matrix; ``--out`` also saves ``metrics.json`` and ``confusion.png``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,9 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"cvkit eval: {exc}", file=sys.stderr)
         return 2
-    if cfg.task != "detect":
-        print("cvkit eval: only detection checkpoints are supported for now", file=sys.stderr)
-        return 2
+    if cfg.task == "classify":
+        return _eval_classify(cfg, state, args)
 
     import torch
 
@@ -80,4 +84,54 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
         (args.out / "detections_coco.json").write_text(json.dumps(evaluator.results()))
         print(f"saved {args.out / 'metrics.json'} and {args.out / 'detections_coco.json'}")
+    return 0
+
+
+def _eval_classify(cfg: Any, state: dict[str, Any], args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from cvkit.config import ConfigError
+    from cvkit.data.build import build_dataset
+    from cvkit.data.loader import loader_from_config
+    from cvkit.engine.checkpoint import checkpoint_weights
+    from cvkit.engine.evaluate import evaluate
+    from cvkit.evaluation.classification import ClassificationEvaluator
+    from cvkit.tasks.classify import CLASSIFY_FORMATS, build_model
+    from cvkit.transforms.presets import build_transform
+    from cvkit.viz.confusion import plot_confusion_matrix
+
+    if cfg.data.format not in CLASSIFY_FORMATS:
+        print(f"cvkit eval: task classify needs data.format in {CLASSIFY_FORMATS}, got {cfg.data.format!r}",
+              file=sys.stderr)
+        return 2
+    extra = state.get("extra") or {}
+    dataset = build_dataset(cfg.data, args.split, progress=True)
+    class_names = list(extra.get("class_names") or dataset.class_names)
+    if list(dataset.class_names) != class_names:
+        print(f"cvkit eval: the dataset's classes {list(dataset.class_names)} differ from the checkpoint's "
+              f"{class_names}", file=sys.stderr)
+        return 2
+    try:
+        tf = build_transform(cfg.transforms.eval_preset, cfg.transforms)
+    except ConfigError as exc:
+        print(f"cvkit eval: {exc}", file=sys.stderr)
+        return 2
+    loader = loader_from_config(cfg.data, dataset, tf, train=False)
+    classifier = dataclasses.replace(cfg.classifier, pretrained="")  # the weights come from the checkpoint
+    model, criterion = build_model(cfg, classifier, len(class_names))
+    model.load_state_dict(checkpoint_weights(state))
+    device = torch.device(args.device)
+    evaluator = ClassificationEvaluator(class_names, topk=classifier.topk)
+    metrics = evaluate(model.to(device), criterion, None, loader, device=device, evaluator=evaluator, progress=True)
+    print(f"{args.checkpoint} on {args.split} ({len(dataset)} images):")
+    for key, value in metrics.items():
+        print(f"  {key:<20} {value:.4f}")
+    print(evaluator.report())
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        picture = plot_confusion_matrix(evaluator.confusion, class_names, args.out / "confusion.png")
+        print(f"saved {args.out / 'metrics.json'} and {picture}")
     return 0

@@ -58,6 +58,16 @@ def test_short_run_beats_chance_and_writes_the_run_folder(tmp_path, one_thread, 
     assert extra["task"] == "classify" and extra["class_names"] == ["circle", "cross"]
     assert extra["preprocess"]["size"] == [32, 32] and extra["config"]["classifier"]["name"] == "resnet_mini"
 
+    # `cvkit eval` rebuilds model, data and preprocessing from the checkpoint alone and gets the run's numbers
+    from cvkit.cli.main import main as cvkit
+
+    assert cvkit(["eval", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), "--out", str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["accuracy"] == rows[-1]["accuracy"] and metrics["top5"] == rows[-1]["top5"]
+    assert metrics["val_loss"] == pytest.approx(rows[-1]["val_loss"], rel=1e-5)
+    assert (tmp_path / "ev" / "confusion.png").is_file()
+    assert "true\\pred" in capsys.readouterr().out
+
 
 def test_kfold_reports_every_fold_and_mean_std(tmp_path, one_thread, capsys):
     cfg = _cfg(tmp_path, num_train=60, num_val=10, epochs=1, classes=("circle", "square", "star"))
