@@ -24,6 +24,8 @@ class ExportWrapper(nn.Module):
     The anchors of the export size are a buffer: the tracer rejects outputs with no data dependence.
     """
 
+    anchors: torch.Tensor  # registered as a buffer in __init__
+
     def __init__(self, model: nn.Module, size: tuple[int, int]):
         super().__init__()
         self.model = model

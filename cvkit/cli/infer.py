@@ -61,7 +61,7 @@ class Predictor:
             raise ValueError(f"{checkpoint}: not a cvkit detection checkpoint (no config / class names inside)")
         cfg = run_config_from_dict(extra["config"], f"{checkpoint} (stored config)")
         post = cfg.postprocess
-        changes = {k: v for k, v in (("score_thresh", score_thresh), ("iou_thresh", iou_thresh),
+        changes: dict[str, Any] = {k: v for k, v in (("score_thresh", score_thresh), ("iou_thresh", iou_thresh),
                                      ("max_detections", max_det)) if v is not None}
         if changes:
             post = dataclasses.replace(post, **changes)

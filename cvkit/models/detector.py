@@ -93,7 +93,7 @@ class SSDDetector(nn.Module):
             for p in stage.parameters():
                 p.requires_grad_(False)
         if self.channels_last:
-            self.to(memory_format=torch.channels_last)
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
         self.train()
 
     # -- forward ---------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def _fold_into(parent: nn.Module, conv_name: str, bn_name: str) -> bool:
         return False
     fused = fuse_conv_bn_eval(conv, bn)
     if conv.weight.is_contiguous(memory_format=torch.channels_last):
-        fused.to(memory_format=torch.channels_last)
+        fused.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
     setattr(parent, conv_name, fused)
     setattr(parent, bn_name, nn.Identity())
     return True
@@ -54,6 +54,6 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 count += _fold_into(module, first, second)
         for conv_name, bn_name in _PAIRS:
             count += _fold_into(module, conv_name, bn_name)
-    folded.num_folded_batchnorms = count
+    folded.num_folded_batchnorms = count  # type: ignore[assignment]  # Module.__setattr__ is typed Tensor | Module only
     folded.train = _no_training.__get__(folded)  # type: ignore[method-assign]
     return folded

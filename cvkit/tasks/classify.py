@@ -164,10 +164,13 @@ def run_kfold(cfg: Any, run_dir: str | os.PathLike, k: int, classifier: Classifi
     "accuracy_class_mean", "val_loss", "epochs"}`` (the last epoch's evaluation); prints the table and the
     mean ± sample standard deviation of the accuracy, and writes both to ``run_dir/kfold.json``."""
     from cvkit.data.build import build_dataset
+    from cvkit.data.image_folder import ImageFolderDataset
 
     classifier = _classifier_cfg(cfg, classifier)
     run_dir = Path(run_dir)
     base = build_dataset(cfg.data, "train", progress=True)
+    if not isinstance(base, ImageFolderDataset):  # a detection format (check_config runs later, in _fit_once)
+        raise ConfigError(f"task classify needs data.format in {CLASSIFY_FORMATS}, got {cfg.data.format!r}")
     class_names = tuple(base.class_names)
     folds = kfold_splits(base.targets, k, cfg.data.seed)
     everything = np.arange(len(base))
@@ -209,7 +212,7 @@ def load_classify_config(path: str | os.PathLike, overrides: list[str] | tuple[s
     from cvkit.config import apply_overrides, from_dict, load_yaml
     from cvkit.run_config import RunConfig, run_config_from_dict
 
-    raw = apply_overrides(load_yaml(path), overrides)
+    raw = apply_overrides(load_yaml(Path(path)), overrides)
     if "classifier" in {f.name for f in dataclasses.fields(RunConfig)}:
         cfg = run_config_from_dict(raw, str(path))
         return cfg, cfg.classifier

@@ -7,9 +7,11 @@ Stages: 0 stem (conv1, bn1, relu, maxpool), 1..4 layer1..layer4. On a 300x300 in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import cast
 
 import torchvision
 from torch import Tensor, nn
+from torchvision.models import ResNet
 
 from cvkit.models.backbones._load import load_torchvision_state
 from cvkit.models.backbones.base import Backbone
@@ -17,14 +19,14 @@ from cvkit.models.backbones.base import Backbone
 __all__ = ["resnet18", "resnet34", "resnet50"]
 
 
-def _resnet(factory: Callable[..., nn.Module], name: str, state_dict: Mapping[str, Tensor] | None) -> Backbone:
+def _resnet(factory: Callable[..., ResNet], name: str, state_dict: Mapping[str, Tensor] | None) -> Backbone:
     net = factory(weights=None)
     if state_dict is not None:
         load_torchvision_state(net, state_dict, ("fc.",), name)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     widths = [net.layer2[-1], net.layer3[-1], net.layer4[-1]]
     # the last block's final BatchNorm has the block's output channels (basic: bn2, bottleneck: bn3)
-    channels = [(b.bn3 if hasattr(b, "bn3") else b.bn2).num_features for b in widths]
+    channels = [cast(nn.BatchNorm2d, b.bn3 if hasattr(b, "bn3") else b.bn2).num_features for b in widths]
     return Backbone(
         [stem, net.layer1, net.layer2, net.layer3, net.layer4],
         taps=(2, 3, 4),

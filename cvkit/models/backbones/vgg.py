@@ -30,7 +30,8 @@ class _VGGFeatures(nn.Module):
         for m in self.features.modules():  # torchvision VGG's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # always true: make_layers builds its convs with a bias
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -48,7 +49,8 @@ def _vgg(batch_norm: bool, name: str, state_dict: Mapping[str, Tensor] | None) -
     conv7 = nn.Conv2d(1024, 1024, kernel_size=1)
     for conv in (conv6, conv7):
         nn.init.xavier_uniform_(conv.weight)
-        nn.init.zeros_(conv.bias)
+        if conv.bias is not None:  # always true (bias=True above)
+            nn.init.zeros_(conv.bias)
     stages = [
         nn.Sequential(*layers[: pool1 + 1]),
         nn.Sequential(*layers[pool1 + 1 : pool2 + 1]),

@@ -91,8 +91,9 @@ def build_classifier(cfg: ClassifierConfig, num_classes: int, image_size: Sequen
         raise KeyError(f"unknown classifier {cfg.name!r}{hint} valid: {sorted(MODELS)}")
     kind, weights = read_pretrained(cfg.pretrained) if cfg.pretrained else ("", {})
     builder = MODELS[cfg.name]
-    kwargs = {"in_channels": cfg.in_channels, "small_input": uses_small_input(cfg, image_size),
-              "hidden_dim": cfg.hidden_dim}  # fmt: skip
+    kwargs: dict[str, int | float | bool] = {
+        "in_channels": cfg.in_channels, "small_input": uses_small_input(cfg, image_size), "hidden_dim": cfg.hidden_dim,
+    }  # fmt: skip
     if cfg.dropout != ClassifierConfig.dropout or cfg.name in ("mlp", "alexnet", "vgg11", "vgg16", "nin"):
         kwargs["dropout"] = cfg.dropout
     if kind == "torchvision":

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torchvision
@@ -91,7 +91,7 @@ class Classifier(nn.Module):
         """Optimizer groups: ``backbone`` at ``lr``, ``head`` (the classifier layer ``head.fc``) at
         ``lr * head_lr_mult``, each split into decay / ``*_no_decay`` (normalization weights, biases)
         when ``no_decay_norm_bias``. Frozen parameters are left out; empty groups are dropped."""
-        fc_params = {id(p) for p in self.head.fc.parameters()}
+        fc_params = {id(p) for p in self.head.get_submodule("fc").parameters()}
         groups: dict[str, dict[str, Any]] = {}
         for module in self.modules():
             for pname, param in module.named_parameters(recurse=False):
@@ -154,7 +154,9 @@ def _new_conv(old: nn.Conv2d, in_channels: int, small: bool) -> nn.Conv2d:
     if small:
         conv = nn.Conv2d(in_channels, old.out_channels, 3, 1, 1, bias=old.bias is not None)
     else:
-        conv = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+        # a Conv2d's kernel_size / stride / padding are 2-tuples (or a padding string); the stubs say tuple[int, ...]
+        conv = nn.Conv2d(in_channels, old.out_channels, cast("tuple[int, int]", old.kernel_size),
+                         cast("tuple[int, int]", old.stride), cast("str | tuple[int, int]", old.padding),
                          bias=old.bias is not None)  # fmt: skip
     if conv.weight.shape[2:] == old.weight.shape[2:]:
         with torch.no_grad():
@@ -163,7 +165,7 @@ def _new_conv(old: nn.Conv2d, in_channels: int, small: bool) -> nn.Conv2d:
             else:
                 mean = old.weight.mean(dim=1, keepdim=True)  # (O, 1, k, k)
                 conv.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (old.in_channels / in_channels))
-            if old.bias is not None:
+            if old.bias is not None and conv.bias is not None:  # conv has a bias exactly when old has one
                 conv.bias.copy_(old.bias)
     return conv
 
@@ -294,7 +296,8 @@ def _torchvision_model(name: str, tv_weights: Mapping[str, Tensor] | None) -> nn
         if isinstance(m, nn.Conv2d):
             if name.startswith("vgg"):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # always true: torchvision's VGG convs have a bias
+                    nn.init.zeros_(m.bias)
             else:
                 m.reset_parameters()
     return tv
@@ -319,14 +322,16 @@ def alexnet(num_classes: int, in_channels: int = 3, small_input: bool = False, d
     hidden = hidden_dim or 4096
     tv = _torchvision_model("alexnet", tv_weights)
     _load(tv, tv_weights, ("classifier.",) if hidden != 4096 else ("classifier.6.",), "alexnet")
-    tv.features[0] = _new_conv(tv.features[0], in_channels, small_input)
+    features = cast(nn.Sequential, tv.features)
+    features[0] = _new_conv(cast(nn.Conv2d, features[0]), in_channels, small_input)
     if small_input:
-        _ceil_pools(tv.features)
+        _ceil_pools(features)
     head = _mlp_head(256, (6, 6), hidden, num_classes, dropout)
     if tv_weights is not None and hidden == 4096:
-        head.fc1.load_state_dict(tv.classifier[1].state_dict())
-        head.fc2.load_state_dict(tv.classifier[4].state_dict())
-    return Classifier("alexnet", _split_at_pools(tv.features), head, _linear_fc(hidden), num_classes, in_channels)
+        classifier = cast(nn.Sequential, tv.classifier)
+        head.get_submodule("fc1").load_state_dict(classifier[1].state_dict())
+        head.get_submodule("fc2").load_state_dict(classifier[4].state_dict())
+    return Classifier("alexnet", _split_at_pools(features), head, _linear_fc(hidden), num_classes, in_channels)
 
 
 def _vgg(name: str, num_classes: int, in_channels: int, small_input: bool, dropout: float, hidden_dim: int,
@@ -334,15 +339,17 @@ def _vgg(name: str, num_classes: int, in_channels: int, small_input: bool, dropo
     hidden = hidden_dim or 4096
     tv = _torchvision_model(name, tv_weights)
     _load(tv, tv_weights, ("classifier.",) if hidden != 4096 else ("classifier.6.",), name)
-    tv.features[0] = _new_conv(tv.features[0], in_channels, False)  # VGG's first conv is already 3x3 stride 1
+    features = cast(nn.Sequential, tv.features)
+    features[0] = _new_conv(cast(nn.Conv2d, features[0]), in_channels, False)  # VGG's first conv: already 3x3/1
     if small_input:
-        _ceil_pools(tv.features)
+        _ceil_pools(features)
     head = _mlp_head(512, (7, 7), hidden, num_classes, dropout)
     if tv_weights is not None and hidden == 4096:
-        head.fc1.load_state_dict(tv.classifier[0].state_dict())
-        head.fc2.load_state_dict(tv.classifier[3].state_dict())
+        classifier = cast(nn.Sequential, tv.classifier)
+        head.get_submodule("fc1").load_state_dict(classifier[0].state_dict())
+        head.get_submodule("fc2").load_state_dict(classifier[3].state_dict())
     # stages: stem = first conv block; then the remaining blocks (each ends in a max pool)
-    return Classifier(name, _split_at_pools(tv.features), head, _linear_fc(hidden), num_classes, in_channels)
+    return Classifier(name, _split_at_pools(features), head, _linear_fc(hidden), num_classes, in_channels)
 
 
 def vgg11(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.5,
