@@ -53,13 +53,28 @@ def load_for_export(checkpoint: Path) -> tuple[nn.Module, tuple[int, int]]:
                                  num_classes=len(extra["class_names"]))
     model.load_state_dict(checkpoint_weights(state))
     height, width = (int(v) for v in extra["preprocess"]["size"])
-    return ExportWrapper(fold_batchnorm(model).eval(), (height, width)), (height, width)
+    return ExportWrapper(fold_batchnorm(model).eval(), (height, width)).eval(), (height, width)
 
 
 def export_torchscript(wrapper: nn.Module, example: torch.Tensor, path: Path) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(wrapper, example, check_trace=False)
     traced.save(str(path))
+
+
+def export_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """ONNX through ``torch.export`` (the dynamo exporter; needs onnxscript) with a dynamic batch dimension."""
+    import contextlib
+    import io
+    import warnings
+
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter prints its progress
+        warnings.simplefilter("ignore", FutureWarning)  # deprecations inside torch.export, not ours
+        torch.onnx.export(wrapper, (example,), str(path), input_names=["images"],
+                          output_names=["cls_logits", "bbox_deltas", "anchors"],
+                          dynamic_shapes={"images": {0: batch}}, dynamo=True, external_data=False)
 
 
 def max_difference(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> float:
@@ -91,15 +106,22 @@ def main(argv: list[str] | None = None) -> int:
             import onnx  # noqa: F401
             import onnxruntime as ort
         except ImportError:
-            print("cvkit export: ONNX export needs the `onnx` and `onnxruntime` packages "
-                  "(pip install onnx onnxruntime)", file=sys.stderr)
+            print("cvkit export: ONNX export needs the `onnx`, `onnxscript` and `onnxruntime` packages "
+                  "(pip install onnx onnxscript onnxruntime)", file=sys.stderr)
             return 2
-        torch.onnx.export(wrapper, (example,), str(out), input_names=["images"],
-                          output_names=["cls_logits", "bbox_deltas", "anchors"],
-                          dynamic_axes={"images": {0: "batch"}, "cls_logits": {0: "batch"},
-                                        "bbox_deltas": {0: "batch"}})
-        session = ort.InferenceSession(str(out))
+        export_onnx(wrapper, example, out)
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         got = tuple(torch.from_numpy(v) for v in session.run(None, {"images": example.numpy()}))
+        # the batch dimension is dynamic: a batch of another size must run and agree too
+        other = torch.randn(args.batch + 1, 3, height, width, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            other_expected = wrapper(other)
+        other_got = tuple(torch.from_numpy(v) for v in session.run(None, {"images": other.numpy()}))
+        diff_other = max_difference(other_got, other_expected)
+        if diff_other > args.atol:
+            print(f"cvkit export: with batch {args.batch + 1} the ONNX outputs differ from the eager model's "
+                  f"by {diff_other:.2e}", file=sys.stderr)
+            return 1
     diff = max_difference(tuple(got), tuple(expected))
     print(f"wrote {out} ({args.format}); input (B, 3, {height}, {width}); "
           f"max |exported - eager| = {diff:.2e} (atol {args.atol:g})")

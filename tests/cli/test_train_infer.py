@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from cvkit.cli.main import main as cvkit
@@ -56,3 +57,16 @@ def test_train_then_infer(tmp_path, capsys):
     exported = torch.jit.load(str(tmp_path / "model.ts"))
     logits, deltas, anchors = exported(torch.zeros(1, 3, 300, 300))
     assert logits.shape == (1, anchors.shape[0], 6) and deltas.shape == (1, anchors.shape[0], 4)
+
+    # ONNX (dev extras install onnx, onnxscript, onnxruntime): the command itself compares onnxruntime's
+    # outputs with the eager model's on two batch sizes; check the file once more from here
+    ort = pytest.importorskip("onnxruntime")
+    assert cvkit(["export", "--checkpoint", ckpt, "--format", "onnx", "--out", str(tmp_path / "model.onnx")]) == 0
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 300, 300, generator=torch.Generator().manual_seed(3))
+    got = session.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        want = exported(x)
+    for a, b in zip(got, want):
+        assert a.shape == tuple(b.shape)
+        assert float((torch.from_numpy(a) - b).abs().max()) < 1e-4
