@@ -11,6 +11,9 @@ same postprocess settings (score > 0.01, top-400 per class, NMS 0.45, 200 per im
 - train: forward + matching + loss + backward (``zero_grad`` included, no optimizer step), batch 16
   (``--batch``), 300x300, 20 classes; the check compares the two total losses.
 - infer: forward + postprocess in eval mode (boxes in original pixels); the check compares detections.
+- train_amp_vs_fp32: cvkit's training step under the autocast ``cvkit train`` uses by default (``train.amp``:
+  bfloat16 on a CPU with native bf16 -- AVX512_BF16 / AMX --, float16 on CUDA) vs torchvision in float32, its
+  CPU default; train_amp_both: both under that autocast. Loss check: within 3% (reduced precision).
 - infer_folded_bn: the same with ``cvkit.models.fold_batchnorm(model)`` (an inference copy with every
   BatchNorm that follows a conv folded into it), against the same torchvision model.
 
@@ -35,6 +38,7 @@ from torch import nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDHead
 
+from cvkit.engine.train import cpu_has_native_bf16
 from cvkit.models import LossConfig, ModelConfig, PostprocessConfig, build_detector, fold_batchnorm
 from cvkit.ops import AnchorConfig
 
@@ -153,6 +157,29 @@ def main(argv: list[str] | None = None) -> None:
     def same_loss(a: float, b: float) -> bool:
         return abs(a - b) <= 1e-3 * max(1.0, abs(b))
 
+    # mixed precision as `cvkit train` runs it by default (train.amp): bfloat16 autocast on a CPU with native
+    # bf16, float16 on CUDA; torchvision's SSD under the same autocast, and in float32 (its CPU default)
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    with_amp = device.type == "cuda" or cpu_has_native_bf16()
+
+    def cvkit_train_amp():
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype):
+            losses = criterion(model(images), targets)
+        losses["loss"].backward()
+        return float(losses["loss"].detach())
+
+    def tv_train_amp():
+        tv.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype):
+            losses = tv(list(images), tv_targets)
+            loss = losses["bbox_regression"] + losses["classification"]
+        loss.backward()
+        return float(loss.detach())
+
+    def close_loss(a: float, b: float) -> bool:  # reduced precision: a few bf16 ulps of a sum of many terms
+        return abs(a - b) <= 3e-2 * max(1.0, abs(b))
+
     def same_detections(ours, theirs) -> bool:
         for a, b in zip(ours, theirs):
             if a["boxes"].shape != b["boxes"].shape:
@@ -199,6 +226,19 @@ def main(argv: list[str] | None = None) -> None:
             baseline_name="torchvision",
         )
         _images_per_second(row, batch)
+        if not with_amp:
+            continue
+        for step, baseline in (("train_amp_vs_fp32", tv_train), ("train_amp_both", tv_train_amp)):
+            row = bench.compare(
+                case={"step": step, "model": "ssd300_resnet18", "batch": batch, "classes": NUM_CLASSES,
+                      "amp_dtype": str(amp_dtype).replace("torch.", "")},
+                candidate=cvkit_train_amp,
+                baseline=baseline,
+                check=close_loss,
+                target=1.3,
+                baseline_name="torchvision",
+            )
+            _images_per_second(row, batch)
     bench.finish()
 
 

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from cvkit.data.build import build_dataset
     from cvkit.data.loader import loader_from_config
     from cvkit.engine.evaluate import evaluate
+    from cvkit.engine.train import autocast_dtype
     from cvkit.evaluation.coco import CocoEvaluator
     from cvkit.models.build import build_detector
     from cvkit.transforms.presets import build_transform
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     model.load_state_dict(checkpoint_weights(state))
     device = torch.device(args.device)
     evaluator = CocoEvaluator.from_dataset(dataset)
-    metrics = evaluate(model.to(device), criterion, postprocessor, loader, device=device, evaluator=evaluator,
+    amp = autocast_dtype(cfg.train, device)  # the run's precision, so the numbers match its evaluations
+    metrics = evaluate(model.to(device), criterion, postprocessor, loader, device=device, evaluator=evaluator, amp=amp,
                        progress=True)
     print(f"{args.checkpoint} on {args.split} ({len(dataset)} images):")
     for key, value in metrics.items():
@@ -97,6 +99,7 @@ def _eval_classify(cfg: Any, state: dict[str, Any], args: argparse.Namespace) ->
     from cvkit.data.loader import loader_from_config
     from cvkit.engine.checkpoint import checkpoint_weights
     from cvkit.engine.evaluate import evaluate
+    from cvkit.engine.train import autocast_dtype
     from cvkit.evaluation.classification import ClassificationEvaluator
     from cvkit.tasks.classify import CLASSIFY_FORMATS, build_model
     from cvkit.transforms.presets import build_transform
@@ -124,7 +127,9 @@ def _eval_classify(cfg: Any, state: dict[str, Any], args: argparse.Namespace) ->
     model.load_state_dict(checkpoint_weights(state))
     device = torch.device(args.device)
     evaluator = ClassificationEvaluator(class_names, topk=classifier.topk)
-    metrics = evaluate(model.to(device), criterion, None, loader, device=device, evaluator=evaluator, progress=True)
+    amp = autocast_dtype(cfg.train, device)  # the run's precision, so the numbers match its evaluations
+    metrics = evaluate(model.to(device), criterion, None, loader, device=device, evaluator=evaluator, amp=amp,
+                       progress=True)
     print(f"{args.checkpoint} on {args.split} ({len(dataset)} images):")
     for key, value in metrics.items():
         print(f"  {key:<20} {value:.4f}")

@@ -42,7 +42,8 @@ class TrainConfig:
     gamma: float = 0.1  # multistep: decay factor
     # step
     clip_grad_norm: float = 0.0  # max global gradient norm (0: no clipping)
-    amp: bool = True  # mixed precision (float16 autocast + GradScaler); used only on CUDA
+    amp: bool = True  # mixed precision: float16 autocast + GradScaler on CUDA; on CPU see amp_cpu (false: both off)
+    amp_cpu: Literal["auto", "bfloat16", "none"] = "auto"  # CPU: auto (bf16 where native) | bfloat16 | none
     ema: bool = False  # keep an exponential moving average of the weights; evaluate and save it
     ema_decay: float = 0.9998  # EMA decay once warmed up
     ema_warmup_steps: int = 1000  # decay ramps as ema_decay * (1 - exp(-updates / ema_warmup_steps)); 0: none

@@ -56,6 +56,21 @@ def predict(postprocessor: Callable[..., Any] | None, outputs: Any, batch: dict[
     return postprocessor(outputs)
 
 
+def _to_float32(outputs: Any) -> Any:
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: _to_float32(v) for k, v in outputs.items()}
+    return outputs
+
+
+def autocast_args(amp: bool | torch.dtype | None, device: torch.device) -> tuple[bool, torch.dtype | None]:
+    """``amp``: a dtype autocasts to it on any device; True is float16 on CUDA only; False/None is off."""
+    if isinstance(amp, torch.dtype):
+        return True, amp
+    return bool(amp) and device.type == "cuda", torch.float16 if device.type == "cuda" else None
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -64,13 +79,14 @@ def evaluate(
     loader: Iterable[dict[str, Any]],
     device: torch.device | str = "cpu",
     evaluator: Any | None = None,
-    amp: bool = False,
+    amp: bool | torch.dtype | None = False,
     progress: bool = False,
 ) -> dict[str, float]:
     """Validation loss terms (``val_loss``, ``val_loss_cls``, ...) plus ``evaluator.compute()`` 's metrics."""
     from tqdm import tqdm
 
     device = torch.device(device)
+    use_amp, amp_dtype = autocast_args(amp, device)
     was_training = model.training
     model.eval()
     if evaluator is not None:
@@ -82,7 +98,7 @@ def evaluate(
             if len(batch["images"]) == 0:
                 continue
             images = move_to_device(batch["images"], device)
-            with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = model(images)
                 if criterion is not None:
                     losses = criterion(outputs, move_to_device(batch_targets(batch), device))
@@ -91,6 +107,8 @@ def evaluate(
                     sums[f"val_{key}"] = sums.get(f"val_{key}", 0.0) + float(value)
             num_batches += 1
             if evaluator is not None:
+                if use_amp:  # postprocess and metrics in float32 (NMS kernels take float16/32/64, not bfloat16)
+                    outputs = _to_float32(outputs)
                 evaluator.update(predict(postprocessor, outputs, batch), batch)
     finally:
         model.train(was_training)

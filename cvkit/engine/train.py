@@ -51,7 +51,7 @@ from cvkit.engine.distributed import (
     init_distributed,
 )
 from cvkit.engine.ema import ModelEMA
-from cvkit.engine.evaluate import batch_targets, evaluate, move_to_device
+from cvkit.engine.evaluate import autocast_args, batch_targets, evaluate, move_to_device
 from cvkit.engine.logging import RunLogger, save_run_info, write_text_atomic
 from cvkit.engine.optim import IterationSchedule, build_optimizer, build_schedule, model_param_groups
 from cvkit.engine.seed import rng_state, seed_everything, set_deterministic, set_rng_state
@@ -88,6 +88,25 @@ def _set_loader_epoch(loader: Any, epoch: int) -> None:
         set_epoch(epoch)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bfloat16 natively (AVX512_BF16 or AMX): bf16 autocast then pays off."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a run on ``device``: float16 on CUDA (``amp``), bfloat16 on CPU (``amp`` and
+    ``amp_cpu``: "bfloat16", or "auto" on a CPU with native bf16), None for full float32."""
+    if not cfg.amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and (cfg.amp_cpu == "bfloat16" or (cfg.amp_cpu == "auto" and cpu_has_native_bf16())):
+        return torch.bfloat16
+    return None
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: Callable[..., dict[str, torch.Tensor]],
@@ -99,20 +118,21 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     ema: ModelEMA | None = None,
     clip_grad_norm: float = 0.0,
-    amp: bool = False,
+    amp: bool | torch.dtype | None = False,
     progress: bool = False,
 ) -> dict[str, float]:
     """One pass over ``loader``: forward, loss, backward, (clip), step, schedule step, EMA update.
 
     Returns the mean over iterations of every loss term the criterion gives, plus ``skipped`` (samples the
-    loader dropped as bad input). ``amp`` autocasts to float16 on CUDA only (the ``scaler`` scales the loss);
+    loader dropped as bad input). ``amp``: a dtype autocasts forward and loss to it (e.g. bfloat16 on CPU),
+``True`` to float16 on CUDA only; with float16 the ``scaler`` scales the loss.
     ``clip_grad_norm > 0`` clips the global gradient norm (after unscaling). A non-finite loss raises
     ``FloatingPointError`` naming the epoch, step and loss terms.
     """
     from tqdm import tqdm
 
     device = torch.device(device)
-    use_amp = amp and device.type == "cuda"
+    use_amp, amp_dtype = autocast_args(amp, device)
     model.train()
     sums: dict[str, float] = {}
     num_steps = 0
@@ -125,7 +145,7 @@ def train_one_epoch(
             continue
         images = move_to_device(batch["images"], device)
         targets = move_to_device(batch_targets(batch), device)
-        with torch.autocast(device_type=device.type, enabled=use_amp):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
             outputs = model(images)
             losses = criterion(outputs, targets)
         loss = losses["loss"]
@@ -205,7 +225,8 @@ def fit(
 
         optimizer = build_optimizer(model_param_groups(model, cfg), cfg)
         scheduler = build_schedule(optimizer, cfg, len(train_loader))
-        use_amp = cfg.amp and device.type == "cuda"
+        amp_dtype = autocast_dtype(cfg, device)
+        use_amp = amp_dtype == torch.float16 and device.type == "cuda"  # the loss scaler is for float16 only
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         ema = ModelEMA(model, cfg.ema_decay, cfg.ema_warmup_steps) if cfg.ema else None
 
@@ -270,7 +291,7 @@ def fit(
                 scaler=scaler,
                 ema=ema,
                 clip_grad_norm=cfg.clip_grad_norm,
-                amp=use_amp,
+                amp=amp_dtype,
                 progress=cfg.progress and main,
             )
             global_step = scheduler.last_iter
@@ -283,7 +304,7 @@ def fit(
             if evaluated and main and val_loader is not None:
                 eval_model = ema.module if ema is not None else model
                 metrics = evaluate(
-                    eval_model, criterion, postprocessor, val_loader, device, evaluator, use_amp, cfg.progress
+                    eval_model, criterion, postprocessor, val_loader, device, evaluator, amp_dtype, cfg.progress
                 )
                 row.update(metrics)
                 evaluated_now = evaluator is not None

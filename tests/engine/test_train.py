@@ -334,3 +334,40 @@ def test_progress_bars_go_to_stderr_and_the_table_to_stdout(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "epoch 1" in captured.err and "eval" in captured.err  # tqdm bars of the train and val passes
     assert captured.out.splitlines()[0].split() == ["epoch", "loss", "loss_cls", "loss_box", "val_loss", "lr", "time"]
+
+
+def test_autocast_dtype_follows_amp_and_amp_cpu(monkeypatch):
+    from cvkit.engine import train as train_mod
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert train_mod.autocast_dtype(_cfg(amp=True), cuda) is torch.float16
+    assert train_mod.autocast_dtype(_cfg(amp=False), cuda) is None
+    assert train_mod.autocast_dtype(_cfg(amp=True, amp_cpu="bfloat16"), cpu) is torch.bfloat16
+    assert train_mod.autocast_dtype(_cfg(amp=False, amp_cpu="bfloat16"), cpu) is None  # amp: false turns both off
+    assert train_mod.autocast_dtype(_cfg(amp=True, amp_cpu="none"), cpu) is None
+    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: True)
+    assert train_mod.autocast_dtype(_cfg(amp=True, amp_cpu="auto"), cpu) is torch.bfloat16
+    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: False)
+    assert train_mod.autocast_dtype(_cfg(amp=True, amp_cpu="auto"), cpu) is None
+
+
+class _DtypeRecorder(TinyCriterion):
+    def __init__(self):
+        super().__init__()
+        self.dtypes: list[tuple[bool, torch.dtype]] = []
+
+    def forward(self, outputs, targets):
+        self.dtypes.append((torch.is_grad_enabled(), outputs["cls_logits"].dtype))
+        return super().forward(outputs, targets)
+
+
+@pytest.mark.parametrize(("amp_cpu", "dtype"), [("bfloat16", torch.bfloat16), ("none", torch.float32)])
+def test_cpu_autocast_runs_training_and_evaluation_in_the_chosen_dtype(tmp_path, amp_cpu, dtype):
+    criterion = _DtypeRecorder()  # the tiny detector's heads are nn.Linear: autocast runs them in bfloat16
+    rows = fit(TinyDetector(), criterion, TinyPostprocessor(), tiny_loader(8, 4), tiny_loader(4, 4, shuffle=False),
+               _cfg(epochs=1, amp_cpu=amp_cpu), tmp_path / "run", evaluator=ScriptedEvaluator([0.5]))
+    assert {d for _, d in criterion.dtypes} == {dtype}
+    assert [grad for grad, _ in criterion.dtypes] == [True, True, False]  # 2 train steps, 1 eval batch
+    assert math.isfinite(rows[-1]["loss"]) and math.isfinite(rows[-1]["val_loss"])
+    weights = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())  # master weights
