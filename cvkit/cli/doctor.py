@@ -48,6 +48,11 @@ def diagnose() -> tuple[list[tuple[str, str]], list[str]]:
             for i in range(torch.cuda.device_count()):
                 rows.append((f"cuda:{i}", torch.cuda.get_device_name(i)))
         rows.append(("torch cuda build", str(torch.version.cuda)))
+        from cvkit.engine.train import cpu_has_native_bf16
+
+        native = cpu_has_native_bf16()
+        rows.append(("cpu bfloat16", "native: training autocasts to bfloat16 (train.amp_cpu: auto)" if native
+                     else "not native: CPU training runs in float32"))
     except Exception:
         pass
     try:

@@ -5,7 +5,7 @@ from cvkit.cli.main import main as cvkit
 def test_doctor_reports_versions_and_passes_here(capsys):
     assert cvkit(["doctor", "--check"]) == 0
     out = capsys.readouterr().out
-    for name in ("torch", "torchvision", "numba", "albumentations", "cuda available"):
+    for name in ("torch", "torchvision", "numba", "albumentations", "cuda available", "cpu bfloat16"):
         assert name in out
     assert "All good." in out
 
