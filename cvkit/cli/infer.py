@@ -3,10 +3,11 @@
 The checkpoint carries the config, class names and preprocessing, so nothing else is needed. Images
 are read with OpenCV (EXIF orientation applied, greyscale/RGBA/16-bit converted), resized to the
 network input, normalized, run in batches, and the detections are mapped back to original pixels.
-Writes to ``--out``: annotated images (``<stem>.jpg``), one JSON per image (``<stem>.json``: boxes
-xyxy in pixels, scores, labels, class names), and ``detections_coco.json`` (COCO results format with the
-dataset's original category ids; ``image_id`` is the image's position in the input order unless the
-file name is an integer). Unreadable images are reported and skipped; the run goes on.
+Writes to ``--out``: annotated images (``<stem>.jpg``, the detections scoring at least ``--draw-thresh``),
+one JSON per image (``<stem>.json``: boxes xyxy in pixels, scores, labels, class names), and
+``detections_coco.json`` (COCO results format with the dataset's original category ids; ``image_id`` is
+the image's position in the input order unless the file name is an integer). Unreadable images are
+reported and skipped; the run goes on.
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iou-thresh", type=float, default=None, help="override the NMS IoU threshold")
     parser.add_argument("--max-det", type=int, default=None, help="override detections per image")
     parser.add_argument("--no-draw", action="store_true", help="skip the annotated images")
+    parser.add_argument("--draw-thresh", type=float, default=0.3,
+                        help="draw only detections scoring at least this (default 0.3; the JSON files keep all)")
     args, _ = parser.parse_known_args(argv)
     if _checkpoint_task(args.checkpoint) == "classify":
         from cvkit.cli.infer_classify import main as infer_classify
@@ -166,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                 coco_results.append({"image_id": image_id, "category_id": int(cat), "score": round(score, 5),
                                      "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
             if not args.no_draw:
-                drawn = draw_boxes(image, det["boxes"], det["labels"], predictor.class_names, det["scores"])
+                shown = det["scores"] >= args.draw_thresh
+                drawn = draw_boxes(image, det["boxes"][shown], det["labels"][shown], predictor.class_names,
+                                   det["scores"][shown])
                 save_image(args.out / f"{p.stem}.jpg", drawn)
             done += 1
     (args.out / "detections_coco.json").write_text(json.dumps(coco_results))

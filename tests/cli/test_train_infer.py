@@ -43,6 +43,19 @@ def test_train_then_infer(tmp_path, capsys):
     assert all(0 <= b[0] <= b[2] <= record["width"] and 0 <= b[1] <= b[3] <= record["height"]
                for b in record["boxes_xyxy"])
     assert (out_dir / f"{images[0].stem}.jpg").exists()
+    # --draw-thresh: only detections scoring at least it are drawn (the JSON keeps them all)
+    from cvkit.data.io import read_image
+    from cvkit.viz.draw import save_image
+
+    assert cvkit(["infer", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), str(images[0]),
+                  "--out", str(tmp_path / "none"), "--score-thresh", "0.0", "--draw-thresh", "2.0"]) == 0
+    plain = save_image(tmp_path / "plain.jpg", read_image(images[0]))
+    assert (tmp_path / "none" / f"{images[0].stem}.jpg").read_bytes() == plain.read_bytes()  # nothing drawn
+    assert json.loads((tmp_path / "none" / f"{images[0].stem}.json").read_text())["scores"]
+    assert cvkit(["infer", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), str(images[0]),
+                  "--out", str(tmp_path / "all"), "--score-thresh", "0.0", "--draw-thresh", "0.0"]) == 0
+    assert (tmp_path / "all" / f"{images[0].stem}.jpg").read_bytes() != plain.read_bytes()  # boxes drawn
+    capsys.readouterr()
     coco = json.loads((out_dir / "detections_coco.json").read_text())
     assert {d["category_id"] for d in coco} <= {1, 2, 3, 4, 5}  # the synthetic COCO file's category ids
     assert torch.is_tensor(state["model"][next(iter(state["model"]))])

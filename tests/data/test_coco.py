@@ -70,6 +70,8 @@ BAD_ANNOTATIONS = [
     ({"id": 9, "image_id": 1, "category_id": 3, "bbox": [1, 1, -4, 5]}, "bad_box"),
     ({"id": 9, "image_id": 1, "category_id": 3, "bbox": [1, 1, 0, 5]}, "bad_box"),
     ({"id": 9, "image_id": 1, "category_id": 3, "bbox": [1, float("nan"), 3, 5]}, "bad_box"),
+    ({"id": 9, "image_id": 1, "category_id": 3, "bbox": [0, 2.0**53, 1, 1]}, "bad_box"),  # y + h == y
+    ({"id": 9, "image_id": 1, "category_id": 3, "bbox": [1e308, 1, 1e308, 5]}, "bad_box"),  # x + w == inf
     ({"id": 9, "image_id": 1, "category_id": 3, "bbox": [100, 1, 3, 5]}, "box_outside"),
     ({"id": 9, "image_id": 1, "category_id": 4, "bbox": [1, 1, 3, 5]}, "unknown_category"),
     ({"id": 9, "image_id": 77, "category_id": 3, "bbox": [1, 1, 3, 5]}, "unknown_image"),

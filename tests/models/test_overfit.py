@@ -12,7 +12,7 @@ from tests.models._small import small_model_cfg
 SIZE = 96
 # ceil(96 / step) = 12, 6, 3, 2, 1, 1: the resnet18 taps (12, 6, 3) and three strided extra layers
 ANCHORS = AnchorConfig(image_size=(SIZE, SIZE), steps=(8, 16, 32, 48, 96, 96))
-STEPS = 30
+STEPS = 45  # at 30 one CPU left boxes at IoU 0.45-0.8 (localisation lags the loss); 45 gives >= 0.84
 COLOURS = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]])  # one colour per class
 
 
