@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> None:
         args.repeat = min(args.repeat, 3)
     batch = 4 if args.quick and known.batch == 16 else known.batch
     device = torch.device(args.device)
+    if device.type == "cuda":
+        # full float32 on both sides, so that the outputs can be compared (TF32 convolutions of the two
+        # models round differently); the amp rows show the fast path
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     bench = Bench("train_step", args)
     torch.manual_seed(0)
     model, criterion, postprocessor, tv = build_pair(device)

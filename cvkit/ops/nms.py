@@ -6,10 +6,13 @@ higher-ranked box (of the same class) overlaps it with ``IoU > iou_threshold``; 
 torchvision's CPU kernel does (``inter / (area_kept + area_box - inter)``), so a pair sitting exactly on
 the threshold is decided the same way.
 
-Kernels: CPU tensors run numba kernels (one radix sort, then greedy NMS over a grid of kept boxes);
-other devices run a batched torch implementation with no per-image Python loop
-(``cvkit.ops._kernels.torch_nms``). ``backend="torch"`` forces the torch path on any device (that is how
-CI checks the GPU algorithm on a CPU).
+Kernels: CPU tensors run numba kernels (one radix sort, then greedy NMS over a grid of kept boxes).
+On CUDA, ``nms`` and ``batched_nms`` run two Triton kernels (a suppression bitmask per class, then one
+greedy scan per class: ``cvkit.ops._kernels.triton_nms``) when triton is installed, and
+``multiclass_nms`` a batched torch implementation with no per-image Python loop
+(``cvkit.ops._kernels.torch_nms``), which is also the fallback. ``backend="torch"`` forces the torch
+path on any device (that is how CI checks the GPU algorithm on a CPU); the Triton kernels run on CPU
+tensors under ``TRITON_INTERPRET=1``, which is how CI checks them.
 """
 
 from __future__ import annotations
@@ -36,11 +39,24 @@ def _check_nms_inputs(boxes: Tensor, scores: Tensor, name: str = "nms") -> None:
 
 
 def _use_numba(device: torch.device, backend: str) -> bool:
-    if backend not in ("auto", "numba", "torch"):
-        raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
+    if backend not in ("auto", "numba", "torch", "triton"):
+        raise ValueError(f"backend must be 'auto', 'numba', 'torch' or 'triton', got {backend!r}")
     if backend == "numba" and device.type != "cpu":
         raise ValueError(f"backend='numba' needs CPU tensors, got {device}")
     return backend == "numba" or (backend == "auto" and device.type == "cpu")
+
+
+def _use_triton(device: torch.device, backend: str) -> bool:
+    """Triton kernels for ``nms`` / ``batched_nms``: on CUDA by default, or when asked for."""
+    from cvkit.ops._kernels import triton_nms
+
+    if backend == "triton":
+        if not triton_nms.available(device):
+            raise ValueError(
+                f"backend='triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1 on CPU), got {device}"
+            )
+        return True
+    return backend == "auto" and triton_nms.available(device)
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, backend: str = "auto") -> Tensor:
@@ -50,7 +66,8 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, backend: str = "aut
         boxes: ``[N, 4]`` xyxy boxes, float16/32/64 (float16 is computed in float32).
         scores: ``[N]`` scores.
         iou_threshold: boxes overlapping a kept box with ``IoU > iou_threshold`` are discarded.
-        backend: "auto" (numba on CPU, torch elsewhere), "numba" or "torch".
+        backend: "auto" (numba on CPU, Triton on CUDA when triton is installed, else torch), "numba",
+            "torch" or "triton".
 
     Returns:
         int64 ``[K]`` indices of the kept boxes, by decreasing score (equal scores: increasing index).
@@ -66,7 +83,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, backend: str = "aut
         return nms_cpu(boxes, scores, iou_threshold)
     from cvkit.ops._kernels.torch_nms import nms_torch
 
-    return nms_torch(boxes, scores, None, iou_threshold)
+    return nms_torch(boxes, scores, None, iou_threshold, use_triton=_use_triton(boxes.device, backend))
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float, backend: str = "auto") -> Tensor:
@@ -91,7 +108,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         return batched_nms_cpu(boxes, scores, idxs, iou_threshold)
     from cvkit.ops._kernels.torch_nms import nms_torch
 
-    return nms_torch(boxes, scores, idxs, iou_threshold)
+    return nms_torch(boxes, scores, idxs, iou_threshold, use_triton=_use_triton(boxes.device, backend))
 
 
 class MulticlassNMSResult(NamedTuple):
@@ -161,6 +178,8 @@ def multiclass_nms(
         raise ValueError(f"max_detections must be >= 0, got {max_detections}")
     if boxes.device != scores.device:
         raise ValueError(f"multiclass_nms: boxes are on {boxes.device} but scores on {scores.device}")
+    if backend == "triton":
+        raise ValueError("multiclass_nms has no Triton kernel (its batched torch path is the GPU path): use 'auto'")
     args = (boxes, scores, float(score_thresh), float(iou_thresh), int(pre_nms_topk), int(max_detections),
             bool(class_agnostic), soft_nms, float(sigma))
     if scores.numel() == 0 or max_detections == 0:

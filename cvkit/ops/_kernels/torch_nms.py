@@ -65,8 +65,14 @@ def _stable_desc_order(scores: Tensor) -> Tensor:
     return torch.sort(scores, dim=-1, descending=True, stable=True)[1]
 
 
-def nms_torch(boxes: Tensor, scores: Tensor, idxs: Tensor | None, iou_threshold: float) -> Tensor:
-    """Greedy (per-class when ``idxs`` is given) NMS; kept indices by (score desc, index asc)."""
+def nms_torch(
+    boxes: Tensor, scores: Tensor, idxs: Tensor | None, iou_threshold: float, use_triton: bool = False
+) -> Tensor:
+    """Greedy (per-class when ``idxs`` is given) NMS; kept indices by (score desc, index asc).
+
+    ``use_triton``: run the suppression with the Triton kernels (``triton_nms``) after the same sort,
+    falling back to the torch fixed point when a class is larger than ``triton_nms.MAX_SEGMENT``.
+    """
     n = boxes.shape[0]
     device = boxes.device
     boxes = boxes.to(work_dtype(boxes))
@@ -81,6 +87,14 @@ def nms_torch(boxes: Tensor, scores: Tensor, idxs: Tensor | None, iou_threshold:
         by_class = order[regroup]
         cls_sorted = cls_of_order[regroup]
     sboxes = boxes[by_class]
+    if use_triton:
+        from cvkit.ops._kernels.triton_nms import nms_sorted
+
+        keep_sorted = nms_sorted(sboxes, cls_sorted, iou_threshold)
+        if keep_sorted is not None:
+            kept_flag = torch.zeros(n, dtype=torch.bool, device=device)
+            kept_flag[by_class[keep_sorted]] = True
+            return order[kept_flag[order]]
     keep = torch.zeros(n, dtype=torch.bool, device=device)
     kept_boxes = sboxes[:0]
     kept_cls = cls_sorted[:0]
