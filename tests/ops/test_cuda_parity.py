@@ -277,12 +277,16 @@ def _detector_on_cuda(build_ssd, ModelConfig, AnchorConfig, MultiBoxLoss, LossCo
         torch.testing.assert_close(out_gpu[key].cpu(), out_cpu[key], rtol=1e-3, atol=1e-3)
     for key in loss_cpu:
         torch.testing.assert_close(loss_gpu[key].cpu(), loss_cpu[key], rtol=1e-3, atol=1e-3)
-    # same raw outputs -> the same detections on both devices
+    # same raw outputs -> the same detections on both devices. An untrained model scores every anchor about
+    # alike, so near-equal scores may swap places after the GPU's softmax: compare sorted scores, and each
+    # GPU box with the CPU boxes of its label
     post = DetectionPostprocessor()
     sizes = [[300, 300], [300, 300]]
     det_cpu = post(out_cpu, sizes, [[600, 400], [300, 300]])
     det_gpu = post({k: v.cuda() for k, v in out_cpu.items()}, sizes, [[600, 400], [300, 300]])
     for c, g in zip(det_cpu, det_gpu, strict=True):
-        assert torch.equal(c["labels"], g["labels"].cpu())
-        torch.testing.assert_close(g["boxes"].cpu(), c["boxes"])
-        torch.testing.assert_close(g["scores"].cpu(), c["scores"])
+        assert g["boxes"].shape == c["boxes"].shape and g["boxes"].shape[0] > 0
+        torch.testing.assert_close(g["scores"].cpu(), c["scores"], rtol=1e-5, atol=1e-6)
+        same_label = g["labels"].cpu()[:, None] == c["labels"][None, :]
+        gap = (g["boxes"].cpu()[:, None, :] - c["boxes"][None, :, :]).abs().amax(dim=-1)  # (n, n)
+        assert ((gap < 1e-3) & same_label).any(dim=1).all()  # (clipped boxes can be degenerate: no IoU here)
