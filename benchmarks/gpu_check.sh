@@ -34,6 +34,21 @@ export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 CVKIT_CACHE_DIR=/tmp/cvkit_c
       train_step) timeout 150 python3 benchmarks/bench_train_step.py --device cuda --threads 1 --repeat 10 ;;
       train) timeout ${TRAIN_TIMEOUT:-240} python3 -m cvkit.cli.main train configs/default.yaml --set train.device=cuda \
                --set data.num_workers=8 --set train.progress=false --set train.output_dir=/tmp/runs ;;
+      detector_test) timeout 120 python3 -m pytest -q -m cuda -p no:cacheprovider tests/ops/test_cuda_parity.py -k detector ;;
+      sweep)  # default-config variants side by side on the one GPU: AP against epochs for longer schedules
+        common="--set train.device=cuda --set data.num_workers=3 --set train.progress=false --set train.plots=false
+                --set train.output_dir=/tmp/runs --set train.eval_every=4 --set train.tensorboard=false"
+        timeout ${SWEEP_TIMEOUT:-280} python3 -m cvkit.cli.main train configs/default.yaml $common --set name=e32_lr1e-3 \
+          --set train.epochs=32 > /tmp/sweep_a.log 2>&1 &
+        timeout ${SWEEP_TIMEOUT:-280} python3 -m cvkit.cli.main train configs/default.yaml $common --set name=e32_lr3e-3 \
+          --set train.epochs=32 --set train.lr=0.003 > /tmp/sweep_b.log 2>&1 &
+        timeout ${SWEEP_TIMEOUT:-280} python3 -m cvkit.cli.main train configs/default.yaml $common --set name=e32_giou \
+          --set train.epochs=32 --set loss.box_loss=giou > /tmp/sweep_c.log 2>&1 &
+        timeout ${SWEEP_TIMEOUT:-280} python3 -m cvkit.cli.main train configs/default.yaml $common --set name=e16_lr2e-3 \
+          --set train.epochs=16 --set train.lr=0.002 > /tmp/sweep_d.log 2>&1 &
+        wait
+        for f in /tmp/sweep_?.log; do echo "--- $f"; tr '\r' '\n' < "$f" | grep -v "synthetic\|UserWarning\|fetch_version"; done
+        (cd /tmp/runs && tar czf "$OUT/sweep.tgz" */metrics.csv */eval_report.txt 2>/dev/null) ;;
       *) echo "unknown step $step" ;;
     esac
     echo "=== $step exit $?"
