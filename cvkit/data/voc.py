@@ -82,6 +82,34 @@ def _int_text(text: str | None) -> int | None:
     return int(value) if math.isfinite(value) and value == int(value) else None
 
 
+class _DoctypeFound(Exception):
+    pass
+
+
+def _refuse_doctype(*_: object) -> None:
+    raise _DoctypeFound
+
+
+def _declares_dtd(data: bytes) -> bool:
+    """Whether the document has a DOCTYPE or entity declaration, in whatever encoding it declares.
+
+    A byte search would miss a UTF-16 document; expat decodes first. Malformed XML is left to the parser
+    that follows (it reports the line and column).
+    """
+    import xml.parsers.expat
+
+    parser = xml.parsers.expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = _refuse_doctype
+    parser.EntityDeclHandler = _refuse_doctype
+    try:
+        parser.Parse(data, True)
+    except _DoctypeFound:
+        return True
+    except (xml.parsers.expat.ExpatError, ValueError, RecursionError, TypeError):
+        return False
+    return False
+
+
 def parse_voc_xml(
     data: bytes,
     source: object,
@@ -93,7 +121,7 @@ def parse_voc_xml(
 
     Boxes are converted to continuous xyxy but not yet clipped (the caller knows the final image size).
     """
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+    if _declares_dtd(data):
         raise DataError("malformed", source, "XML with a DTD or entity declarations is not accepted")
     try:
         root = ET.fromstring(data)

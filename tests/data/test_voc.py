@@ -84,6 +84,14 @@ def test_bad_files(tmp_path):
     assert info.value.kind == "missing_file"
 
 
+def test_entity_declarations_in_utf16_are_rejected_too():
+    doc = '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE a [<!ENTITY x "dog">]><annotation><object>'
+    doc += "<name>&x;</name></object></annotation>"
+    with pytest.raises(DataError, match="DTD") as info:
+        parse_voc_xml(doc.encode("utf-16"), "a.xml", {"dog": 0}, DataReport("raise"))
+    assert info.value.kind == "malformed"
+
+
 def test_entity_declarations_are_rejected():
     bomb = (
         b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxx"><!ENTITY y "&x;&x;&x;">]><annotation>&y;</annotation>'
