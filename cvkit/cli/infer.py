@@ -4,7 +4,8 @@ The checkpoint carries the config, class names and preprocessing, so nothing els
 are read with OpenCV (EXIF orientation applied, greyscale/RGBA/16-bit converted), resized to the
 network input, normalized, run in batches, and the detections are mapped back to original pixels.
 Writes to ``--out``: annotated images (``<stem>.jpg``, the detections scoring at least ``--draw-thresh``),
-one JSON per image (``<stem>.json``: boxes xyxy in pixels, scores, labels, class names), and
+one JSON per image (``<stem>.json``: boxes xyxy in pixels, scores, labels, class names; inputs sharing a
+stem are named ``<folder>_<stem>``), and
 ``detections_coco.json`` (COCO results format with the dataset's original category ids; ``image_id`` is
 the image's position in the input order unless the file name is an integer). Unreadable images are
 reported and skipped; the run goes on.
@@ -45,6 +46,34 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return out
 
 
+def cv2_interpolation(name: str) -> int:
+    """OpenCV's flag for a ``transforms.interpolation`` name (nearest, linear, cubic, area)."""
+    import cv2
+
+    flags = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
+             "area": cv2.INTER_AREA}
+    if name not in flags:
+        raise ValueError(f"unknown interpolation {name!r}; expected one of {sorted(flags)}")
+    return flags[name]
+
+
+def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
+    """A distinct output name per input: the file stem, prefixed by its folder (then by its position)
+    where two inputs share a stem, so that ``a/x.jpg`` and ``b/x.png`` do not overwrite each other."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    names: dict[Path, str] = {}
+    used: set[str] = set()
+    for i, p in enumerate(paths):
+        name = p.stem if counts[p.stem] == 1 else f"{p.parent.name}_{p.stem}"
+        if name in used:
+            name = f"{name}_{i}"
+        used.add(name)
+        names[p] = name
+    return names
+
+
 class Predictor:
     """A detector rebuilt from a cvkit checkpoint, with the preprocessing it was trained with."""
 
@@ -72,6 +101,7 @@ class Predictor:
         self.size = tuple(int(v) for v in pre["size"])
         self.mean = np.asarray(pre["mean"], np.float32) * 255.0
         self.std = np.asarray(pre["std"], np.float32) * 255.0
+        self.interpolation = cv2_interpolation(pre.get("interpolation", "linear"))  # as the eval preset resized
         self.device = torch.device(device)
         model, _, self.postprocessor = build_detector(cfg.model, cfg.loss, post, cfg.anchors,
                                                       num_classes=len(self.class_names))
@@ -84,7 +114,7 @@ class Predictor:
         import cv2
 
         height, width = self.size
-        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        resized = cv2.resize(image, (width, height), interpolation=self.interpolation)
         x = (resized.astype(np.float32) - self.mean) / self.std
         return torch.from_numpy(x).permute(2, 0, 1)
 
@@ -145,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     skipped: list[tuple[Path, str]] = []
     done = 0
     position = {p: i for i, p in enumerate(paths)}
+    stems = output_stems(paths)
     for chunk in tqdm(list(_batches(paths, args.batch_size)), desc="infer", unit="batch"):
         images, kept = [], []
         for p in chunk:
@@ -163,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             names = [predictor.class_names[lab] for lab in labels]
             record = {"file": str(p), "image_id": image_id, "height": image.shape[0], "width": image.shape[1],
                       "boxes_xyxy": boxes, "scores": scores, "labels": labels, "class_names": names}
-            (args.out / f"{p.stem}.json").write_text(json.dumps(record, indent=1))
+            (args.out / f"{stems[p]}.json").write_text(json.dumps(record, indent=1))
             for box, score, lab in zip(boxes, scores, labels):
                 cat = predictor.category_ids[lab] if predictor.category_ids else lab
                 coco_results.append({"image_id": image_id, "category_id": int(cat), "score": round(score, 5),
@@ -172,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 shown = det["scores"] >= args.draw_thresh
                 drawn = draw_boxes(image, det["boxes"][shown], det["labels"][shown], predictor.class_names,
                                    det["scores"][shown])
-                save_image(args.out / f"{p.stem}.jpg", drawn)
+                save_image(args.out / f"{stems[p]}.jpg", drawn)
             done += 1
     (args.out / "detections_coco.json").write_text(json.dumps(coco_results))
     print(f"{done} images -> {args.out} ({len(coco_results)} detections; COCO results: "

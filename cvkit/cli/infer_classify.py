@@ -5,7 +5,8 @@ names and the preprocessing, so nothing else is needed. Images (files, folders, 
 resized and centre-cropped exactly as ``cls_eval`` did in training, normalized, and run in batches.
 Writes to ``--out``: ``predictions.json`` (one entry per image: ``file`` and ``topk``, a list of
 ``{"label", "name", "score"}`` with softmax probabilities, best first) and, unless ``--no-draw``, each image
-with its top-k labels drawn (``<stem>.jpg``). Unreadable images are reported and skipped.
+with its top-k labels drawn (``<stem>.jpg``; ``<folder>_<stem>.jpg`` where inputs share a stem). Unreadable
+images are reported and skipped.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def build_parser(prog: str = "cvkit infer") -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cvkit.cli.infer import expand_inputs
+    from cvkit.cli.infer import expand_inputs, output_stems
     from cvkit.data.errors import DataError
     from cvkit.data.io import read_image
     from cvkit.viz.draw import save_image
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cvkit infer: {exc}", file=sys.stderr)
         return 2
     paths = expand_inputs(args.inputs)
+    stems = output_stems(paths)
     results: list[dict[str, Any]] = []
     failed = 0
     for start in range(0, len(paths), args.batch_size):
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         for path, image, topk in zip(chunk, images, predictor.predict(images, args.topk)):
             results.append({"file": str(path), "topk": topk})
             if not args.no_draw:
-                save_image(args.out / f"{path.stem}.jpg", draw_labels(image, topk))
+                save_image(args.out / f"{stems[path]}.jpg", draw_labels(image, topk))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "predictions.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"{len(results)} images classified ({failed} unreadable); results in {args.out}")

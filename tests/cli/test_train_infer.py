@@ -56,6 +56,15 @@ def test_train_then_infer(tmp_path, capsys):
                   "--out", str(tmp_path / "all"), "--score-thresh", "0.0", "--draw-thresh", "0.0"]) == 0
     assert (tmp_path / "all" / f"{images[0].stem}.jpg").read_bytes() != plain.read_bytes()  # boxes drawn
     capsys.readouterr()
+    # two inputs with the same file name in different folders both get their outputs
+    for folder in ("twin1", "twin2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.jpg").write_bytes(images[0].read_bytes())
+    assert cvkit(["infer", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), str(tmp_path / "twin1"),
+                  str(tmp_path / "twin2" / "a.jpg"), "--out", str(tmp_path / "twins")]) == 0
+    assert sorted(p.name for p in (tmp_path / "twins").glob("*.json") if p.name.startswith("twin")) == [
+        "twin1_a.json", "twin2_a.json"]
+    capsys.readouterr()
     coco = json.loads((out_dir / "detections_coco.json").read_text())
     assert {d["category_id"] for d in coco} <= {1, 2, 3, 4, 5}  # the synthetic COCO file's category ids
     assert torch.is_tensor(state["model"][next(iter(state["model"]))])

@@ -1,0 +1,24 @@
+"""cvkit infer helpers: distinct output names for inputs sharing a stem, the checkpoint's interpolation."""
+
+from pathlib import Path
+
+import cv2
+import pytest
+
+from cvkit.cli.infer import cv2_interpolation, output_stems
+
+
+def test_inputs_sharing_a_stem_get_distinct_output_names():
+    paths = [Path("a/x.jpg"), Path("b/x.png"), Path("b/y.jpg"), Path("c/a/x.jpg"), Path("d/a/x.jpg")]
+    names = output_stems(paths)
+    assert names[Path("b/y.jpg")] == "y"  # a unique stem keeps its plain name
+    assert names[Path("a/x.jpg")] == "a_x" and names[Path("b/x.png")] == "b_x"
+    assert len(set(names.values())) == len(paths)  # same folder name too: the position decides
+    assert names[Path("d/a/x.jpg")] == "a_x_4"
+
+
+def test_interpolation_names_map_to_opencv_flags():
+    assert cv2_interpolation("linear") == cv2.INTER_LINEAR
+    assert cv2_interpolation("area") == cv2.INTER_AREA
+    with pytest.raises(ValueError, match="bilinear"):
+        cv2_interpolation("bilinear")
