@@ -7,21 +7,42 @@ Detection batch (``collate_detection``)::
     image_ids   int64 [B]
     orig_sizes  int64 [B, 2]   (height, width) of the decoded files, to map boxes back
     file_names  list of B str
-    num_skipped int            samples dropped because they were None (bad input under on_error="skip")
+    num_skipped int            samples dropped: bad input under on_error="skip" (``Skipped`` or ``None``)
+    skipped_kinds dict         {kind: count} of the problems those samples had (``DataError`` kinds)
 
 Classification batch (``collate_classification``): ``images`` (B, 3, H, W), ``labels`` int64 [B],
-``file_names``, ``num_skipped``.
+``file_names``, ``num_skipped``, ``skipped_kinds``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["collate_detection", "collate_classification"]
+__all__ = ["collate_detection", "collate_classification", "Skipped"]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A sample dropped under ``on_error="skip"`` (in a DataLoader worker), with its problems per kind."""
+
+    kinds: tuple[tuple[str, int], ...] = ()
+
+
+def _skipped(samples: Sequence[Any]) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
+    kept = [s for s in samples if isinstance(s, dict)]
+    kinds: Counter = Counter()
+    for s in samples:
+        if isinstance(s, Skipped):
+            kinds.update(dict(s.kinds) or {"unknown": 1})
+        elif s is None:
+            kinds["unknown"] += 1
+    return kept, len(samples) - len(kept), dict(kinds)
 
 
 def _as_tensor_image(image: Any) -> torch.Tensor:
@@ -37,9 +58,9 @@ def _stack_or_list(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tens
     return images
 
 
-def collate_detection(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
-    """Batch detection samples (see the module docstring); ``None`` samples are dropped and counted."""
-    kept = [s for s in samples if s is not None]
+def collate_detection(samples: Sequence[dict[str, Any] | Skipped | None]) -> dict[str, Any]:
+    """Batch detection samples (see the module docstring); skipped samples are dropped and counted."""
+    kept, num_skipped, kinds = _skipped(samples)
     images = [_as_tensor_image(s["image"]) for s in kept]
     return {
         "images": _stack_or_list(images) if images else torch.empty((0, 3, 0, 0)),
@@ -53,17 +74,19 @@ def collate_detection(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any
         "image_ids": torch.tensor([int(s["image_id"]) for s in kept], dtype=torch.int64),
         "orig_sizes": torch.tensor([list(s["orig_size"]) for s in kept], dtype=torch.int64).reshape(-1, 2),
         "file_names": [s["file_name"] for s in kept],
-        "num_skipped": len(samples) - len(kept),
+        "num_skipped": num_skipped,
+        "skipped_kinds": kinds,
     }
 
 
-def collate_classification(samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
-    """Batch classification samples; ``None`` samples are dropped and counted."""
-    kept = [s for s in samples if s is not None]
+def collate_classification(samples: Sequence[dict[str, Any] | Skipped | None]) -> dict[str, Any]:
+    """Batch classification samples; skipped samples are dropped and counted."""
+    kept, num_skipped, kinds = _skipped(samples)
     images = [_as_tensor_image(s["image"]) for s in kept]
     return {
         "images": _stack_or_list(images) if images else torch.empty((0, 3, 0, 0)),
         "labels": torch.tensor([int(s["label"]) for s in kept], dtype=torch.int64),
         "file_names": [s["file_name"] for s in kept],
-        "num_skipped": len(samples) - len(kept),
+        "num_skipped": num_skipped,
+        "skipped_kinds": kinds,
     }

@@ -12,7 +12,8 @@ seeds from the run seed (for third-party code), and OpenCV runs single-threaded 
         set_epoch(loader, epoch)
         skipped = 0
         for batch in loader:
-            skipped += batch["num_skipped"]  # bad images met under on_error="skip" (decoded in the workers)
+            skipped += batch["num_skipped"]  # bad images met under on_error="skip" (decoded in the workers);
+            # batch["skipped_kinds"] says which problems, e.g. {"bad_image": 1}
             ...
 
 :func:`loader_from_config` builds the same from the ``data:`` section (batch size, workers, seed, pinning).
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cvkit.data.collate import collate_classification, collate_detection
+from cvkit.data.collate import Skipped, collate_classification, collate_detection
 from cvkit.data.config import DataConfig
 
 __all__ = [
@@ -78,7 +79,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
 class AugmentedDataset(Dataset):
     """``dataset`` with ``transform(sample, seed=...)`` applied; keys are ``index`` or ``(index, epoch)``.
 
-    A plain ``index`` means epoch 0. ``None`` samples (skipped bad input) pass through untransformed.
+    A plain ``index`` means epoch 0. A sample the dataset skipped (``None``, bad input under
+    ``on_error="skip"``) comes out as :class:`~cvkit.data.collate.Skipped` with the kinds of problem the
+    dataset's report counted for it, so that the batch can say what was dropped.
     """
 
     def __init__(self, dataset: Any, transform: Callable[..., dict[str, Any]] | None, seed: int = 0):
@@ -89,10 +92,15 @@ class AugmentedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | Skipped:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
+        report = getattr(self.dataset, "report", None)
+        before = dict(report.errors) if report is not None else {}
         sample = self.dataset[index]
-        if sample is None or self.transform is None:
+        if sample is None:
+            after = dict(report.errors) if report is not None else {}
+            return Skipped(tuple((k, n - before.get(k, 0)) for k, n in sorted(after.items()) if n > before.get(k, 0)))
+        if self.transform is None:
             return sample
         return self.transform(sample, seed=sample_seed(self.seed, epoch, index))
 

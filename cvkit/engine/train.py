@@ -27,9 +27,11 @@ is broadcast so every rank leaves the loop together.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,8 @@ from cvkit.engine.evaluate import autocast_args, batch_targets, evaluate, move_t
 from cvkit.engine.logging import RunLogger, save_run_info, write_text_atomic
 from cvkit.engine.optim import IterationSchedule, build_optimizer, build_schedule, model_param_groups
 from cvkit.engine.seed import rng_state, seed_everything, set_deterministic, set_rng_state
+
+log = logging.getLogger("cvkit.engine")
 
 __all__ = ["train_one_epoch", "fit", "resolve_device", "monitor_mode", "CHECKPOINT_VERSION"]
 
@@ -137,10 +141,12 @@ def train_one_epoch(
     sums: dict[str, float] = {}
     num_steps = 0
     skipped = 0
+    skipped_kinds: Counter = Counter()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress, dynamic_ncols=True)
     for step, batch in enumerate(bar):
         skipped += int(batch.get("num_skipped", 0))
+        skipped_kinds.update(batch.get("skipped_kinds") or {})
         if len(batch["images"]) == 0:
             continue
         images = move_to_device(batch["images"], device)
@@ -176,6 +182,9 @@ def train_one_epoch(
             bar.set_postfix(loss=f"{sums['loss'] / num_steps:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     stats = {k: v / max(num_steps, 1) for k, v in sums.items()}
     stats["skipped"] = float(skipped)
+    if skipped:
+        kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(skipped_kinds.items()))
+        log.warning("epoch %d: skipped %d bad sample(s) (data.on_error=skip): %s", epoch + 1, skipped, kinds)
     return stats
 
 

@@ -146,3 +146,38 @@ def test_workers_do_not_deadlock_after_the_parent_used_opencv_threads():
     done = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "8"
+
+
+def test_skipped_samples_are_reported_per_kind_by_batch_and_epoch(tmp_path, caplog):
+    import logging
+
+    from cvkit.engine.train import train_one_epoch
+
+    from .helpers import write_coco
+
+    images = [{"id": i, "file_name": f"{i}.png", "height": 20, "width": 20} for i in range(4)]
+    anns = [{"id": i, "image_id": i, "category_id": 1, "bbox": [2, 2, 8, 8]} for i in range(4)]
+    path = write_coco(tmp_path, images, anns, [{"id": 1, "name": "thing"}])
+    (tmp_path / "images" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # decoded in a worker
+    (tmp_path / "images" / "3.png").unlink()  # found when loading: dropped and reported then
+    dataset = CocoDetection(tmp_path, path.name, "images", on_error="skip")
+    assert len(dataset) == 3 and dataset.report.errors == {"missing_file": 1}
+    loader = build_dataloader(dataset, None, batch_size=4, shuffle=False, num_workers=1)
+    batch = next(iter(loader))
+    assert batch["num_skipped"] == 1 and batch["file_names"] == ["0.png", "2.png"]
+    assert batch["skipped_kinds"] == {"truncated_image": 1}
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return x.float().mean() * self.w
+
+    model = Model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with caplog.at_level(logging.WARNING, logger="cvkit.engine"):
+        stats = train_one_epoch(model, lambda out, targets: {"loss": out}, optimizer, loader, "cpu", epoch=2)
+    assert stats["skipped"] == 1
+    assert "epoch 3: skipped 1 bad sample(s)" in caplog.text and "truncated_image: 1" in caplog.text
