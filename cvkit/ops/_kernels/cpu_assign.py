@@ -230,7 +230,7 @@ def _usable_gt(gt, valid, m):
 
 @numba.njit(**_JIT)
 def _match_image(
-    b, anchors, sboxes, sarea, order, num_indexed, groups, starts, ptr, brute,
+    b, anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
     gt, valid, k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor,
 ):  # fmt: skip
     # k = typed constants (zero, pos_thresh, neg_thresh) so float32 math never widens to float64.
@@ -276,8 +276,8 @@ def _match_image(
         out_gt_iou[b, m] = g_best
         out_gt_anchor[b, m] = g_anchor
 
-    for s in range(n):
-        a = order[s]
+    for a in range(n):  # in anchor order: sequential writes (3x faster than scattering through ``order``)
+        s = inv[a]
         v = best[s]
         out_iou[b, a] = v
         if first < 0 or v < neg:
@@ -329,18 +329,18 @@ def _match_image(
 
 
 @numba.njit(**_JIT)
-def _match_serial(anchors, sboxes, sarea, order, num_indexed, groups, starts, ptr, brute,
+def _match_serial(anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
                   gt, valid, k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor):  # fmt: skip
     for b in range(gt.shape[0]):
-        _match_image(b, anchors, sboxes, sarea, order, num_indexed, groups, starts, ptr, brute,
+        _match_image(b, anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
                      gt[b], valid[b], k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor)  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def _match_parallel(anchors, sboxes, sarea, order, num_indexed, groups, starts, ptr, brute,
+def _match_parallel(anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
                     gt, valid, k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor):  # fmt: skip
     for b in numba.prange(gt.shape[0]):
-        _match_image(b, anchors, sboxes, sarea, order, num_indexed, groups, starts, ptr, brute,
+        _match_image(b, anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
                      gt[b], valid[b], k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor)  # fmt: skip
 
 
@@ -349,12 +349,14 @@ def _sorted_boxes(anchors, order, num_indexed):
     n = order.shape[0]
     sboxes = np.empty((n, 4), dtype=anchors.dtype)
     sarea = np.empty(n, dtype=anchors.dtype)
+    inv = np.empty(n, dtype=np.int64)  # anchor index -> sorted position
     for s in range(n):
         a = order[s]
+        inv[a] = s
         for c in range(4):
             sboxes[s, c] = anchors[a, c]
         sarea[s] = (anchors[a, 2] - anchors[a, 0]) * (anchors[a, 3] - anchors[a, 1])
-    return sboxes, sarea
+    return sboxes, sarea, inv
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -388,9 +390,9 @@ def match_cpu(
     out_gt_anchor = np.empty((batch, num_gt), dtype=np.int64)
     if batch > 0:
         order, num_indexed, groups, starts, ptr, brute_used = _build_index(a_np, brute)
-        sboxes, sarea = _sorted_boxes(a_np, order, num_indexed)
+        sboxes, sarea, inv = _sorted_boxes(a_np, order, num_indexed)
         consts = np.array([0, pos_thresh, neg_thresh], dtype=a_np.dtype)
-        args = (a_np, sboxes, sarea, order, num_indexed, groups, starts, ptr, brute_used,
+        args = (a_np, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute_used,
                 g_np, v_np, consts, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor)  # fmt: skip
         if allowed_threads() > 1 and batch > 1:
             run_threaded(_match_parallel, *args)
