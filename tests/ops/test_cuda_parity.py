@@ -14,6 +14,7 @@ import torchvision
 
 from cvkit import ops
 from tests.ops._reference import clustered_boxes
+from tests.ops.test_d2l import DOG_CAT_GT, FIVE_ANCHORS
 
 pytestmark = pytest.mark.cuda
 
@@ -209,16 +210,7 @@ def test_anchors_and_d2l_functions():
         ops.multibox_prior(x, [0.75, 0.5, 0.25], [1, 2, 0.5]),
     )
     # the book's dog/cat example: targets and detections agree across devices
-    ground_truth = torch.tensor([[0, 0.1, 0.08, 0.52, 0.92], [1, 0.55, 0.2, 0.9, 0.88]])
-    anchors = torch.tensor(
-        [
-            [0, 0.1, 0.2, 0.3],
-            [0.15, 0.2, 0.4, 0.4],
-            [0.63, 0.05, 0.88, 0.98],
-            [0.66, 0.45, 0.8, 0.8],
-            [0.57, 0.3, 0.92, 0.9],
-        ]
-    )
+    ground_truth, anchors = DOG_CAT_GT, FIVE_ANCHORS
     cpu_t = ops.multibox_target(anchors[None], ground_truth[None])
     gpu_t = ops.multibox_target(anchors[None].cuda(), ground_truth[None].cuda())
     for c, g in zip(cpu_t, gpu_t, strict=True):
