@@ -97,8 +97,9 @@ def _format_value(key: str, value: Any) -> str:
 
 
 def table_columns(row: Mapping[str, Any], metrics: Sequence[str] = ("val_loss", "AP", "AP50")) -> list[str]:
-    """Console columns for a row: epoch, the train loss terms, ``metrics`` (validation), lr, time."""
-    losses = [k for k in row if k.startswith("loss")]
+    """Console columns for a row: epoch, the train loss terms (and ``acc``, a classifier's training accuracy),
+    ``metrics`` (validation), lr, time."""
+    losses = [k for k in row if k.startswith("loss") or k == "acc"]
     return ["epoch", *losses, *metrics, "lr", "time"]
 
 

@@ -1,6 +1,8 @@
-"""Classification criterion: ``criterion(logits, labels) -> {"loss": cross-entropy}``.
+"""Classification criterion: ``criterion(logits, labels) -> {"loss": cross-entropy, "acc": accuracy}``.
 
-Shapes: ``logits`` float (B, C), ``labels`` int64 (B,) in ``0..C-1``; the loss is the batch mean.
+Shapes: ``logits`` float (B, C), ``labels`` int64 (B,) in ``0..C-1``; both terms are batch means. ``acc``
+(top-1, no gradient) is logged, not optimized: the training rows get the training accuracy (on augmented
+images, as the d2l plots show it), the validation rows ``val_acc`` beside the evaluator's ``accuracy``.
 """
 
 from __future__ import annotations
@@ -20,5 +22,8 @@ class ClassificationLoss(nn.Module):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        loss = F.cross_entropy(logits.float(), labels.to(torch.int64), label_smoothing=self.label_smoothing)
-        return {"loss": loss}
+        labels = labels.to(torch.int64)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        with torch.no_grad():
+            acc = (logits.argmax(dim=1) == labels).float().mean() if labels.numel() else loss.new_zeros(())
+        return {"loss": loss, "acc": acc}

@@ -77,7 +77,7 @@ def plot_history(history: Sequence[Mapping[str, float]], out_dir: str | os.PathL
     out_dir = Path(out_dir)
     written = [
         plot_curves(history, losses, out_dir / "losses.png", "losses", "loss", log_y=True),
-        plot_curves(history, metrics, out_dir / "metrics.png", "validation metrics", "value"),
+        plot_curves(history, metrics, out_dir / "metrics.png", "metrics (acc: training, others: validation)", "value"),
         plot_curves(history, ["lr"], out_dir / "lr.png", "learning rate (end of epoch)", "lr"),
     ]
     return [p for p in written if p is not None]

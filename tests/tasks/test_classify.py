@@ -45,10 +45,15 @@ CLASSIFIER = ClassifierConfig(name="resnet_mini", hidden_dim=8)
 def test_short_run_beats_chance_and_writes_the_run_folder(tmp_path, one_thread, capsys):
     rows = run(_cfg(tmp_path), tmp_path / "run", classifier=CLASSIFIER)
     assert len(rows) == 4
-    assert {"epoch", "loss", "val_loss", "accuracy", "top5", "accuracy_class_mean", "time"} <= set(rows[-1])
+    assert {"epoch", "loss", "acc", "val_loss", "val_acc", "accuracy", "top5", "accuracy_class_mean", "time"} <= set(
+        rows[-1]
+    )
+    assert all(0.0 <= r["acc"] <= 1.0 for r in rows) and rows[-1]["acc"] > rows[0]["acc"]  # training accuracy
+    assert 0.0 <= rows[-1]["val_acc"] <= 1.0  # a mean of batch means: close to the evaluator's "accuracy"
     assert max(r["accuracy"] for r in rows) >= 0.65  # 2 classes, 100 val images: chance is 0.5 (sd 0.05)
     out = capsys.readouterr().out
     assert "accuracy" in out and "true\\pred" in out  # console table, then the report with the confusion matrix
+    assert "epoch       loss        acc   val_loss   accuracy" in out  # training accuracy in the table
     run_dir = tmp_path / "run"
     for name in ("metrics.csv", "losses.png", "metrics.png", "confusion.png", "eval_report.txt",
                  "checkpoints/last.pt", "checkpoints/best.pt", "config.yaml"):
