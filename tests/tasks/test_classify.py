@@ -131,3 +131,11 @@ def test_infer_classify_writes_topk_json_and_drawn_images(tmp_path, one_thread):
         assert r["topk"][0]["score"] >= r["topk"][1]["score"]
         assert sum(p["score"] for p in r["topk"]) == pytest.approx(1.0, abs=1e-5)  # 2 classes: all of them
     assert all((out / f"{p.stem}.jpg").is_file() for p in images)
+    # `cvkit infer` (the detection command) hands a classification checkpoint over to the same code
+    from cvkit.cli.main import main as cvkit
+
+    routed = tmp_path / "routed"
+    argv = ["infer", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "last.pt"), "--out", str(routed),
+            "--topk", "2", "--score-thresh", "0.3", *map(str, images)]  # fmt: skip
+    assert cvkit(argv) == 0
+    assert json.loads((routed / "predictions.json").read_text()) == results
