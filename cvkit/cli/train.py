@@ -10,6 +10,7 @@ Run folder: ``<train.output_dir>/<name>`` (or ``--run-dir``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         run_classification(cfg, run_dir, resume=args.resume, kfold=args.kfold)
         return 0
     rows = run(cfg, run_dir, args.resume)
-    if rows:
+    if rows and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         last = rows[-1]
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in last.items() if k in ("AP", "AP50", "AP75", "accuracy", "top5"))
         print(f"done: {len(rows)} epochs; last epoch {metrics or '(not evaluated)'}; run folder: {run_dir}")

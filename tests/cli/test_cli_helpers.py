@@ -1,4 +1,4 @@
-"""cvkit infer helpers: distinct output names for inputs sharing a stem, the checkpoint's interpolation."""
+"""CLI helpers: distinct infer output names, the checkpoint's interpolation, rank-0 reporting of cvkit train."""
 
 from pathlib import Path
 
@@ -22,3 +22,13 @@ def test_interpolation_names_map_to_opencv_flags():
     assert cv2_interpolation("area") == cv2.INTER_AREA
     with pytest.raises(ValueError, match="bilinear"):
         cv2_interpolation("bilinear")
+
+
+@pytest.mark.parametrize(("rank", "reports"), [("0", True), ("1", False)])
+def test_train_reports_the_result_on_rank_0_only(monkeypatch, capsys, tmp_path, rank, reports):
+    from cvkit.cli import train as train_cli
+
+    monkeypatch.setenv("RANK", rank)  # as torchrun sets it
+    monkeypatch.setattr(train_cli, "run", lambda cfg, run_dir, resume: [{"epoch": 1.0, "AP": 0.5}])
+    assert train_cli.main(["configs/default.yaml", "--run-dir", str(tmp_path)]) == 0
+    assert ("done: 1 epochs; last epoch AP=0.5000" in capsys.readouterr().out) == reports
