@@ -46,17 +46,6 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return out
 
 
-def cv2_interpolation(name: str) -> int:
-    """OpenCV's flag for a ``transforms.interpolation`` name (nearest, linear, cubic, area)."""
-    import cv2
-
-    flags = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
-             "area": cv2.INTER_AREA}
-    if name not in flags:
-        raise ValueError(f"unknown interpolation {name!r}; expected one of {sorted(flags)}")
-    return flags[name]
-
-
 def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
     """A distinct output name per input: the file stem, prefixed by its folder (then by its position)
     where two inputs share a stem, so that ``a/x.jpg`` and ``b/x.png`` do not overwrite each other."""
@@ -101,6 +90,8 @@ class Predictor:
         self.size = tuple(int(v) for v in pre["size"])
         self.mean = np.asarray(pre["mean"], np.float32) * 255.0
         self.std = np.asarray(pre["std"], np.float32) * 255.0
+        from cvkit.transforms.presets import cv2_interpolation
+
         self.interpolation = cv2_interpolation(pre.get("interpolation", "linear"))  # as the eval preset resized
         self.device = torch.device(device)
         model, _, self.postprocessor = build_detector(cfg.model, cfg.loss, post, cfg.anchors,

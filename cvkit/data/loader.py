@@ -95,11 +95,11 @@ class AugmentedDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | Skipped:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         report = getattr(self.dataset, "report", None)
-        before = dict(report.errors) if report is not None else {}
+        before = report.errors.copy() if report is not None else None  # a few kinds at most
         sample = self.dataset[index]
         if sample is None:
-            after = dict(report.errors) if report is not None else {}
-            return Skipped(tuple((k, n - before.get(k, 0)) for k, n in sorted(after.items()) if n > before.get(k, 0)))
+            new = report.errors - before if report is not None and before is not None else {}
+            return Skipped(tuple(sorted(new.items())))  # the kinds this sample added to the report
         if self.transform is None:
             return sample
         return self.transform(sample, seed=sample_seed(self.seed, epoch, index))

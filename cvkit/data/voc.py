@@ -82,29 +82,36 @@ def _int_text(text: str | None) -> int | None:
     return int(value) if math.isfinite(value) and value == int(value) else None
 
 
-class _DoctypeFound(Exception):
-    pass
+class _Found(Exception):
+    def __init__(self, dtd: bool):
+        self.dtd = dtd
 
 
-def _refuse_doctype(*_: object) -> None:
-    raise _DoctypeFound
+def _found_dtd(*_: object) -> None:
+    raise _Found(True)
+
+
+def _found_root(*_: object) -> None:
+    raise _Found(False)
 
 
 def _declares_dtd(data: bytes) -> bool:
     """Whether the document has a DOCTYPE or entity declaration, in whatever encoding it declares.
 
-    A byte search would miss a UTF-16 document; expat decodes first. Malformed XML is left to the parser
-    that follows (it reports the line and column).
+    A byte search would miss a UTF-16 document; expat decodes first. Declarations can only precede the
+    root element, so the pass stops there. Malformed XML is left to the parser that follows (it reports
+    the line and column).
     """
     import xml.parsers.expat
 
     parser = xml.parsers.expat.ParserCreate()
-    parser.StartDoctypeDeclHandler = _refuse_doctype
-    parser.EntityDeclHandler = _refuse_doctype
+    parser.StartDoctypeDeclHandler = _found_dtd
+    parser.EntityDeclHandler = _found_dtd
+    parser.StartElementHandler = _found_root
     try:
         parser.Parse(data, True)
-    except _DoctypeFound:
-        return True
+    except _Found as found:
+        return found.dtd
     except (xml.parsers.expat.ExpatError, ValueError, RecursionError, TypeError):
         return False
     return False

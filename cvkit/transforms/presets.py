@@ -24,7 +24,7 @@ from cvkit.transforms.config import TransformsConfig
 from cvkit.transforms.pipeline import Pipeline
 from cvkit.transforms.ssd import MinIoURandomCrop, PhotometricDistort, ZoomOut
 
-__all__ = ["ssd_train", "ssd_eval", "cls_train", "cls_eval", "PRESETS", "build_transform"]
+__all__ = ["ssd_train", "ssd_eval", "cls_train", "cls_eval", "PRESETS", "build_transform", "cv2_interpolation"]
 
 _INTERPOLATION = {
     "nearest": cv2.INTER_NEAREST,
@@ -32,6 +32,13 @@ _INTERPOLATION = {
     "cubic": cv2.INTER_CUBIC,
     "area": cv2.INTER_AREA,
 }
+
+
+def cv2_interpolation(name: str) -> int:
+    """OpenCV's flag for a ``transforms.interpolation`` name (nearest, linear, cubic, area)."""
+    if name not in _INTERPOLATION:
+        raise ValueError(f"unknown interpolation {name!r}; expected one of {sorted(_INTERPOLATION)}")
+    return _INTERPOLATION[name]
 
 
 def _pipeline(transforms: list, cfg: TransformsConfig, seed: int | None, name: str) -> Pipeline:

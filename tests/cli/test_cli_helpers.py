@@ -5,7 +5,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from cvkit.cli.infer import cv2_interpolation, output_stems
+from cvkit.cli.infer import output_stems
+from cvkit.transforms.presets import cv2_interpolation
 
 
 def test_inputs_sharing_a_stem_get_distinct_output_names():

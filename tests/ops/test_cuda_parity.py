@@ -13,6 +13,10 @@ import torch
 import torchvision
 
 from cvkit import ops
+from cvkit.losses import LossConfig, MultiBoxLoss
+from cvkit.models import ModelConfig, build_ssd
+from cvkit.ops import AnchorConfig
+from cvkit.postprocess import DetectionPostprocessor
 from tests.ops._reference import clustered_boxes
 from tests.ops.test_d2l import DOG_CAT_GT, FIVE_ANCHORS
 
@@ -235,23 +239,17 @@ def test_box_coder_round_trip_on_cuda():
     torch.testing.assert_close(ops.decode_boxes(enc_gpu, anchors.cuda()).cpu(), gt, rtol=1e-4, atol=1e-3)
 
 
-def test_detector_forward_loss_and_postprocess_on_cuda():
-    from cvkit.losses import LossConfig, MultiBoxLoss
-    from cvkit.models import ModelConfig, build_ssd
-    from cvkit.ops import AnchorConfig
-    from cvkit.postprocess import DetectionPostprocessor
-
-    torch.manual_seed(0)
-    # full float32 on the GPU (TF32 convolutions differ from the CPU's by ~1e-2)
+@pytest.fixture
+def full_float32():
+    """TF32 off on the GPU (TF32 convolutions differ from the CPU's by ~1e-2)."""
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        _detector_on_cuda(build_ssd, ModelConfig, AnchorConfig, MultiBoxLoss, LossConfig, DetectionPostprocessor)
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
-def _detector_on_cuda(build_ssd, ModelConfig, AnchorConfig, MultiBoxLoss, LossConfig, DetectionPostprocessor):
+def test_detector_forward_loss_and_postprocess_on_cuda(full_float32):
+    torch.manual_seed(0)
     model = build_ssd(ModelConfig(backbone="resnet18"), AnchorConfig(), num_classes=5).eval()
     images = torch.randn(2, 3, 300, 300)
     targets = [

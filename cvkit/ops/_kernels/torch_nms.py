@@ -87,14 +87,22 @@ def nms_torch(
         by_class = order[regroup]
         cls_sorted = cls_of_order[regroup]
     sboxes = boxes[by_class]
+    keep = None
     if use_triton:
         from cvkit.ops._kernels.triton_nms import nms_sorted
 
-        keep_sorted = nms_sorted(sboxes, cls_sorted, iou_threshold)
-        if keep_sorted is not None:
-            kept_flag = torch.zeros(n, dtype=torch.bool, device=device)
-            kept_flag[by_class[keep_sorted]] = True
-            return order[kept_flag[order]]
+        keep = nms_sorted(sboxes, cls_sorted, iou_threshold)  # None: a class too large for the kernels
+    if keep is None:
+        keep = _fixed_point_keep(sboxes, cls_sorted, iou_threshold)
+    kept_flag = torch.zeros(n, dtype=torch.bool, device=device)
+    kept_flag[by_class[keep]] = True
+    return order[kept_flag[order]]
+
+
+def _fixed_point_keep(sboxes: Tensor, cls_sorted: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy keep flags of boxes sorted by (class, score desc), in chunks of ``_CHUNK`` candidates."""
+    n = sboxes.shape[0]
+    device = sboxes.device
     keep = torch.zeros(n, dtype=torch.bool, device=device)
     kept_boxes = sboxes[:0]
     kept_cls = cls_sorted[:0]
@@ -119,9 +127,7 @@ def nms_torch(
         keep[start:stop] = chunk_keep
         kept_boxes = torch.cat([kept_boxes, chunk[chunk_keep]])
         kept_cls = torch.cat([kept_cls, chunk_cls[chunk_keep]])
-    kept_flag = torch.zeros(n, dtype=torch.bool, device=device)
-    kept_flag[by_class[keep]] = True
-    return order[kept_flag[order]]
+    return keep
 
 
 def multiclass_nms_torch(
