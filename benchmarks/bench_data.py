@@ -1,18 +1,23 @@
 """Data pipeline per worker: cvkit ``ssd_train`` vs an equivalent torchvision.transforms.v2 pipeline.
 
-Each timed call loads ``--images`` JPEG files (seeded synthetic scenes, several boxes each) and runs
-decode + augment + to-tensor on every one:
+Each timed call loads ``--images`` JPEG files (seeded synthetic scenes, several boxes each) and does what
+one DataLoader worker does with them:
 
 - cvkit:       ``CocoDetection[i]`` (read + OpenCV decode) -> ``ssd_train`` (photometric distortion, zoom-out,
-               min-IoU crop, resize to 300x300, flip, normalize to a float32 CHW tensor), seed ``i``;
+               min-IoU crop, resize to 300x300, flip, uint8 CHW tensor), seed ``i``, then
+               ``collate_detection`` per batch of 16 (uint8 ``(16, 3, 300, 300)``). The normalization to
+               float32 runs on the batch on the training device (``batch["normalize"]``), not in the worker;
 - torchvision: ``read_file`` + ``decode_jpeg`` -> v2 ``RandomPhotometricDistort``, ``RandomZoomOut``,
                ``RandomIoUCrop`` (same min-IoU choices and trials), ``Resize((300, 300), antialias=False)``
                (OpenCV's INTER_LINEAR does not antialias either), ``RandomHorizontalFlip``,
-               ``SanitizeBoundingBoxes``, ``ToDtype(float32, scale=True)``, ``Normalize``; seed ``i``;
+               ``SanitizeBoundingBoxes``, ``ToDtype(float32, scale=True)``; seed ``i``. Like torchvision's
+               detection references it leaves the mean/std normalization to the model and does not stack;
 - floor:       read + ``cv2.imdecode`` + ``cv2.resize`` to 300x300 (no augmentation, no tensor).
 
 Targets (issue 4): cvkit >= 5x torchvision per core (threads=1), and cvkit within 2x of the floor
-(reported as ``ratio = floor_ms / cvkit_ms``, target >= 0.5). Rows also carry samples/s per side.
+(reported as ``ratio = floor_ms / cvkit_ms``, target >= 0.5). Rows also carry samples/s per side. A third
+row, without a target, adds the batch normalization on this CPU (one thread) to cvkit's side: the whole
+CPU cost per sample when the model also trains on the CPU.
 Threads: 1 by default (one DataLoader worker = one core; loading scales with workers, not threads);
 ``--threads 1 2`` adds the 2-thread rows. Run: .venv/bin/python benchmarks/bench_data.py [--quick]
 """
@@ -32,11 +37,12 @@ from torchvision import tv_tensors
 from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 
-from cvkit.data import CocoDetection
+from cvkit.data import CocoDetection, collate_detection
 from cvkit.data.synthetic import SyntheticConfig, render_detection_image
 from cvkit.transforms import TransformsConfig, ssd_train
 
 OUT_SIZE = (300, 300)
+BATCH = 16
 
 
 def write_dataset(folder: Path, height: int, width: int, count: int, seed: int = 0) -> Path:
@@ -75,17 +81,17 @@ def torchvision_pipeline(cfg: TransformsConfig) -> v2.Compose:
             v2.RandomHorizontalFlip(p=cfg.hflip_p),
             v2.SanitizeBoundingBoxes(min_size=cfg.min_box_size),
             v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(cfg.mean), std=list(cfg.std)),
         ]
     )  # fmt: skip
 
 
 def check_outputs(ours: list, theirs: list) -> bool:
-    """Same number of samples; every image (3, 300, 300) float32; every box finite and inside the image."""
+    """Same number of samples; every image (3, 300, 300) (cvkit uint8, torchvision float32); every box finite
+    and inside the image."""
     if len(ours) != len(theirs):
         return False
-    for image, boxes in ours + theirs:
-        if tuple(image.shape) != (3, *OUT_SIZE) or image.dtype != torch.float32:
+    for (image, boxes), dtype in [(o, torch.uint8) for o in ours] + [(t, torch.float32) for t in theirs]:
+        if tuple(image.shape) != (3, *OUT_SIZE) or image.dtype != dtype:
             return False
         b = torch.as_tensor(boxes, dtype=torch.float32)
         if b.numel() and (not torch.isfinite(b).all() or b.min() < 0 or b[:, 0::2].max() > OUT_SIZE[1]):
@@ -116,12 +122,22 @@ def main() -> None:
                     (torch.from_numpy(rec.boxes.copy()), torch.from_numpy(rec.labels.copy())) for rec in ds.records
                 ]
 
+                def run_worker(ds=ds):
+                    """What one worker hands over: uint8 batches of BATCH samples."""
+                    batches = []
+                    for start in range(0, len(ds), BATCH):
+                        stop = min(start + BATCH, len(ds))
+                        batches.append(collate_detection([pipeline(ds[i], seed=i) for i in range(start, stop)]))
+                    return batches
+
                 def run_cvkit(ds=ds):
                     out = []
-                    for i in range(len(ds)):
-                        sample = pipeline(ds[i], seed=i)
-                        out.append((sample["image"], sample["boxes"]))
+                    for batch in run_worker(ds):
+                        out += [(image, t["boxes"]) for image, t in zip(batch["images"], batch["targets"])]
                     return out
+
+                def run_cvkit_cpu_normalize(ds=ds):
+                    return [pipeline.normalize(batch["images"]) for batch in run_worker(ds)]
 
                 def run_torchvision(paths=paths, targets=targets, size=(height, width)):
                     out = []
@@ -170,6 +186,14 @@ def main() -> None:
                     f"    samples/s per worker: cvkit {row['cvkit_samples_per_s']}, floor {row['floor_samples_per_s']}"
                     f"  (cvkit costs {1 / row['ratio']:.2f}x the floor; target <= 2x)"
                 )
+                row = bench.compare(
+                    case={**case, "vs": "floor, cvkit + batch normalize on this CPU (info, no target)"},
+                    candidate=run_cvkit_cpu_normalize,
+                    baseline=run_floor,
+                    check=lambda a, b: sum(len(x) for x in a) == len(b),
+                    baseline_name="floor",
+                )
+                print(f"    with the normalization on the CPU: cvkit costs {1 / row['ratio']:.2f}x the floor")
     print(f"augmentation step statistics over all runs:\n{pipeline.format_stats()}")
     bench.finish()
 

@@ -88,8 +88,9 @@ class Predictor:
         self.category_ids = extra.get("category_ids")
         pre = extra["preprocess"]
         self.size = tuple(int(v) for v in pre["size"])
-        self.mean = np.asarray(pre["mean"], np.float32) * 255.0
-        self.std = np.asarray(pre["std"], np.float32) * 255.0
+        from cvkit.transforms.pipeline import Normalize
+
+        self.normalize = Normalize(tuple(pre["mean"]), tuple(pre["std"]))  # run on the batch, on the device
         from cvkit.transforms.presets import cv2_interpolation
 
         self.interpolation = cv2_interpolation(pre.get("interpolation", "linear"))  # as the eval preset resized
@@ -102,16 +103,17 @@ class Predictor:
         self.model = fold_batchnorm(model).to(self.device).eval()  # Conv+BN folded: same outputs, faster
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """RGB uint8 ``(H, W, 3)`` -> uint8 ``(3, h, w)`` at the network input size (normalized per batch)."""
         import cv2
 
+        from cvkit.transforms.pipeline import to_chw_tensor
+
         height, width = self.size
-        resized = cv2.resize(image, (width, height), interpolation=self.interpolation)
-        x = (resized.astype(np.float32) - self.mean) / self.std
-        return torch.from_numpy(x).permute(2, 0, 1)
+        return to_chw_tensor(cv2.resize(image, (width, height), interpolation=self.interpolation))
 
     @torch.no_grad()
     def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
-        batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+        batch = self.normalize(torch.stack([self.preprocess(im) for im in images]).to(self.device))
         sizes = torch.tensor([list(self.size)] * len(images), dtype=torch.int64, device=self.device)
         orig = torch.tensor([list(im.shape[:2]) for im in images], dtype=torch.int64, device=self.device)
         outputs = self.model(batch)

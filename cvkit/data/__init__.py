@@ -25,6 +25,7 @@ from cvkit.data.io import read_image, read_image_size, safe_join
 from cvkit.data.loader import (
     AugmentedDataset,
     EpochSampler,
+    batch_images,
     build_dataloader,
     loader_from_config,
     sample_seed,
@@ -61,6 +62,7 @@ __all__ = [
     "AugmentedDataset",
     "EpochSampler",
     "build_dataloader",
+    "batch_images",
     "loader_from_config",
     "sample_seed",
     "set_epoch",

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cvkit.data.loader import batch_images
+
 __all__ = ["evaluate", "move_to_device", "batch_targets", "input_sizes", "predict"]
 
 
@@ -97,7 +99,7 @@ def evaluate(
         for batch in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
             if len(batch["images"]) == 0:
                 continue
-            images = move_to_device(batch["images"], device)
+            images = batch_images(batch, device)  # moved, then normalized there
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = model(images)
                 if criterion is not None:

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from cvkit.config import to_dict
+from cvkit.data.loader import batch_images
 from cvkit.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from cvkit.engine.config import TrainConfig
 from cvkit.engine.distributed import (
@@ -149,7 +150,7 @@ def train_one_epoch(
         skipped_kinds.update(batch.get("skipped_kinds") or {})
         if len(batch["images"]) == 0:
             continue
-        images = move_to_device(batch["images"], device)
+        images = batch_images(batch, device)  # moved, then normalized there
         targets = move_to_device(batch_targets(batch), device)
         with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
             outputs = model(images)

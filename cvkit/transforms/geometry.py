@@ -14,10 +14,13 @@ transform                map                                          output (he
 =======================  ==========================================  ===========================
 
 :func:`render` resamples the source image once through the composed map instead of materializing each
-intermediate image (the zoom-out canvas alone can be 16x the input): a crop inside the image is sliced,
-resized once and flipped (exactly the pixels of the unfused steps); a view that shows the zoom-out
-canvas goes through one ``cv2.warpAffine`` (pixel centres at ``i + 0.5``: the index map handed to
-OpenCV is ``i_src = a (i_dst + 0.5) + b - 0.5`` for the inverse map ``x_src = a x_dst + b``).
+intermediate image (the zoom-out canvas alone can be 16x the input). The maps of these transforms keep
+integer windows integer, so the output always shows an integer window of the (virtual) zoom-out canvas:
+its part inside the image is sliced, the canvas margins it shows are added around it with one
+``cv2.copyMakeBorder``, and the result is resized once and flipped -- exactly the pixels of the unfused
+steps, without the rest of the canvas. A window with fractional edges (a map from elsewhere) goes
+through one ``cv2.warpAffine`` (pixel centres at ``i + 0.5``: the index map handed to OpenCV is
+``i_src = a (i_dst + 0.5) + b - 0.5`` for the inverse map ``x_src = a x_dst + b``).
 """
 
 from __future__ import annotations
@@ -98,11 +101,11 @@ def render(
     Output pixel centres ``p + 0.5`` sample the source at ``amap^-1 (p + 0.5)``; points outside the
     source take ``fill`` (when given: the zoom-out canvas colour) or the nearest edge pixel (``fill=None``).
 
-    - The output shows an integer window lying inside the source (the min-IoU crop without zoom-out, or a
-      plain resize): the window is sliced (no copy), resized with ``cv2.resize`` and flipped if mirrored --
-      the very pixels the unfused steps produce.
-    - Otherwise (the zoom-out canvas is visible): one ``cv2.warpAffine``, whose cost depends on the output
-      size only. Its bilinear weights differ from ``cv2.resize``'s by at most one grey level.
+    - The output shows an integer window (every map of :data:`_MAPS`): its part inside the source is
+      sliced (no copy), the margins outside get ``fill`` (``cv2.copyMakeBorder``), and the result is
+      resized with ``cv2.resize`` and flipped if mirrored -- the very pixels the unfused steps produce.
+    - Otherwise: one ``cv2.warpAffine``, whose cost depends on the output size only. Its bilinear weights
+      differ from ``cv2.resize``'s by at most one grey level.
     """
     height, width = size
     src_h, src_w = image.shape[:2]
@@ -113,13 +116,24 @@ def render(
     window = (xa, ya, xb, yb)
     if all(abs(v - round(v)) < 1e-6 for v in window):
         x0, y0, x1, y1 = (round(v) for v in window)
-        if 0 <= x0 and 0 <= y0 and x1 <= src_w and y1 <= src_h:
-            out = image[y0:y1, x0:x1]
-            if out.shape[:2] != (height, width):
-                out = cv2.resize(out, (width, height), interpolation=interpolation)
-            if ax < 0:
-                out = cv2.flip(out, 1)
-            return out
+        # the part of the window inside the source, and the canvas margins around it
+        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, src_w), min(y1, src_h)
+        if cx0 >= cx1 or cy0 >= cy1:  # the window shows no source pixel
+            if fill is None:
+                raise ValueError("render: the window lies outside the image and there is no fill colour")
+            return np.full((height, width) + image.shape[2:], fill[: image.shape[2]] if image.ndim == 3 else fill[0],
+                           dtype=image.dtype)  # fmt: skip
+        out = image[cy0:cy1, cx0:cx1]
+        margins = (cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1)
+        if any(margins):
+            border = cv2.BORDER_REPLICATE if fill is None else cv2.BORDER_CONSTANT
+            value = 0.0 if fill is None else (fill[: image.shape[2]] if image.ndim == 3 else fill[0])
+            out = cv2.copyMakeBorder(out, *margins, border, value=value)
+        if out.shape[:2] != (height, width):
+            out = cv2.resize(out, (width, height), interpolation=interpolation)
+        if ax < 0:
+            out = cv2.flip(out, 1)
+        return out
     inv_ax, inv_ay = 1.0 / ax, 1.0 / ay
     index_map = np.array(
         [[inv_ax, 0.0, 0.5 * inv_ax - bx * inv_ax - 0.5], [0.0, inv_ay, 0.5 * inv_ay - by * inv_ay - 0.5]]

@@ -185,11 +185,14 @@ class ZoomOut(A.DualTransform):
         return ("max_ratio", "fill")
 
 
+_NO_BOXES = np.zeros((0, 4))
+
+
 class MinIoURandomCrop(A.DualTransform):
     """The SSD min-IoU random crop (see the module docstring for the exact rule).
 
-    Rounds (a min-IoU choice plus ``trials`` windows each) are drawn eight at a time and searched in order by
-    a numba kernel (:func:`cvkit.transforms._kernels.find_crop_window`), as if drawn one by one.
+    Rounds (a min-IoU choice plus ``trials`` windows each) are drawn one, then eight at a time, and searched
+    in order by a numba kernel (:func:`cvkit.transforms._kernels.find_crop_window`), as if drawn one by one.
     """
 
     _CHUNK = 8
@@ -207,6 +210,7 @@ class MinIoURandomCrop(A.DualTransform):
         if not min_ious:
             raise ValueError("min_ious must not be empty")
         self.min_ious = tuple(float(v) for v in min_ious)
+        self._min_ious = np.array(self.min_ious, dtype=np.float64)
         self.min_scale = min_scale
         self.max_aspect = max_aspect
         self.trials = trials
@@ -216,14 +220,15 @@ class MinIoURandomCrop(A.DualTransform):
         height, width = params["shape"][:2]
         bboxes = data.get("bboxes")
         if bboxes is None or len(bboxes) == 0:
-            boxes = np.zeros((0, 4))
+            boxes = _NO_BOXES
         else:
             boxes = np.ascontiguousarray(np.asarray(bboxes, dtype=np.float64)[:, :4] * (width, height, width, height))
         done = 0
         while done < self.max_rounds:  # random numbers for a chunk of rounds, then one kernel call
-            rounds = min(self._CHUNK, self.max_rounds - done)
+            # most samples settle in the first round: draw one round first, then chunks of eight
+            rounds = min(1 if done == 0 else self._CHUNK, self.max_rounds - done)
             done += rounds
-            min_ious = np.array([self.py_random.choice(self.min_ious) for _ in range(rounds)], dtype=np.float64)
+            min_ious = self._min_ious[self.random_generator.integers(0, len(self._min_ious), rounds)]
             uniforms = self.random_generator.random((rounds, self.trials, 4))
             status, x0, y0, x1, y1 = find_crop_window(
                 uniforms, min_ious, boxes, width, height, float(self.min_scale), float(self.max_aspect)

@@ -77,10 +77,13 @@ def to_uint8_image(
     """An RGB uint8 ``(H, W, 3)`` view of a pipeline output.
 
     A float ``(3, H, W)`` tensor normalized with ``mean``/``std`` (in [0, 1] units) is mapped back with
-    ``x * std + mean``; a uint8 ``(H, W, 3)`` array is returned as is.
+    ``x * std + mean``; a uint8 ``(3, H, W)`` tensor (a pipeline's output before the batch normalization)
+    is transposed; a uint8 ``(H, W, 3)`` array is returned as is.
     """
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
         return image
+    if isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3 and image.shape[0] == 3:
+        return image.detach().cpu().permute(1, 2, 0).contiguous().numpy()
     tensor = torch.as_tensor(image).detach().cpu().float()
     if tensor.ndim != 3 or tensor.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) tensor or an (H, W, 3) uint8 array, got shape {tuple(tensor.shape)}")

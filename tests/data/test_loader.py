@@ -8,13 +8,14 @@ from cvkit.data import (
     AugmentedDataset,
     CocoDetection,
     EpochSampler,
+    batch_images,
     build_dataloader,
     collate_classification,
     collate_detection,
     sample_seed,
     set_epoch,
 )
-from cvkit.transforms import TransformsConfig, ssd_train
+from cvkit.transforms import Normalize, TransformsConfig, ssd_train
 
 
 def fake(image_id, num_boxes, size=(8, 8)):
@@ -115,8 +116,19 @@ def test_loader_from_config(synthetic_cache, synthetic_root):
     assert [len(b["targets"]) for b in batches] == [5, 5, 5, 5, 4]
     assert sorted(i for b in batches for i in b["image_ids"].tolist()) == list(range(1, 25))
     assert [i for b in batches for i in b["image_ids"].tolist()] != list(range(1, 25))  # shuffled
+    images = batches[0]["images"]  # uint8 out of the workers; the batch carries its normalization
+    assert images.dtype == torch.uint8 and images.shape == (5, 3, 300, 300)
+    assert batches[0]["normalize"] == Normalize(TransformsConfig().mean, TransformsConfig().std)
+    x = batch_images(batches[0], "cpu")
+    assert x.dtype == torch.float32 and torch.equal(x, batches[0]["normalize"](images))
+    expected = (images.double() / 255 - torch.tensor(TransformsConfig().mean).view(3, 1, 1)) / torch.tensor(
+        TransformsConfig().std
+    ).view(3, 1, 1)
+    assert torch.allclose(x.double(), expected, atol=1e-5)
     val = loader_from_config(cfg, build_dataset(cfg, "val"), None, train=False)
     assert [i for b in val for i in b["image_ids"].tolist()] == list(range(1, 9))  # in order
+    raw = next(iter(val))
+    assert "normalize" not in raw and batch_images(raw) is raw["images"]  # no transform: nothing to finish
     cls_cfg = DataConfig(format="synthetic_cls", cache_dir=str(synthetic_cache), synthetic=small, num_workers=0)
     cls_batch = next(iter(loader_from_config(cls_cfg, build_dataset(cls_cfg, "val"), None, train=False)))
     assert cls_batch["labels"].dtype == torch.int64 and cls_batch["images"].shape[1:] == (3, 64, 64)

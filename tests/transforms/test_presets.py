@@ -46,12 +46,14 @@ def test_detection_presets_output(name):
     boxes = torch.tensor([[10.0, 20.0, 90.0, 100.0], [100.0, 5.0, 150.0, 60.0]])
     cfg = TransformsConfig(size=(64, 80))
     out = build_transform(name, cfg)({"image": image, "boxes": boxes, "labels": torch.tensor([1, 2])}, seed=3)
-    assert out["image"].shape == (3, 64, 80) and out["image"].dtype == torch.float32
+    assert out["image"].shape == (3, 64, 80) and out["image"].dtype == torch.uint8
     assert out["boxes"].shape[1] == 4 and len(out["boxes"]) == len(out["labels"])
     if name == "ssd_eval":  # a plain resize: boxes scale by the size ratio
         assert torch.allclose(out["boxes"], boxes * torch.tensor([0.5, 64 / 120, 0.5, 64 / 120]))
         expected = (np.array([200, 100, 30]) / 255 - np.array(cfg.mean)) / np.array(cfg.std)
-        assert torch.allclose(out["image"][:, 0, 0], torch.tensor(expected, dtype=torch.float32), atol=1e-5)
+        assert out["image"][:, 0, 0].tolist() == [200, 100, 30]
+        x = build_transform(name, cfg).normalize(out["image"])
+        assert torch.allclose(x[:, 0, 0], torch.tensor(expected, dtype=torch.float32), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["cls_train", "cls_eval"])

@@ -34,6 +34,8 @@ def test_to_uint8_image_undoes_normalization():
     ) / torch.tensor(std)[:, None, None]
     assert np.array_equal(to_uint8_image(tensor, mean, std), image)
     assert to_uint8_image(image) is image
+    chw = torch.from_numpy(image).permute(2, 0, 1).contiguous()  # a pipeline output before normalization
+    assert np.array_equal(to_uint8_image(chw, mean, std), image)
     with pytest.raises(ValueError):
         to_uint8_image(torch.zeros(2, 3))
 
