@@ -156,6 +156,7 @@ class Pipeline:
         self.name = name
         self.fuse_geometry = fuse_geometry
         self.step_names = ["input"] + self._unique_names()
+        self._maps = [map_of(t) for t in self.transforms]
         self.reset_stats()
         self._set_random(seed)
 
@@ -227,26 +228,31 @@ class Pipeline:
                 stats.applied += bool(t.params)
             out["image"] = self._finish_image(image)
             return out
-        boxes = np.asarray(sample["boxes"], dtype=np.float64).reshape(-1, 4)
-        labels = np.asarray(sample["labels"], dtype=np.int64).reshape(-1)
+        boxes = _numpy(sample["boxes"], np.float64).reshape(-1, 4)
+        labels = _numpy(sample["labels"], np.int64).reshape(-1)
         height, width = image.shape[:2]
         rows = np.empty((len(boxes), 5), dtype=np.float64)
-        rows[:, :4] = boxes / (width, height, width, height)
+        np.divide(boxes, (width, height, width, height), out=rows[:, :4])
         rows[:, 4] = np.arange(len(boxes))
         rows = self._filter(rows, image.shape, self._count("input", len(rows)), len(rows))
         lazy = _LazyGeometry(image)
-        for name, t in zip(self.step_names[1:], self.transforms):
+        maps = self._maps if self.fuse_geometry else [None] * len(self.transforms)
+        for name, t, map_fn in zip(self.step_names[1:], self.transforms, maps):
             stats = self._count(name, len(rows))
-            map_fn = map_of(t) if self.fuse_geometry else None
             if map_fn is not None:  # sample and move the boxes now, resample the pixels once later
                 params = lazy.sample(t, rows)
                 if params is None:
                     continue
                 stats.applied += 1
-                n_before = len(rows)
-                moved = t.apply_to_bboxes(rows, **params) if len(rows) else rows
                 lazy.push(t, map_fn, params)
-                rows = self._filter(np.asarray(moved, dtype=np.float64).reshape(-1, 5), lazy.shape, stats, n_before)
+                if len(rows):
+                    moved = t.apply_to_bboxes(rows, **params)
+                    if isinstance(t, _BOX_PRESERVING):  # inside the image, same size in pixels: nothing to filter
+                        rows = moved
+                    else:
+                        n_before = len(rows)
+                        rows = self._filter(np.asarray(moved, dtype=np.float64).reshape(-1, 5), lazy.shape, stats,
+                                            n_before)  # fmt: skip
                 continue
             image = lazy.render()
             if isinstance(t, A.DualTransform):
@@ -283,6 +289,17 @@ class Pipeline:
             s = self.stats[name]
             lines.append(f"{name:<22}{s.calls:>9}{s.applied:>9}{s.boxes_in:>10}{s.clipped:>9}{s.dropped:>9}")
         return "\n".join(lines)
+
+
+def _numpy(values: Any, dtype: Any) -> np.ndarray:
+    """``values`` (a tensor, array or nested sequence) as a numpy array of ``dtype`` (no copy when it already is)."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype)
+
+
+#: geometric steps that keep every box inside the image and its size in pixels (nothing to clip or drop)
+_BOX_PRESERVING = (ZoomOut, A.HorizontalFlip, A.VerticalFlip)
 
 
 class _Shape:

@@ -177,8 +177,9 @@ class ZoomOut(A.DualTransform):
             return bboxes
         height, width = params["shape"][:2]
         out = bboxes.copy()
-        out[:, [0, 2]] = (bboxes[:, [0, 2]] * width + left) / canvas[1]
-        out[:, [1, 3]] = (bboxes[:, [1, 3]] * height + top) / canvas[0]
+        out[:, :4] *= (width, height, width, height)
+        out[:, :4] += (left, top, left, top)
+        out[:, :4] /= (canvas[1], canvas[0], canvas[1], canvas[0])
         return out
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
