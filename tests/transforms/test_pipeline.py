@@ -30,15 +30,16 @@ def geometric_pipeline(out_h, out_w, fuse=True, min_box_size=1.0, interpolation=
 
 
 @st.composite
-def scenes(draw):
+def scenes(draw, margin=0):
+    """(height, width, boxes [N, 4], (out_h, out_w), seed); boxes may reach ``margin`` px outside the image."""
     height, width = draw(st.integers(12, 90)), draw(st.integers(12, 90))
     n = draw(st.integers(0, 6))
     boxes = []
     for _ in range(n):
-        x1 = draw(st.floats(0, width - 3))
-        y1 = draw(st.floats(0, height - 3))
-        x2 = draw(st.floats(x1 + 2, width))
-        y2 = draw(st.floats(y1 + 2, height))
+        x1 = draw(st.floats(-margin, width - 3))
+        y1 = draw(st.floats(-margin, height - 3))
+        x2 = draw(st.floats(x1 + 2, width + margin))
+        y2 = draw(st.floats(y1 + 2, height + margin))
         boxes.append([x1, y1, x2, y2])
     out = (draw(st.integers(12, 90)), draw(st.integers(12, 90)))
     return height, width, np.asarray(boxes, np.float32).reshape(-1, 4), out, draw(st.integers(0, 2**31 - 1))
@@ -222,3 +223,110 @@ def test_normalize_is_the_per_sample_formula_on_batches_lists_and_any_layout():
         normalize(torch.zeros(3, 4, 4))
     with pytest.raises(ValueError, match="shape"):
         normalize(torch.zeros(4, 4, 3, dtype=torch.uint8))
+
+
+# -- every step on its own: the reference rule applied to the pipeline's own previous state ----------------
+
+EPS = 1e-4  # a box this close to a size / visibility threshold may go either way (float rounding)
+
+
+def _reference_step(t, boxes, size, min_box_size, min_visibility):
+    """What step ``t`` (already run, ``t.params`` set) must do to ``boxes`` (pixels of an image of ``size``).
+
+    Returns ``(moved-and-clipped boxes [N, 4], keep mask [N], ambiguous mask [N], new size)``.
+    """
+    from cvkit.transforms.geometry import map_of
+
+    height, width = size
+    keep = np.ones(len(boxes), bool)
+    if not t.params:  # the step's probability did not fire
+        return boxes, keep, np.zeros(len(boxes), bool), size
+    amap, new_size = map_of(t)(t, t.params, size)
+    ambiguous = np.zeros(len(boxes), bool)
+    if isinstance(t, MinIoURandomCrop):  # the crop keeps the boxes whose centre lies strictly inside its window
+        x0, y0, x1, y1 = t.params["crop"]
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        inside = np.minimum.reduce([cx - x0, x1 - cx, cy - y0, y1 - cy])
+        keep &= inside > 0
+        ambiguous |= np.abs(inside) < EPS
+    xs = boxes[:, [0, 2]] * amap.ax + amap.bx
+    ys = boxes[:, [1, 3]] * amap.ay + amap.by
+    moved = np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], axis=1)
+    new_h, new_w = new_size
+    clipped = np.clip(moved, 0, [new_w, new_h, new_w, new_h])
+    w, h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
+    size_margin = np.minimum(w, h) - max(min_box_size, 0.0)
+    keep &= (w > 0) & (h > 0) & (size_margin >= 0)
+    ambiguous |= np.abs(size_margin) < EPS * max(1.0, new_w, new_h)
+    was_clipped = np.abs(clipped - moved).max(1) > 0
+    area = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
+    vis_margin = w * h - min_visibility * area
+    keep &= ~was_clipped | (min_visibility <= 0) | (vis_margin >= 0)
+    ambiguous |= was_clipped & (min_visibility > 0) & (np.abs(vis_margin) < EPS * np.maximum(area, 1.0))
+    return clipped, keep, ambiguous, new_size
+
+
+@PROPERTY
+@given(
+    scene=scenes(margin=15),
+    min_box_size=st.sampled_from([0.0, 1.0, 3.0]),
+    min_visibility=st.sampled_from([0.0, 0.3, 0.7]),
+    fuse=st.booleans(),
+)
+def test_every_step_moves_clips_and_filters_boxes_exactly(scene, min_box_size, min_visibility, fuse):
+    """After the input and after each geometric step: boxes moved exactly by the step's map, clipped to the
+    image, and dropped with their labels exactly when too small or too hidden (``min_visibility``) -- checked
+    step by step, each step against the rule applied to the pipeline's own state before it."""
+    height, width, boxes, (out_h, out_w), seed = scene
+    image = np.zeros((height, width, 3), np.uint8)
+    sample = {"image": image, "boxes": torch.from_numpy(boxes), "labels": torch.arange(len(boxes))}
+    steps = geometric_pipeline(out_h, out_w).transforms
+    # the same seed: a prefix of the steps draws exactly what those steps draw in the whole pipeline
+    states = [
+        Pipeline(steps[:k], min_box_size=min_box_size, min_visibility=min_visibility, fuse_geometry=fuse)(
+            sample, seed=seed
+        )
+        for k in range(len(steps) + 1)
+    ]
+    for k, state in enumerate(states):
+        got, labels = state["boxes"].numpy().astype(np.float64), state["labels"].numpy()
+        h, w = state["image"].shape[:2]
+        assert (got >= 0).all() and (got[:, [0, 2]] <= w + 1e-3).all() and (got[:, [1, 3]] <= h + 1e-3).all()
+        assert (got[:, 2:] - got[:, :2] >= min_box_size - 1e-3).all() and (got[:, 2:] > got[:, :2]).all()
+        assert len(set(labels.tolist())) == len(labels)
+        if k == 0:  # the input step: clip and filter the raw boxes
+            prev_boxes, prev_labels, size = boxes.astype(np.float64), np.arange(len(boxes)), (height, width)
+            want, keep, ambiguous = _input_rule(prev_boxes, size, min_box_size, min_visibility)
+        else:
+            prev = states[k - 1]
+            prev_boxes, prev_labels = prev["boxes"].numpy().astype(np.float64), prev["labels"].numpy()
+            # run the whole prefix again so that steps[k - 1].params are this prefix's parameters
+            Pipeline(steps[:k], min_box_size=min_box_size, min_visibility=min_visibility, fuse_geometry=fuse)(
+                sample, seed=seed
+            )
+            want, keep, ambiguous, size = _reference_step(
+                steps[k - 1], prev_boxes, prev["image"].shape[:2], min_box_size, min_visibility
+            )
+            assert (h, w) == tuple(size)
+        sure = ~ambiguous
+        assert set(labels.tolist()) & set(prev_labels[sure].tolist()) == set(prev_labels[sure & keep].tolist())
+        for i in np.flatnonzero(keep & sure):
+            j = np.flatnonzero(labels == prev_labels[i])
+            assert len(j) == 1
+            assert np.allclose(got[j[0]], want[i], atol=1e-3 * max(1.0, w / 16, h / 16))
+
+
+def _input_rule(boxes, size, min_box_size, min_visibility):
+    """The pipeline's entry rule: clip to the image, drop too small / too hidden boxes."""
+    height, width = size
+    clipped = np.clip(boxes, 0, [width, height, width, height])
+    w, h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
+    size_margin = np.minimum(w, h) - min_box_size
+    keep = (w > 0) & (h > 0) & (size_margin >= 0)
+    ambiguous = np.abs(size_margin) < EPS * max(width, height)
+    was_clipped = np.abs(clipped - boxes).max(1) > 0
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    vis_margin = w * h - min_visibility * area
+    keep &= ~was_clipped | (min_visibility <= 0) | (vis_margin >= 0)
+    ambiguous |= was_clipped & (min_visibility > 0) & (np.abs(vis_margin) < EPS * np.maximum(area, 1.0))
+    return clipped, keep, ambiguous
