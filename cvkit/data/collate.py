@@ -2,7 +2,8 @@
 
 Detection batch (``collate_detection``)::
 
-    images      Tensor (B, 3, H, W) when every image has the same shape, else a list of (3, H_i, W_i)
+    images      Tensor (B, 3, H, W) when every image has the same shape, else a list of (3, H_i, W_i);
+                uint8 images from cvkit pipelines are channel-last views (no transposition in the worker)
     targets     list of B dicts {"boxes": float32 [M_i, 4] xyxy in the batch image's pixels, "labels": int64 [M_i]}
     image_ids   int64 [B]
     orig_sizes  int64 [B, 2]   (height, width) of the decoded files, to map boxes back
@@ -48,14 +49,18 @@ def _skipped(samples: Sequence[Any]) -> tuple[list[dict[str, Any]], int, dict[st
 def _as_tensor_image(image: Any) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
         return image
-    # an untransformed sample: (H, W, 3) uint8 -> (3, H, W) uint8
+    # an untransformed sample: (H, W, 3) uint8 -> (3, H, W) uint8 (a channel-last view)
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
 
 
 def _stack_or_list(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
-    if images and all(im.shape == images[0].shape for im in images):
-        return torch.stack(images)
-    return images
+    if not images or any(im.shape != images[0].shape for im in images):
+        return images
+    if all(im.ndim == 3 and im.permute(1, 2, 0).is_contiguous() for im in images):
+        # channel-last views of (H, W, C) pixels (cvkit pipelines): stack the pixels as they lie, no transposition;
+        # the batch is a (B, C, H, W) view of a (B, H, W, C) buffer (Normalize outputs the standard layout)
+        return torch.stack([im.permute(1, 2, 0) for im in images]).permute(0, 3, 1, 2)
+    return torch.stack(images)
 
 
 def collate_detection(samples: Sequence[dict[str, Any] | Skipped | None]) -> dict[str, Any]:

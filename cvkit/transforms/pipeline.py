@@ -1,8 +1,9 @@
 """Run albumentations transforms on cvkit samples with cvkit's box rules and per-step box statistics.
 
 :class:`Pipeline` takes a sample ``{"image": uint8 (H, W, 3), "boxes": float32 [M, 4] xyxy absolute,
-"labels": int64 [M], ...}`` and returns a new sample with the transformed ``image`` (a contiguous uint8
-``(3, H', W')`` tensor when ``mean``/``std`` are given, else the uint8 ``(H', W', 3)`` array), ``boxes``
+"labels": int64 [M], ...}`` and returns a new sample with the transformed ``image`` (a uint8 ``(3, H', W')``
+tensor when ``mean``/``std`` are given -- a channel-last view of the pixels, no copy -- else the uint8
+``(H', W', 3)`` array), ``boxes``
 (torch float32 [M', 4] xyxy absolute pixels of the output image) and ``labels`` (torch int64 [M']); other
 keys are passed through. Samples without ``boxes`` (classification) go through the image path only.
 
@@ -117,7 +118,8 @@ class Normalize:
             raise ValueError(f"Normalize expects (B, {len(self.mean)}, H, W) or ({len(self.mean)}, H, W) images, "
                              f"got shape {tuple(images.shape)}")  # fmt: skip
         scale, shift = _normalization_tensors(self.mean, self.std, images.device)
-        return images.to(torch.float32).mul_(scale).add_(shift)
+        # one pass converts to float32 in the standard layout, whatever the input's strides (channel-last views)
+        return images.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).add_(shift)
 
 
 @functools.lru_cache(maxsize=16)
@@ -279,8 +281,12 @@ class Pipeline:
         return stats
 
     def _finish_image(self, image: np.ndarray) -> torch.Tensor | np.ndarray:
-        """uint8 ``(3, H, W)`` tensor when the pipeline normalizes (on the batch, later), else the array."""
-        return image if self.normalize is None else to_chw_tensor(image)
+        """uint8 ``(3, H, W)`` tensor (a channel-last view: strides ``(1, 3W, 3)``) when the pipeline normalizes
+        (on the batch, later), else the array. The collate functions stack such views without transposing;
+        :class:`Normalize` writes its float output in the standard contiguous layout."""
+        if self.normalize is None:
+            return image
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
 
     def format_stats(self) -> str:
         """A table: per step, samples, times applied, boxes in, clipped, dropped."""

@@ -167,7 +167,11 @@ def test_seeds_inputs_and_outputs(synthetic_pipeline_inputs):
     assert not torch.equal(a["image"], c["image"])
     for key, value in before.items():  # the input sample is untouched
         assert np.array_equal(np.asarray(value), np.asarray(sample[key]))
-    assert a["image"].dtype == torch.uint8 and a["image"].shape == (3, 300, 300) and a["image"].is_contiguous()
+    assert (
+        a["image"].dtype == torch.uint8
+        and a["image"].shape == (3, 300, 300)
+        and a["image"].permute(1, 2, 0).is_contiguous()
+    )
     x = pipeline.normalize(a["image"])  # the batch step, here on one image
     assert x.dtype == torch.float32 and x.shape == (3, 300, 300) and x.is_contiguous()
     assert a["boxes"].dtype == torch.float32 and a["labels"].dtype == torch.int64
