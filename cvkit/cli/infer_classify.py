@@ -58,6 +58,7 @@ class ClassifierPredictor:
         if not images:
             return []
         batch = torch.stack([self.transform({"image": im})["image"] for im in images]).to(self.device)
+        assert self.transform.normalize is not None  # cls_eval always normalizes
         batch = self.transform.normalize(batch)  # uint8 -> float32 on the device, as the training batches
         probs = self.model(batch).float().softmax(dim=1).cpu()
         k = min(topk, len(self.class_names))
