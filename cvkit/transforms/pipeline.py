@@ -60,7 +60,7 @@ import cv2
 import numpy as np
 import torch
 
-from cvkit.transforms._kernels import filter_boxes
+from cvkit.transforms._kernels import boxes_from_rows, filter_boxes, rows_from_boxes
 from cvkit.transforms.geometry import IDENTITY, map_of, render
 from cvkit.transforms.ssd import ZoomOut
 
@@ -226,16 +226,14 @@ class Pipeline:
             self._count("input")
             for name, t in zip(self.step_names[1:], self.transforms):
                 stats = self._count(name)
-                image = t(image=image)["image"]
+                image = _apply_image_only(t, image) if isinstance(t, A.ImageOnlyTransform) else t(image=image)["image"]
                 stats.applied += bool(t.params)
             out["image"] = self._finish_image(image)
             return out
         boxes = _numpy(sample["boxes"], np.float64).reshape(-1, 4)
         labels = _numpy(sample["labels"], np.int64).reshape(-1)
         height, width = image.shape[:2]
-        rows = np.empty((len(boxes), 5), dtype=np.float64)
-        np.divide(boxes, (width, height, width, height), out=rows[:, :4])
-        rows[:, 4] = np.arange(len(boxes))
+        rows = rows_from_boxes(boxes, width, height)
         rows = self._filter(rows, image.shape, self._count("input", len(rows)), len(rows))
         lazy = _LazyGeometry(image)
         maps = self._maps if self.fuse_geometry else [None] * len(self.transforms)
@@ -264,14 +262,14 @@ class Pipeline:
                 moved = np.asarray(result["bboxes"], dtype=np.float64).reshape(-1, 5)
                 rows = self._filter(moved, image.shape, stats, n_before)
             else:
-                image = t(image=image)["image"]
+                image = _apply_image_only(t, image)
             stats.applied += bool(t.params)
             lazy = _LazyGeometry(image)
         image = lazy.render()
         height, width = image.shape[:2]
         out["image"] = self._finish_image(image)
-        out["boxes"] = torch.from_numpy((rows[:, :4] * (width, height, width, height)).astype(np.float32))
-        out["labels"] = torch.from_numpy(labels[rows[:, 4].astype(np.int64)])
+        out_boxes, out_labels = boxes_from_rows(rows, width, height, labels)
+        out["boxes"], out["labels"] = torch.from_numpy(out_boxes), torch.from_numpy(out_labels)
         return out
 
     def _count(self, name: str, num_boxes: int = 0) -> StepStats:
@@ -295,6 +293,20 @@ class Pipeline:
             s = self.stats[name]
             lines.append(f"{name:<22}{s.calls:>9}{s.applied:>9}{s.boxes_in:>10}{s.clipped:>9}{s.dropped:>9}")
         return "\n".join(lines)
+
+
+def _apply_image_only(t: A.BasicTransform, image: np.ndarray) -> np.ndarray:
+    """``t(image=image)["image"]`` for an image-only transform: the same draws in the same order
+    (``should_apply``, ``get_params``, ``get_params_dependent_on_data``) and ``t.params`` set, without
+    albumentations' per-call bookkeeping."""
+    t.params = {}
+    if not t.should_apply():
+        return image
+    data = {"image": image}
+    params = t.update_transform_params(t.get_params(), data)
+    params.update(t.get_params_dependent_on_data(params=params, data=data))
+    t.params = params
+    return np.ascontiguousarray(t.apply(np.ascontiguousarray(image), **params))
 
 
 def _numpy(values: Any, dtype: Any) -> np.ndarray:

@@ -28,7 +28,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from cvkit.transforms._kernels import crop_boxes, find_crop_window
+from cvkit.transforms._kernels import crop_boxes, find_crop_window, photometric_affine, shift_scale_rows
 
 __all__ = ["PhotometricDistort", "ZoomOut", "MinIoURandomCrop", "photometric_matrix", "hue_matrix", "GREY_WEIGHTS"]
 
@@ -138,9 +138,14 @@ class PhotometricDistort(A.ImageOnlyTransform):
     ) -> np.ndarray:
         if brightness == contrast == saturation == 1.0 and hue == 0.0 and tuple(permutation) == (0, 1, 2):
             return img
-        grey_mean = float(np.dot(cv2.mean(img)[:3], GREY_WEIGHTS)) if contrast != 1.0 else 0.0
-        affine = photometric_matrix(grey_mean, brightness, contrast, saturation, hue, permutation)
-        return cv2.transform(img, affine.astype(np.float32))
+        if contrast != 1.0:
+            m = cv2.mean(img)
+            grey_mean = 0.299 * m[0] + 0.587 * m[1] + 0.114 * m[2]  # GREY_WEIGHTS
+        else:
+            grey_mean = 0.0
+        p0, p1, p2 = permutation
+        affine = photometric_affine(grey_mean, brightness, contrast, saturation, hue, p0, p1, p2)  # = photometric_matrix
+        return cv2.transform(img, affine)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("brightness", "contrast", "saturation", "hue", "channel_shuffle", "p_each")
@@ -176,11 +181,9 @@ class ZoomOut(A.DualTransform):
         if len(bboxes) == 0:
             return bboxes
         height, width = params["shape"][:2]
-        out = bboxes.copy()
-        out[:, :4] *= (width, height, width, height)
-        out[:, :4] += (left, top, left, top)
-        out[:, :4] /= (canvas[1], canvas[0], canvas[1], canvas[0])
-        return out
+        rows = np.ascontiguousarray(bboxes, dtype=np.float64)
+        # x' = (x * W + left) / W'
+        return shift_scale_rows(rows, width / canvas[1], left / canvas[1], height / canvas[0], top / canvas[0])
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("max_ratio", "fill")
@@ -220,20 +223,19 @@ class MinIoURandomCrop(A.DualTransform):
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         height, width = params["shape"][:2]
         bboxes = data.get("bboxes")
-        if bboxes is None or len(bboxes) == 0:
-            boxes = _NO_BOXES
-        else:
-            boxes = np.ascontiguousarray(np.asarray(bboxes, dtype=np.float64)[:, :4] * (width, height, width, height))
-        done = 0
+        rows = _NO_BOXES if bboxes is None or len(bboxes) == 0 else np.ascontiguousarray(bboxes, dtype=np.float64)
+        done, choices = 0, len(self._min_ious)
         while done < self.max_rounds:  # random numbers for a chunk of rounds, then one kernel call
             # most samples settle in the first round: draw one round first, then chunks of eight
             rounds = min(1 if done == 0 else self._CHUNK, self.max_rounds - done)
             done += rounds
-            min_ious = self._min_ious[self.random_generator.integers(0, len(self._min_ious), rounds)]
-            uniforms = self.random_generator.random((rounds, self.trials, 4))
+            draws = self.random_generator.random(rounds * (1 + 4 * self.trials))
+            min_ious = self._min_ious[(draws[:rounds] * choices).astype(np.intp)]  # uniform choice per round
+            uniforms = draws[rounds:].reshape(rounds, self.trials, 4)
             status, x0, y0, x1, y1 = find_crop_window(
-                uniforms, min_ious, boxes, width, height, float(self.min_scale), float(self.max_aspect)
-            )
+                uniforms, min_ious, rows, width, height, float(self.min_scale), float(self.max_aspect),
+                float(width), float(height),
+            )  # fmt: skip
             if status >= 0:
                 return {"crop": (int(x0), int(y0), int(x1), int(y1))}
         return {"crop": (0, 0, width, height)}

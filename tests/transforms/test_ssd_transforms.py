@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cvkit.transforms import MinIoURandomCrop, PhotometricDistort, ZoomOut, hue_matrix, photometric_matrix
-from cvkit.transforms._kernels import find_crop_window
+from cvkit.transforms._kernels import find_crop_window, photometric_affine
 from cvkit.transforms.ssd import GREY_WEIGHTS
 
 factors = st.floats(0.3, 1.7)
@@ -43,6 +43,10 @@ def test_photometric_matrix_equals_the_steps_in_either_order(b, c, s, h, perm, c
     fused = pixels @ affine[:, :3].T + affine[:, 3]
     expected = photometric_reference(pixels, b, c, s, h, perm, contrast_first)
     np.testing.assert_allclose(fused, expected, rtol=1e-9, atol=1e-7)
+    # the kernel PhotometricDistort.apply uses is the same map, in float32
+    kernel = photometric_affine(grey_mean, b, c, s, h, *perm)
+    assert kernel.dtype == np.float32
+    np.testing.assert_allclose(kernel, affine.astype(np.float32), rtol=1e-6, atol=1e-5)
 
 
 def test_hue_matrix_keeps_grey_and_luma_and_turns_red_towards_yellow():
