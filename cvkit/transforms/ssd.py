@@ -144,7 +144,7 @@ class PhotometricDistort(A.ImageOnlyTransform):
         else:
             grey_mean = 0.0
         p0, p1, p2 = permutation
-        affine = photometric_affine(grey_mean, brightness, contrast, saturation, hue, p0, p1, p2)  # = photometric_matrix
+        affine = photometric_affine(grey_mean, brightness, contrast, saturation, hue, p0, p1, p2)  # photometric_matrix
         return cv2.transform(img, affine)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
