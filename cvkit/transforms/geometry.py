@@ -15,12 +15,20 @@ transform                map                                          output (he
 
 :func:`render` resamples the source image once through the composed map instead of materializing each
 intermediate image (the zoom-out canvas alone can be 16x the input). The maps of these transforms keep
-integer windows integer, so the output always shows an integer window of the (virtual) zoom-out canvas:
-its part inside the image is sliced, the canvas margins it shows are added around it with one
-``cv2.copyMakeBorder``, and the result is resized once and flipped -- exactly the pixels of the unfused
-steps, without the rest of the canvas. A window with fractional edges (a map from elsewhere) goes
-through one ``cv2.warpAffine`` (pixel centres at ``i + 0.5``: the index map handed to OpenCV is
-``i_src = a (i_dst + 0.5) + b - 0.5`` for the inverse map ``x_src = a x_dst + b``).
+integer windows integer, so the output shows an integer window of the (virtual) zoom-out canvas:
+
+- a window inside the image (no zoom-out, or a crop inside the image) is sliced, resized once and flipped:
+  exactly the pixels of the unfused steps;
+- a window showing the canvas is either padded with the fill colour around its image part
+  (``cv2.copyMakeBorder``) and resized and flipped -- again exactly the unfused pixels -- or, when that
+  would cost more (a large window that is mostly canvas), the output is the fill colour except the
+  image's footprint, computed by one ``cv2.warpAffine`` of the footprint alone. The warp's bilinear
+  weights differ from ``cv2.resize``'s by at most one grey level, and at the window's edges it reads the
+  canvas beyond them where the resize repeats the edge pixel;
+- a window with fractional edges (a map from elsewhere) goes through one ``cv2.warpAffine``.
+
+Pixel centres sit at ``i + 0.5``: the index map handed to OpenCV is ``i_src = a (i_dst + 0.5) + b - 0.5``
+for the inverse map ``x_src = a x_dst + b``.
 """
 
 from __future__ import annotations
@@ -103,7 +111,9 @@ def render(
 
     - The output shows an integer window (every map of :data:`_MAPS`): its part inside the source is
       sliced (no copy), the margins outside get ``fill`` (``cv2.copyMakeBorder``), and the result is
-      resized with ``cv2.resize`` and flipped if mirrored -- the very pixels the unfused steps produce.
+      resized with ``cv2.resize`` and flipped if mirrored -- the very pixels the unfused steps produce;
+      unless the window is mostly canvas, where warping only the image's footprint is cheaper
+      (:func:`_warp_footprint`, within one grey level).
     - Otherwise: one ``cv2.warpAffine``, whose cost depends on the output size only. Its bilinear weights
       differ from ``cv2.resize``'s by at most one grey level.
     """
@@ -121,26 +131,77 @@ def render(
         if cx0 >= cx1 or cy0 >= cy1:  # the window shows no source pixel
             if fill is None:
                 raise ValueError("render: the window lies outside the image and there is no fill colour")
-            return np.full((height, width) + image.shape[2:], fill[: image.shape[2]] if image.ndim == 3 else fill[0],
-                           dtype=image.dtype)  # fmt: skip
+            return np.full((height, width) + image.shape[2:], _fill_value(image, fill), dtype=image.dtype)
         out = image[cy0:cy1, cx0:cx1]
         margins = (cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1)
+        if any(margins) and fill is not None:
+            # the canvas shows: padding the window and resizing it costs about its area plus a resize;
+            # warping only the part of the output the image covers costs about 12x that part (OpenCV
+            # per-pixel costs measured on one core). Take the cheaper.
+            shown = (cx1 - cx0) * (cy1 - cy0) * (width * height) / ((x1 - x0) * (y1 - y0))
+            if 12.0 * shown < (x1 - x0) * (y1 - y0) + 6.0 * width * height:
+                return _warp_footprint(image, amap, size, interpolation, fill)
         if any(margins):
             border = cv2.BORDER_REPLICATE if fill is None else cv2.BORDER_CONSTANT
-            value = 0.0 if fill is None else (fill[: image.shape[2]] if image.ndim == 3 else fill[0])
+            value = 0.0 if fill is None else _fill_value(image, fill)
             out = cv2.copyMakeBorder(out, *margins, border, value=value)
         if out.shape[:2] != (height, width):
             out = cv2.resize(out, (width, height), interpolation=interpolation)
         if ax < 0:
             out = cv2.flip(out, 1)
         return out
+    return _warp(image, amap, size, interpolation, fill)
+
+
+def _index_map(amap: AxisMap) -> np.ndarray:
+    """OpenCV's inverse index map for the forward map ``amap``: ``i_src = a (i_dst + 0.5) + b - 0.5``."""
+    ax, bx, ay, by = amap
     inv_ax, inv_ay = 1.0 / ax, 1.0 / ay
-    index_map = np.array(
+    return np.array(
         [[inv_ax, 0.0, 0.5 * inv_ax - bx * inv_ax - 0.5], [0.0, inv_ay, 0.5 * inv_ay - by * inv_ay - 0.5]]
     )
+
+
+def _fill_value(image: np.ndarray, fill: tuple[float, ...]) -> Any:
+    return fill[: image.shape[2]] if image.ndim == 3 else fill[0]
+
+
+def _warp_footprint(
+    image: np.ndarray, amap: AxisMap, size: tuple[int, int], interpolation: int, fill: tuple[float, ...]
+) -> np.ndarray:
+    """:func:`_warp` computed only where the output sees the image (its footprint plus the filter's reach);
+    the rest of the output is ``fill``."""
+    height, width = size
+    src_h, src_w = image.shape[:2]
+    index_map = _index_map(amap)
+    reach = 2.0  # bilinear reads 1 pixel around the sample point, bicubic 2
+    # output columns / rows whose sample point lies within ``reach`` of the source's pixel centres
+    u = np.arange(width) * index_map[0, 0] + index_map[0, 2]
+    v = np.arange(height) * index_map[1, 1] + index_map[1, 2]
+    cols = np.flatnonzero((u > -reach) & (u < src_w - 1 + reach))
+    rows = np.flatnonzero((v > -reach) & (v < src_h - 1 + reach))
+    value = _fill_value(image, fill)
+    if not len(cols) or not len(rows):
+        return np.full((height, width) + image.shape[2:], value, dtype=image.dtype)
+    c0, c1, r0, r1 = int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1
+    index_map[0, 2] += index_map[0, 0] * c0
+    index_map[1, 2] += index_map[1, 1] * r0
+    part = cv2.warpAffine(
+        image, index_map, (c1 - c0, r1 - r0), flags=interpolation | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in fill),
+    )  # fmt: skip
+    return cv2.copyMakeBorder(part, r0, height - r1, c0, width - c1, cv2.BORDER_CONSTANT, value=value)
+
+
+def _warp(
+    image: np.ndarray, amap: AxisMap, size: tuple[int, int], interpolation: int, fill: tuple[float, ...] | None
+) -> np.ndarray:
+    height, width = size
+    index_map = _index_map(amap)
     border = cv2.BORDER_REPLICATE if fill is None else cv2.BORDER_CONSTANT
     border_value = (0.0,) if fill is None else tuple(float(v) for v in fill)
     return cv2.warpAffine(
         image, index_map, (width, height), flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=border,
         borderValue=border_value,
     )  # fmt: skip
+

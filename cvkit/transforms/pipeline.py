@@ -38,7 +38,8 @@ without ``seed`` the pipeline's own generators (seeded once at construction) adv
 Pixels of consecutive geometric steps (zoom-out, min-IoU crop, resize, horizontal flip: see
 :mod:`cvkit.transforms.geometry`) are resampled once through their composed affine map
 (``fuse_geometry=True``, the default); their parameters and boxes are still drawn and moved step by step,
-in the same random order as an unfused run, so both give the same boxes and the same pixels.
+in the same random order as an unfused run, so both give the same boxes, and the same pixels except
+where a large zoom-out canvas shows (there within one grey level, see :mod:`cvkit.transforms.geometry`).
 
 Why not ``A.Compose``: its per-step box checks and conversions cost about 0.15 ms each on one core
 (measured with albumentations 2.0.8), more than the rest of the SSD pipeline on a 300x300 image; here

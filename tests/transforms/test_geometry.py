@@ -34,14 +34,16 @@ def _bilinear_reference(image, amap, size, fill):
     return out
 
 
-def test_integer_window_with_canvas_margins_is_pad_then_resize():
+def test_integer_window_with_narrow_canvas_margins_is_pad_then_resize():
     image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
-    # canvas 50x60 with the image at (left 12, top 7); crop window x in [5, 45), y in [2, 40); resize to 19x20; flip
-    amap = AxisMap(1.0, 12.0, 1.0, 7.0).then(AxisMap(1.0, -5.0, 1.0, -2.0)).then(AxisMap(20 / 40, 0.0, 19 / 38, 0.0))
+    # canvas 26x36 with the image at (left 4, top 3); crop window x in [2, 36), y in [1, 24) (margins of 2, 2, 2
+    # and 1 px); resize to 19x20; flip. The window is mostly image: padding it is the cheaper way, exactly
+    # the pixels of the unfused steps.
+    amap = AxisMap(1.0, 4.0, 1.0, 3.0).then(AxisMap(1.0, -2.0, 1.0, -1.0)).then(AxisMap(20 / 34, 0.0, 19 / 23, 0.0))
     amap = amap.then(AxisMap(-1.0, 20.0, 1.0, 0.0))
     got = render(image, amap, (19, 20), cv2.INTER_LINEAR, FILL)
-    canvas = cv2.copyMakeBorder(image, 7, 50 - 27, 12, 60 - 42, cv2.BORDER_CONSTANT, value=FILL)
-    want = cv2.flip(cv2.resize(canvas[2:40, 5:45], (20, 19), interpolation=cv2.INTER_LINEAR), 1)
+    canvas = cv2.copyMakeBorder(image, 3, 3, 4, 2, cv2.BORDER_CONSTANT, value=FILL)
+    want = cv2.flip(cv2.resize(canvas[1:24, 2:36], (20, 19), interpolation=cv2.INTER_LINEAR), 1)
     assert np.array_equal(got, want)
 
 
@@ -60,3 +62,26 @@ def test_fractional_map_is_bilinear_sampling_at_pixel_centres():
     want = _bilinear_reference(image.astype(np.float64), amap, (11, 23), FILL)
     assert got.shape == (11, 23, 3)
     assert np.abs(got.astype(np.float64) - want).max() <= 1.0  # OpenCV's fixed-point weights: one level
+
+
+def test_a_large_zoom_out_warps_only_the_image_footprint():
+    from cvkit.transforms import geometry
+
+    image = np.random.default_rng(2).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    # canvas 160x200 with the image at (left 70, top 30), the whole canvas shown, resized to 64x80, mirrored
+    amap = AxisMap(1.0, 70.0, 1.0, 30.0).then(AxisMap(80 / 200, 0.0, 64 / 160, 0.0)).then(AxisMap(-1.0, 80.0, 1.0, 0.0))
+    calls = []
+    original = geometry._warp_footprint
+    geometry._warp_footprint = lambda *a: calls.append(1) or original(*a)
+    try:
+        got = render(image, amap, (64, 80), cv2.INTER_LINEAR, FILL)
+    finally:
+        geometry._warp_footprint = original
+    assert calls == [1]  # the window is 16x the image: the footprint warp is the cheaper way
+    want = _bilinear_reference(image.astype(np.float64), amap, (64, 80), FILL)
+    assert np.abs(got.astype(np.float64) - want).max() <= 1.0
+    canvas = cv2.copyMakeBorder(image, 30, 90, 70, 80, cv2.BORDER_CONSTANT, value=FILL)
+    assert np.abs(got.astype(int) - cv2.flip(cv2.resize(canvas, (80, 64)), 1)).max() <= 1  # the unfused pixels
+    far = np.ones((64, 80), bool)
+    far[10:30, 30:54] = False  # away from the image's footprint (x 32..52 once mirrored, y 12..28): pure fill
+    assert (got[far] == np.array(FILL, np.uint8)).all()
