@@ -118,9 +118,33 @@ class Normalize:
         if images.ndim not in (3, 4) or images.shape[-3] != len(self.mean):
             raise ValueError(f"Normalize expects (B, {len(self.mean)}, H, W) or ({len(self.mean)}, H, W) images, "
                              f"got shape {tuple(images.shape)}")  # fmt: skip
+        if images.device.type == "cpu" and images.ndim == 4 and images.permute(0, 2, 3, 1).is_contiguous():
+            return self._normalize_channel_last_cpu(images)
         scale, shift = _normalization_tensors(self.mean, self.std, images.device)
         # one pass converts to float32 in the standard layout, whatever the input's strides (channel-last views)
         return images.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).add_(shift)
+
+    def _normalize_channel_last_cpu(self, images: torch.Tensor) -> torch.Tensor:
+        """The same values for a CPU batch of channel-last views (cvkit's collated batches), about twice as
+        fast as torch's transposing conversion on one thread: per image, ``cv2.split`` into uint8 planes,
+        then ``float32(x) * scale + shift`` per plane with numpy (the same two float32 roundings)."""
+        scale, shift = _normalization(self.mean, self.std)
+        batch, channels, height, width = images.shape
+        out = np.empty((batch, channels, height, width), dtype=np.float32)
+        planes = np.empty((channels, height, width), dtype=np.uint8)
+        pixels = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, C), no copy
+        for b in range(batch):
+            cv2.split(pixels[b], list(planes))
+            for c in range(channels):
+                np.multiply(planes[c], scale[c], out=out[b, c], dtype=np.float32)
+                out[b, c] += shift[c]
+        return torch.from_numpy(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[list, list]:
+    """Per-channel float32 ``scale = 1 / (255 std)`` and ``shift = -mean / std`` (numpy scalars)."""
+    return [np.float32(1.0 / (255.0 * s)) for s in std], [np.float32(-m / s) for m, s in zip(mean, std)]
 
 
 @functools.lru_cache(maxsize=16)
@@ -128,8 +152,9 @@ def _normalization_tensors(
     mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 ``(C, 1, 1)`` ``scale = 1 / (255 std)`` and ``shift = -mean / std`` on ``device``."""
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(-1, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(-1, 1, 1)
+    scale_values, shift_values = _normalization(mean, std)
+    scale = torch.tensor(scale_values, dtype=torch.float32).view(-1, 1, 1)
+    shift = torch.tensor(shift_values, dtype=torch.float32).view(-1, 1, 1)
     return scale.to(device), shift.to(device)
 
 

@@ -228,6 +228,10 @@ def test_normalize_is_the_per_sample_formula_on_batches_lists_and_any_layout():
         assert np.allclose(batch[k].permute(1, 2, 0).numpy(), want, atol=2e-6)
         assert torch.equal(batch[k], to_normalized_tensor(im, mean, std))  # one formula, bit for bit
         assert torch.equal(normalize([chw[k]])[0], batch[k])
+    # a collated batch of channel-last views (the CPU fast path) gives the same values, in the standard layout
+    channel_last = torch.stack([torch.from_numpy(im) for im in images]).permute(0, 3, 1, 2)
+    fast = normalize(channel_last)
+    assert fast.is_contiguous() and torch.equal(fast, batch)
     assert to_chw_tensor(images[0][:, :, 0]).shape == (1, 7, 9)
     with pytest.raises(TypeError, match="uint8"):
         normalize(torch.zeros(3, 4, 4))
