@@ -158,7 +158,10 @@ def main() -> None:
                         out.append(cv2.resize(image, (OUT_SIZE[1], OUT_SIZE[0]), interpolation=cv2.INTER_LINEAR))
                     return out
 
-                case = {"input": f"{width}x{height}", "output": "300x300", "images": len(ds), "pipeline": "ssd_train"}
+                case = {
+                    "input": f"{width}x{height}", "output": "300x300", "images": len(ds), "pipeline": "ssd_train",
+                    "worker": f"uint8 batches of {BATCH}",
+                }  # fmt: skip
                 row = bench.compare(
                     case={**case, "vs": "torchvision.v2"},
                     candidate=run_cvkit,

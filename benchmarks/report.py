@@ -17,6 +17,7 @@ def latest_rows(name: str) -> list[dict]:
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if not r.get("superseded")]  # kept for the record, measured another way
     if not rows:
         return []
     latest: dict[str, dict] = {}
