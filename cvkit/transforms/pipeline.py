@@ -63,7 +63,7 @@ import torch
 
 from cvkit.transforms._kernels import boxes_from_rows, filter_boxes, rows_from_boxes
 from cvkit.transforms.geometry import IDENTITY, map_of, render
-from cvkit.transforms.ssd import ZoomOut
+from cvkit.transforms.ssd import PhotometricDistort, ZoomOut
 
 __all__ = ["Pipeline", "StepStats", "Normalize", "to_normalized_tensor", "to_chw_tensor"]
 
@@ -185,6 +185,7 @@ class Pipeline:
         self.fuse_geometry = fuse_geometry
         self.step_names = ["input"] + self._unique_names()
         self._maps = [map_of(t) for t in self.transforms]
+        self._scratch_buffer: np.ndarray | None = None
         self.reset_stats()
         self._set_random(seed)
 
@@ -263,7 +264,7 @@ class Pipeline:
         rows = self._filter(rows, image.shape, self._count("input", len(rows)), len(rows))
         lazy = _LazyGeometry(image)
         maps = self._maps if self.fuse_geometry else [None] * len(self.transforms)
-        for name, t, map_fn in zip(self.step_names[1:], self.transforms, maps):
+        for k, (name, t, map_fn) in enumerate(zip(self.step_names[1:], self.transforms, maps)):
             stats = self._count(name, len(rows))
             if map_fn is not None:  # sample and move the boxes now, resample the pixels once later
                 params = lazy.sample(t, rows)
@@ -287,16 +288,28 @@ class Pipeline:
                 image = result["image"]
                 moved = np.asarray(result["bboxes"], dtype=np.float64).reshape(-1, 5)
                 rows = self._filter(moved, image.shape, stats, n_before)
+            elif isinstance(t, PhotometricDistort) and k + 1 < len(maps) and maps[k + 1] is not None:
+                # the next step resamples these pixels into a new image: they can live in a reused buffer
+                image = _apply_image_only(t, image, self._scratch(image))
             else:
                 image = _apply_image_only(t, image)
             stats.applied += bool(t.params)
             lazy = _LazyGeometry(image)
         image = lazy.render()
+        if self._scratch_buffer is not None and np.shares_memory(image, self._scratch_buffer):
+            image = image.copy()  # no geometric step fired after all: the output must own its pixels
         height, width = image.shape[:2]
         out["image"] = self._finish_image(image)
         out_boxes, out_labels = boxes_from_rows(rows, width, height, labels)
         out["boxes"], out["labels"] = torch.from_numpy(out_boxes), torch.from_numpy(out_labels)
         return out
+
+    def _scratch(self, image: np.ndarray) -> np.ndarray:
+        """A buffer of ``image``'s shape and dtype, reused from call to call (not thread-safe, as the generators)."""
+        buffer = self._scratch_buffer
+        if buffer is None or buffer.shape != image.shape or buffer.dtype != image.dtype:
+            buffer = self._scratch_buffer = np.empty_like(image)
+        return buffer
 
     def _count(self, name: str, num_boxes: int = 0) -> StepStats:
         stats = self.stats[name]
@@ -321,7 +334,7 @@ class Pipeline:
         return "\n".join(lines)
 
 
-def _apply_image_only(t: A.BasicTransform, image: np.ndarray) -> np.ndarray:
+def _apply_image_only(t: A.BasicTransform, image: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
     """``t(image=image)["image"]`` for an image-only transform: the same draws in the same order
     (``should_apply``, ``get_params``, ``get_params_dependent_on_data``) and ``t.params`` set, without
     albumentations' per-call bookkeeping."""
@@ -332,6 +345,8 @@ def _apply_image_only(t: A.BasicTransform, image: np.ndarray) -> np.ndarray:
     params = t.update_transform_params(t.get_params(), data)
     params.update(t.get_params_dependent_on_data(params=params, data=data))
     t.params = params
+    if dst is not None:  # PhotometricDistort writes into a reused buffer
+        return t.apply(np.ascontiguousarray(image), dst=dst, **params)
     return np.ascontiguousarray(t.apply(np.ascontiguousarray(image), **params))
 
 

@@ -134,8 +134,10 @@ class PhotometricDistort(A.ImageOnlyTransform):
         saturation: float = 1.0,
         hue: float = 0.0,
         permutation: tuple[int, ...] = (0, 1, 2),
+        dst: np.ndarray | None = None,
         **params: Any,
     ) -> np.ndarray:
+        """The colour map on ``img`` (written into ``dst`` when given: an array of ``img``'s shape and dtype)."""
         if brightness == contrast == saturation == 1.0 and hue == 0.0 and tuple(permutation) == (0, 1, 2):
             return img
         if contrast != 1.0:
@@ -145,7 +147,7 @@ class PhotometricDistort(A.ImageOnlyTransform):
             grey_mean = 0.0
         p0, p1, p2 = permutation
         affine = photometric_affine(grey_mean, brightness, contrast, saturation, hue, p0, p1, p2)  # photometric_matrix
-        return cv2.transform(img, affine)
+        return cv2.transform(img, affine, dst=dst)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("brightness", "contrast", "saturation", "hue", "channel_shuffle", "p_each")

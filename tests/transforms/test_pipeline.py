@@ -344,3 +344,28 @@ def _input_rule(boxes, size, min_box_size, min_visibility):
     keep &= ~was_clipped | (min_visibility <= 0) | (vis_margin >= 0)
     ambiguous |= was_clipped & (min_visibility > 0) & (np.abs(vis_margin) < EPS * np.maximum(area, 1.0))
     return clipped, keep, ambiguous
+
+
+def test_outputs_never_share_the_reused_photometric_buffer():
+    """The photometric step writes into a buffer the pipeline reuses when a resampling follows; an output
+    must still own its pixels, also when no geometric step fires (the render is then the identity)."""
+    from cvkit.transforms import PhotometricDistort, TransformsConfig, ssd_train
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8) for _ in range(6)]
+    boxes = torch.tensor([[5.0, 5.0, 30.0, 25.0]])
+    identity_geometry = Pipeline(
+        [PhotometricDistort(p=1.0, p_each=1.0), A.Resize(40, 50), A.HorizontalFlip(p=0.0)],
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+    )
+    for pipeline in (ssd_train(TransformsConfig(size=(32, 32))), identity_geometry):
+        outputs, copies = [], []
+        for k, image in enumerate(images):
+            out = pipeline({"image": image, "boxes": boxes, "labels": torch.tensor([0])}, seed=k)
+            outputs.append(out["image"])
+            copies.append(out["image"].clone())
+        assert all(torch.equal(a, b) for a, b in zip(outputs, copies))  # later calls did not overwrite them
+        again = pipeline({"image": images[0], "boxes": boxes, "labels": torch.tensor([0])}, seed=0)
+        assert torch.equal(again["image"], copies[0])
+    assert not np.array_equal(copies[0].numpy(), images[0].transpose(2, 0, 1))  # the colours did change
