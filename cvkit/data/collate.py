@@ -56,11 +56,17 @@ def _as_tensor_image(image: Any) -> torch.Tensor:
 def _stack_or_list(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
     if not images or any(im.shape != images[0].shape for im in images):
         return images
-    if all(im.ndim == 3 and im.permute(1, 2, 0).is_contiguous() for im in images):
+    if images[0].ndim == 3 and all(im.stride() == _channel_last_strides(im) for im in images):
         # channel-last views of (H, W, C) pixels (cvkit pipelines): stack the pixels as they lie, no transposition;
         # the batch is a (B, C, H, W) view of a (B, H, W, C) buffer (Normalize outputs the standard layout)
         return torch.stack([im.permute(1, 2, 0) for im in images]).permute(0, 3, 1, 2)
     return torch.stack(images)
+
+
+def _channel_last_strides(image: torch.Tensor) -> tuple[int, int, int]:
+    """The strides of a contiguous ``(H, W, C)`` buffer seen as ``(C, H, W)``."""
+    channels, _, width = image.shape
+    return (1, width * channels, channels)
 
 
 def collate_detection(samples: Sequence[dict[str, Any] | Skipped | None]) -> dict[str, Any]:

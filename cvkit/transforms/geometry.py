@@ -33,6 +33,7 @@ for the inverse map ``x_src = a x_dst + b``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -175,15 +176,12 @@ def _warp_footprint(
     src_h, src_w = image.shape[:2]
     index_map = _index_map(amap)
     reach = 2.0  # bilinear reads 1 pixel around the sample point, bicubic 2
-    # output columns / rows whose sample point lies within ``reach`` of the source's pixel centres
-    u = np.arange(width) * index_map[0, 0] + index_map[0, 2]
-    v = np.arange(height) * index_map[1, 1] + index_map[1, 2]
-    cols = np.flatnonzero((u > -reach) & (u < src_w - 1 + reach))
-    rows = np.flatnonzero((v > -reach) & (v < src_h - 1 + reach))
+    # output columns / rows whose sample point i * a + b lies within ``reach`` of the source's pixel centres
+    c0, c1 = _reaching(index_map[0, 0], index_map[0, 2], src_w, reach, width)
+    r0, r1 = _reaching(index_map[1, 1], index_map[1, 2], src_h, reach, height)
     value = _fill_value(image, fill)
-    if not len(cols) or not len(rows):
+    if c0 >= c1 or r0 >= r1:
         return np.full((height, width) + image.shape[2:], value, dtype=image.dtype)
-    c0, c1, r0, r1 = int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1
     index_map[0, 2] += index_map[0, 0] * c0
     index_map[1, 2] += index_map[1, 1] * r0
     part = cv2.warpAffine(
@@ -191,6 +189,16 @@ def _warp_footprint(
         borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in fill),
     )  # fmt: skip
     return cv2.copyMakeBorder(part, r0, height - r1, c0, width - c1, cv2.BORDER_CONSTANT, value=value)
+
+
+def _reaching(a: float, b: float, size: int, reach: float, count: int) -> tuple[int, int]:
+    """The range ``[lo, hi)`` of ``i`` in ``[0, count)`` with ``-reach < i * a + b < size - 1 + reach``."""
+    lo_bound, hi_bound = (-reach - b) / a, (size - 1 + reach - b) / a
+    if a < 0:
+        lo_bound, hi_bound = hi_bound, lo_bound
+    lo = max(0, math.floor(lo_bound) + 1)  # strictly inside the open interval
+    hi = min(count, math.ceil(hi_bound))
+    return lo, max(lo, hi)
 
 
 def _warp(
