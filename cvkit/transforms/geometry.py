@@ -122,11 +122,12 @@ def render(
     src_h, src_w = image.shape[:2]
     ax, bx, ay, by = amap
     # the source window the output shows: inverse map of [0, width] x [0, height]
-    xa, xb = sorted(((0.0 - bx) / ax, (width - bx) / ax))
-    ya, yb = (0.0 - by) / ay, (height - by) / ay
-    window = (xa, ya, xb, yb)
-    if all(abs(v - round(v)) < 1e-6 for v in window):
-        x0, y0, x1, y1 = (round(v) for v in window)
+    xa, xb = -bx / ax, (width - bx) / ax
+    if xa > xb:
+        xa, xb = xb, xa
+    ya, yb = -by / ay, (height - by) / ay
+    x0, y0, x1, y1 = round(xa), round(ya), round(xb), round(yb)
+    if abs(xa - x0) < 1e-6 and abs(ya - y0) < 1e-6 and abs(xb - x1) < 1e-6 and abs(yb - y1) < 1e-6:
         # the part of the window inside the source, and the canvas margins around it
         cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, src_w), min(y1, src_h)
         if cx0 >= cx1 or cy0 >= cy1:  # the window shows no source pixel
