@@ -16,9 +16,9 @@ one DataLoader worker does with them:
 
 Targets (issue 4): cvkit >= 5x torchvision per core (threads=1), and cvkit within 2x of the floor
 (reported as ``ratio = floor_ms / cvkit_ms``, target >= 0.5; those rows run each image through
-``FLOOR_EPOCHS`` augmentation draws, since the cost of one pass depends on the draws). Rows also carry samples/s per side. A third
-row, without a target, adds the batch normalization on this CPU (one thread) to cvkit's side: the whole
-CPU cost per sample when the model also trains on the CPU.
+``FLOOR_EPOCHS`` augmentation draws, since the cost of one pass depends on the draws). Rows also carry
+samples/s per side. A third row, without a target, adds the batch normalization on this CPU (one
+thread) to cvkit's side: the whole CPU cost per sample when the model also trains on the CPU.
 Threads: 1 by default (one DataLoader worker = one core; loading scales with workers, not threads);
 ``--threads 1 2`` adds the 2-thread rows. Run: .venv/bin/python benchmarks/bench_data.py [--quick]
 """
