@@ -369,3 +369,17 @@ def test_outputs_never_share_the_reused_photometric_buffer():
         again = pipeline({"image": images[0], "boxes": boxes, "labels": torch.tensor([0])}, seed=0)
         assert torch.equal(again["image"], copies[0])
     assert not np.array_equal(copies[0].numpy(), images[0].transpose(2, 0, 1))  # the colours did change
+
+
+@pytest.mark.cuda
+def test_normalize_on_cuda_equals_the_cpu_values():
+    from cvkit.data import batch_images
+    from cvkit.transforms import Normalize
+
+    rng = np.random.default_rng(1)
+    pixels = torch.from_numpy(rng.integers(0, 256, (4, 32, 40, 3), dtype=np.uint8))
+    batch = {"images": pixels.permute(0, 3, 1, 2), "normalize": Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+    cpu = batch_images(batch, "cpu")  # the cv2 + numpy path for channel-last views
+    cuda = batch_images(batch, "cuda")  # torch on the device
+    assert cuda.device.type == "cuda" and cuda.is_contiguous()
+    assert torch.equal(cuda.cpu(), cpu)
