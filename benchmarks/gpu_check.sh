@@ -28,7 +28,7 @@ export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 CVKIT_CACHE_DIR=/tmp/cvkit_c
   for step in $STEPS; do
     echo "=== $step ($(date -u +%H:%M:%S))"
     case $step in
-      tests) timeout ${TESTS_TIMEOUT:-240} python3 -m pytest -q -m cuda -p no:cacheprovider tests/ops tests/engine/test_cuda.py ;;
+      tests) timeout ${TESTS_TIMEOUT:-240} python3 -m pytest -q -m cuda -p no:cacheprovider tests/ops tests/engine/test_cuda.py tests/transforms/test_pipeline.py ;;
       nms) timeout 120 python3 benchmarks/bench_nms.py --device cuda --threads 1 --repeat 10 ;;
       postprocess) timeout 90 python3 benchmarks/bench_postprocess.py --device cuda --threads 1 --repeat 10 ;;
       train_step) timeout 150 python3 benchmarks/bench_train_step.py --device cuda --threads 1 --repeat 10 ;;
