@@ -11,6 +11,8 @@
 =============  ===============================================================================================
 
 Each builder is a plain function ``preset(cfg, seed=None) -> Pipeline``; :data:`PRESETS` maps names to them.
+"normalize" is each pipeline's last step, :attr:`Pipeline.normalize` (``cfg.mean``/``cfg.std``): it runs on the
+collated uint8 batch, on the training device (see :mod:`cvkit.transforms.pipeline`).
 """
 
 from __future__ import annotations
