@@ -30,7 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
+
+from cvkit._arrays import as_numpy as _numpy
 
 __all__ = ["CocoEvaluator", "COCO_METRICS", "coco_results"]
 
@@ -45,12 +46,6 @@ def _xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
     out = boxes.astype(np.float64, copy=True).reshape(-1, 4)
     out[:, 2:] -= out[:, :2]
     return out
-
-
-def _numpy(values: Any, dtype: Any) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=dtype)
 
 
 def coco_results(

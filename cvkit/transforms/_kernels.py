@@ -167,9 +167,10 @@ def shift_scale_rows(rows: np.ndarray, sx: float, bx: float, sy: float, by: floa
     return out
 
 
-_GREY = np.array([0.299, 0.587, 0.114])
-_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+#: luma weights for grey (contrast and saturation), as in torchvision's ``rgb_to_grayscale``; RGB <-> YIQ
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])
+RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -190,12 +191,12 @@ def photometric_affine(
     linear = np.empty((3, 3))
     for i in range(3):
         for j in range(3):
-            linear[i, j] = (1.0 - saturation) * _GREY[j] + (saturation if i == j else 0.0)
+            linear[i, j] = (1.0 - saturation) * GREY_WEIGHTS[j] + (saturation if i == j else 0.0)
     if hue != 0.0:
         angle = -2.0 * np.pi * hue
         c, s = np.cos(angle), np.sin(angle)
         rotation = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-        linear = _matmul3(_YIQ_TO_RGB, _matmul3(rotation, _matmul3(_RGB_TO_YIQ, linear)))
+        linear = _matmul3(YIQ_TO_RGB, _matmul3(rotation, _matmul3(RGB_TO_YIQ, linear)))
     out = np.empty((3, 4), dtype=np.float32)
     perm = (p0, p1, p2)
     shift = (1.0 - contrast) * brightness * grey_mean

@@ -213,4 +213,3 @@ def _warp(
         image, index_map, (width, height), flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=border,
         borderValue=border_value,
     )  # fmt: skip
-

@@ -61,6 +61,7 @@ import cv2
 import numpy as np
 import torch
 
+from cvkit._arrays import as_numpy
 from cvkit.transforms._kernels import boxes_from_rows, filter_boxes, rows_from_boxes
 from cvkit.transforms.geometry import IDENTITY, map_of, render
 from cvkit.transforms.ssd import PhotometricDistort, ZoomOut
@@ -257,8 +258,8 @@ class Pipeline:
                 stats.applied += bool(t.params)
             out["image"] = self._finish_image(image)
             return out
-        boxes = _numpy(sample["boxes"], np.float64).reshape(-1, 4)
-        labels = _numpy(sample["labels"], np.int64).reshape(-1)
+        boxes = as_numpy(sample["boxes"], np.float64).reshape(-1, 4)
+        labels = as_numpy(sample["labels"], np.int64).reshape(-1)
         height, width = image.shape[:2]
         rows = rows_from_boxes(boxes, width, height)
         rows = self._filter(rows, image.shape, self._count("input", len(rows)), len(rows))
@@ -338,23 +339,25 @@ def _apply_image_only(t: A.BasicTransform, image: np.ndarray, dst: np.ndarray | 
     """``t(image=image)["image"]`` for an image-only transform: the same draws in the same order
     (``should_apply``, ``get_params``, ``get_params_dependent_on_data``) and ``t.params`` set, without
     albumentations' per-call bookkeeping."""
-    t.params = {}
-    if not t.should_apply():
+    params = _draw_params(t, {"image": image})
+    if params is None:
         return image
-    data = {"image": image}
-    params = t.update_transform_params(t.get_params(), data)
-    params.update(t.get_params_dependent_on_data(params=params, data=data))
-    t.params = params
     if dst is not None:  # PhotometricDistort writes into a reused buffer
         return t.apply(np.ascontiguousarray(image), dst=dst, **params)
     return np.ascontiguousarray(t.apply(np.ascontiguousarray(image), **params))
 
 
-def _numpy(values: Any, dtype: Any) -> np.ndarray:
-    """``values`` (a tensor, array or nested sequence) as a numpy array of ``dtype`` (no copy when it already is)."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=dtype)
+def _draw_params(t: A.BasicTransform, data: dict[str, Any]) -> dict[str, Any] | None:
+    """``t``'s parameters for ``data``, drawn as ``BasicTransform.__call__`` draws them (``should_apply``,
+    ``get_params``, ``get_params_dependent_on_data``, in that order) and stored in ``t.params``;
+    ``None`` when the transform's probability does not fire."""
+    t.params = {}
+    if not t.should_apply():
+        return None
+    params = t.update_transform_params(t.get_params(), data)
+    params.update(t.get_params_dependent_on_data(params=params, data=data))
+    t.params = params
+    return params
 
 
 #: geometric steps that keep every box inside the image and its size in pixels (nothing to clip or drop)
@@ -391,14 +394,7 @@ class _LazyGeometry:
         The random draws happen in the same order as in ``BasicTransform.__call__`` (``should_apply``,
         ``get_params``, ``get_params_dependent_on_data``), so fused and unfused runs agree for one seed.
         """
-        t.params = {}
-        if not t.should_apply():
-            return None
-        data = {"image": _Shape(self.shape, self.image.dtype), "bboxes": rows}
-        params = t.update_transform_params(t.get_params(), data)
-        params.update(t.get_params_dependent_on_data(params=params, data=data))
-        t.params = params
-        return params
+        return _draw_params(t, {"image": _Shape(self.shape, self.image.dtype), "bboxes": rows})
 
     def push(self, t: A.BasicTransform, map_fn: Any, params: dict[str, Any]) -> None:
         step, size = map_fn(t, params, (self.shape[0], self.shape[1]))

@@ -28,14 +28,19 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from cvkit.transforms._kernels import crop_boxes, find_crop_window, photometric_affine, shift_scale_rows
+from cvkit.transforms._kernels import (
+    GREY_WEIGHTS,
+    RGB_TO_YIQ,
+    YIQ_TO_RGB,
+    crop_boxes,
+    find_crop_window,
+    photometric_affine,
+    shift_scale_rows,
+)
 
 __all__ = ["PhotometricDistort", "ZoomOut", "MinIoURandomCrop", "photometric_matrix", "hue_matrix", "GREY_WEIGHTS"]
 
-#: Luma weights used for grey (contrast and saturation), as in torchvision's ``rgb_to_grayscale``.
-GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])
-_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+_GREY_R, _GREY_G, _GREY_B = (float(w) for w in GREY_WEIGHTS)
 _EYE = np.eye(3)
 _ONES_GREY = np.outer(np.ones(3), GREY_WEIGHTS)  # x -> g(x) in every channel
 
@@ -49,7 +54,7 @@ def hue_matrix(turns: float) -> np.ndarray:
     angle = -2.0 * math.pi * turns
     c, s = math.cos(angle), math.sin(angle)
     rotation = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-    return _YIQ_TO_RGB @ rotation @ _RGB_TO_YIQ
+    return YIQ_TO_RGB @ rotation @ RGB_TO_YIQ
 
 
 def photometric_matrix(
@@ -142,7 +147,7 @@ class PhotometricDistort(A.ImageOnlyTransform):
             return img
         if contrast != 1.0:
             m = cv2.mean(img)
-            grey_mean = 0.299 * m[0] + 0.587 * m[1] + 0.114 * m[2]  # GREY_WEIGHTS
+            grey_mean = _GREY_R * m[0] + _GREY_G * m[1] + _GREY_B * m[2]
         else:
             grey_mean = 0.0
         p0, p1, p2 = permutation

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import torch
 
+from cvkit._arrays import as_numpy as _as_numpy
+
 __all__ = ["color_for", "draw_boxes", "to_uint8_image", "make_grid", "save_image"]
 
 
@@ -24,12 +26,6 @@ def color_for(label: int) -> tuple[int, int, int]:
     hue = (int(label) * 0.618033988749895) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
     return int(255 * r), int(255 * g), int(255 * b)
-
-
-def _as_numpy(values: object, dtype: type) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=dtype)
 
 
 def draw_boxes(
