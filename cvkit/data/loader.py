@@ -132,7 +132,7 @@ def batch_images(batch: dict[str, Any], device: torch.device | str | None = None
     when the batch has one (uint8 -> normalized float32, computed on ``device``)."""
     images = batch["images"]
     if device is not None:
-        move = (lambda t: t.to(device, non_blocking=True))  # noqa: E731
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         images = move(images) if isinstance(images, torch.Tensor) else [move(im) for im in images]
     normalize = batch.get("normalize")
     return normalize(images) if normalize is not None else images

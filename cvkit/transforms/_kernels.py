@@ -11,8 +11,25 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["find_crop_window", "filter_boxes", "crop_boxes", "rows_from_boxes", "boxes_from_rows", "shift_scale_rows",
-           "photometric_affine"]
+__all__ = [
+    "find_crop_window",
+    "filter_boxes",
+    "crop_boxes",
+    "rows_from_boxes",
+    "boxes_from_rows",
+    "shift_scale_rows",
+    "hflip_rows",
+    "photometric_affine",
+    "photometric_params",
+    "zoom_out_params",
+    "ssd_sample",
+    "ssd_finish",
+    "PHOTOMETRIC_DRAWS",
+    "ZOOM_OUT_DRAWS",
+    "CROP_DRAWS",
+    "search_crop_window",
+    "splitmix_uniforms",
+]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -65,6 +82,74 @@ def find_crop_window(
                 union = window_area + (bx2 - bx1) * (by2 - by1) - inter
                 if union > 0 and inter / union >= min_iou:
                     return 1, x0, y0, x1, y1
+    return -1, 0, 0, width, height
+
+
+_SPLITMIX_STEP = np.uint64(0x9E3779B97F4A7C15)
+_SPLITMIX_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+_SPLITMIX_MUL2 = np.uint64(0x94D049BB133111EB)
+_TWO_53 = 9007199254740992.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _splitmix_next(state: np.uint64) -> tuple[np.uint64, float]:
+    """One SplitMix64 step: ``(new state, uniform double in [0, 1) from the top 53 bits)``."""
+    state = state + _SPLITMIX_STEP
+    z = state
+    z = (z ^ (z >> np.uint64(30))) * _SPLITMIX_MUL1
+    z = (z ^ (z >> np.uint64(27))) * _SPLITMIX_MUL2
+    z = z ^ (z >> np.uint64(31))
+    return state, float(z >> np.uint64(11)) / _TWO_53
+
+
+@numba.njit(cache=True, nogil=True)
+def splitmix_uniforms(u: float, count: int) -> np.ndarray:
+    """The first ``count`` uniforms of the SplitMix64 stream seeded by the 53 bits of ``u`` in [0, 1)."""
+    state = np.uint64(u * _TWO_53)
+    out = np.empty(count)
+    for i in range(count):
+        state, out[i] = _splitmix_next(state)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def search_crop_window(
+    u: float,
+    min_ious: np.ndarray,
+    boxes: np.ndarray,
+    width: int,
+    height: int,
+    min_scale: float,
+    max_aspect: float,
+    trials: int,
+    max_rounds: int,
+    box_scale_x: float = 1.0,
+    box_scale_y: float = 1.0,
+) -> tuple[int, int, int, int, int]:
+    """The SSD min-IoU crop search from one uniform ``u``: the crop's random numbers are the SplitMix64 stream
+    seeded by ``u``'s 53 bits (:func:`splitmix_uniforms`), taken round by round: one to choose the minimum IoU
+    (``min_ious[int(v * len(min_ious))]``), then ``4 trials`` windows' ``(u_w, u_h, u_x, u_y)`` for
+    :func:`find_crop_window`. Returns the first accepted ``(status, x0, y0, x1, y1)`` (status 1 = window,
+    0 = keep the whole image), or ``(-1, 0, 0, width, height)`` after ``max_rounds`` rounds without one.
+
+    One draw from the transform's generator seeds the whole search, however many rounds it takes, so the
+    search is one compiled call and consumes a fixed count of the generator's numbers.
+    """
+    state = np.uint64(u * _TWO_53)
+    uniforms = np.empty((1, trials, 4))
+    round_iou = np.empty(1)
+    choices = min_ious.shape[0]
+    for _ in range(max_rounds):
+        state, v = _splitmix_next(state)
+        round_iou[0] = min_ious[min(int(v * choices), choices - 1)]
+        for t in range(trials):
+            for j in range(4):
+                state, uniforms[0, t, j] = _splitmix_next(state)
+        status, x0, y0, x1, y1 = find_crop_window(
+            uniforms, round_iou, boxes, width, height, min_scale, max_aspect, box_scale_x, box_scale_y
+        )
+        if status >= 0:
+            return status, x0, y0, x1, y1
     return -1, 0, 0, width, height
 
 
@@ -167,6 +252,17 @@ def shift_scale_rows(rows: np.ndarray, sx: float, bx: float, sy: float, by: floa
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def hflip_rows(rows: np.ndarray) -> np.ndarray:
+    """A copy of normalized ``rows [N, 4 + k]`` mirrored left-right: ``x1' = 1 - x2``, ``x2' = 1 - x1``
+    (albumentations' ``bboxes_hflip``, the same float operations)."""
+    out = rows.copy()
+    for i in range(rows.shape[0]):
+        out[i, 0] = 1.0 - rows[i, 2]
+        out[i, 2] = 1.0 - rows[i, 0]
+    return out
+
+
 #: luma weights for grey (contrast and saturation), as in torchvision's ``rgb_to_grayscale``; RGB <-> YIQ
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])
 RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -206,3 +302,187 @@ def photometric_affine(
             out[r, j] = (contrast * brightness) * linear[src, j]
         out[r, 3] = shift
     return out
+
+
+#: uniform draws ``PhotometricDistort``, ``ZoomOut`` and ``MinIoURandomCrop`` take from their numpy generator
+#: per sample. The counts are fixed (whatever the branches), so a caller can draw the SSD steps' numbers in one
+#: block: a PCG64 ``random(a + b)`` gives the same numbers as ``random(a)`` followed by ``random(b)``.
+PHOTOMETRIC_DRAWS = 11
+ZOOM_OUT_DRAWS = 3
+CROP_DRAWS = 1
+
+
+@numba.njit(cache=True, nogil=True)
+def photometric_params(
+    u: np.ndarray,
+    brightness_lo: float,
+    brightness_hi: float,
+    contrast_lo: float,
+    contrast_hi: float,
+    saturation_lo: float,
+    saturation_hi: float,
+    hue: float,
+    channel_shuffle: bool,
+    p_each: float,
+) -> tuple[float, float, float, float, int, int, int]:
+    """``PhotometricDistort``'s parameters from ``u[:PHOTOMETRIC_DRAWS]`` uniforms in [0, 1):
+    ``(brightness, contrast, saturation, hue, p0, p1, p2)``.
+
+    Each of brightness, contrast, saturation and hue is drawn with probability ``p_each`` (``u[2k] < p_each``)
+    as ``lo + (hi - lo) * u[2k + 1]`` (hue in ``[-hue, hue]``), else neutral; the channels are shuffled with
+    probability ``p_each`` (``u[8]``) by a Fisher-Yates pass on ``u[9]``, ``u[10]`` (all six orders equally
+    likely, the identity included, as ``torch.randperm``).
+    """
+    los = (brightness_lo, contrast_lo, saturation_lo, -hue)
+    his = (brightness_hi, contrast_hi, saturation_hi, hue)
+    neutral = (1.0, 1.0, 1.0, 0.0)
+    values = [0.0, 0.0, 0.0, 0.0]
+    for k in range(4):
+        values[k] = los[k] + (his[k] - los[k]) * u[2 * k + 1] if u[2 * k] < p_each else neutral[k]
+    perm = [0, 1, 2]
+    if channel_shuffle and u[8] < p_each:
+        for i, draw in ((2, u[9]), (1, u[10])):
+            j = int(draw * (i + 1))
+            perm[i], perm[j] = perm[j], perm[i]
+    return values[0], values[1], values[2], values[3], perm[0], perm[1], perm[2]
+
+
+@numba.njit(cache=True, nogil=True)
+def zoom_out_params(u: np.ndarray, width: int, height: int, max_ratio: float) -> tuple[int, int, int, int]:
+    """``ZoomOut``'s ``(canvas_h, canvas_w, top, left)`` from ``u[:ZOOM_OUT_DRAWS]`` uniforms in [0, 1):
+    ratio ``r = 1 + (max_ratio - 1) u[0]``, canvas ``int(r * size)``, offsets uniform over every position
+    (``int(u * (canvas - size + 1))``)."""
+    ratio = 1.0 + (max_ratio - 1.0) * u[0]
+    canvas_h, canvas_w = int(height * ratio), int(width * ratio)
+    top = int(u[1] * (canvas_h - height + 1))
+    left = int(u[2] * (canvas_w - width + 1))
+    return canvas_h, canvas_w, top, left
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_filter(
+    rows: np.ndarray,
+    width: int,
+    height: int,
+    min_size: float,
+    min_visibility: float,
+    counts: np.ndarray,
+    step: int,
+    n_before: int,
+) -> np.ndarray:
+    """The pipeline's clip-and-drop pass on ``rows`` for an image of ``width x height``; adds the clipped and
+    dropped numbers to ``counts[step]``."""
+    if rows.shape[0]:
+        rows, clipped = filter_boxes(rows, width, height, min_size, min_visibility)
+        counts[step, 1] += clipped
+    counts[step, 2] += n_before - rows.shape[0]
+    return rows
+
+
+@numba.njit(cache=True, nogil=True)
+def ssd_sample(
+    u: np.ndarray,
+    rows: np.ndarray,
+    width: int,
+    height: int,
+    photometric: bool,
+    photometric_args: np.ndarray,
+    channel_shuffle: bool,
+    zoom_out: bool,
+    max_ratio: float,
+    min_ious: np.ndarray,
+    min_scale: float,
+    max_aspect: float,
+    trials: int,
+    max_rounds: int,
+    out_width: int,
+    out_height: int,
+    flip: bool,
+    min_size: float,
+    min_visibility: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The box side of cvkit's ``ssd_train`` steps (PhotometricDistort -> ZoomOut -> MinIoURandomCrop -> Resize
+    -> HorizontalFlip) for one sample in one call, with the draws and arithmetic of running them one by one.
+
+    ``u``: the uniforms of the block (``PHOTOMETRIC_DRAWS`` if ``photometric`` fires, ``ZOOM_OUT_DRAWS`` if
+    ``zoom_out`` fires, then ``CROP_DRAWS`` for the crop search); ``rows [N, 5]`` normalized to
+    ``width x height``; ``photometric_args`` = (brightness lo, hi, contrast lo, hi, saturation lo, hi, hue,
+    p_each). Returns ``(params [16], rows, counts [6, 3])``: params = (brightness, contrast, saturation, hue,
+    p0, p1, p2, canvas_h, canvas_w, top, left, crop status, x0, y0, x1, y1); counts per step (input and the
+    five steps) = (boxes in, clipped, dropped).
+    """
+    params = np.zeros(16)
+    counts = np.zeros((6, 3), dtype=np.int64)
+    counts[0, 0] = rows.shape[0]
+    rows = _count_filter(rows, width, height, min_size, min_visibility, counts, 0, rows.shape[0])
+    k = 0
+    params[0], params[1], params[2] = 1.0, 1.0, 1.0
+    params[4], params[5], params[6] = 0.0, 1.0, 2.0
+    counts[1, 0] = rows.shape[0]
+    if photometric:
+        a = photometric_args
+        b, c, s, h, p0, p1, p2 = photometric_params(
+            u[k:], a[0], a[1], a[2], a[3], a[4], a[5], a[6], channel_shuffle, a[7]
+        )
+        params[0], params[1], params[2], params[3], params[4], params[5], params[6] = b, c, s, h, p0, p1, p2
+        k += PHOTOMETRIC_DRAWS
+    canvas_h, canvas_w = height, width
+    counts[2, 0] = rows.shape[0]
+    if zoom_out:
+        canvas_h, canvas_w, top, left = zoom_out_params(u[k:], width, height, max_ratio)
+        params[9], params[10] = top, left
+        k += ZOOM_OUT_DRAWS
+        if rows.shape[0]:
+            rows = shift_scale_rows(rows, width / canvas_w, left / canvas_w, height / canvas_h, top / canvas_h)
+    params[7], params[8] = canvas_h, canvas_w
+    status, x0, y0, x1, y1 = search_crop_window(
+        u[k],
+        min_ious,
+        rows,
+        canvas_w,
+        canvas_h,
+        min_scale,
+        max_aspect,
+        trials,
+        max_rounds,
+        float(canvas_w),
+        float(canvas_h),
+    )
+    if status < 0:  # no window accepted: keep the whole image
+        x0, y0, x1, y1 = 0, 0, canvas_w, canvas_h
+    params[11], params[12], params[13], params[14], params[15] = status, x0, y0, x1, y1
+    rows = ssd_finish(rows, canvas_w, canvas_h, x0, y0, x1, y1, out_width, out_height, flip, min_size,
+                      min_visibility, counts)  # fmt: skip
+    return params, rows, counts
+
+
+@numba.njit(cache=True, nogil=True)
+def ssd_finish(
+    rows: np.ndarray,
+    canvas_w: int,
+    canvas_h: int,
+    x0: int,
+    y0: int,
+    x1: int,
+    y1: int,
+    out_width: int,
+    out_height: int,
+    flip: bool,
+    min_size: float,
+    min_visibility: float,
+    counts: np.ndarray,
+) -> np.ndarray:
+    """The crop window ``(x0, y0, x1, y1)`` of the ``canvas_w x canvas_h`` image applied to ``rows``, then the
+    resize to ``out_width x out_height`` and the flip (see :func:`ssd_sample`); fills ``counts[3:]``."""
+    n_before = rows.shape[0]
+    counts[3, 0] = n_before
+    if n_before:
+        rows = crop_boxes(rows, canvas_w, canvas_h, x0, y0, x1, y1)
+        rows = _count_filter(rows, x1 - x0, y1 - y0, min_size, min_visibility, counts, 3, n_before)
+    counts[4, 0] = rows.shape[0]
+    if rows.shape[0]:
+        rows = _count_filter(rows, out_width, out_height, min_size, min_visibility, counts, 4, rows.shape[0])
+    counts[5, 0] = rows.shape[0]
+    if flip and rows.shape[0]:
+        rows = hflip_rows(rows)
+    return rows

@@ -159,9 +159,7 @@ def _index_map(amap: AxisMap) -> np.ndarray:
     """OpenCV's inverse index map for the forward map ``amap``: ``i_src = a (i_dst + 0.5) + b - 0.5``."""
     ax, bx, ay, by = amap
     inv_ax, inv_ay = 1.0 / ax, 1.0 / ay
-    return np.array(
-        [[inv_ax, 0.0, 0.5 * inv_ax - bx * inv_ax - 0.5], [0.0, inv_ay, 0.5 * inv_ay - by * inv_ay - 0.5]]
-    )
+    return np.array([[inv_ax, 0.0, 0.5 * inv_ax - bx * inv_ax - 0.5], [0.0, inv_ay, 0.5 * inv_ay - by * inv_ay - 0.5]])
 
 
 def _fill_value(image: np.ndarray, fill: tuple[float, ...]) -> Any:

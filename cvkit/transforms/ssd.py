@@ -30,12 +30,16 @@ import numpy as np
 
 from cvkit.transforms._kernels import (
     GREY_WEIGHTS,
+    PHOTOMETRIC_DRAWS,
     RGB_TO_YIQ,
     YIQ_TO_RGB,
+    ZOOM_OUT_DRAWS,
     crop_boxes,
-    find_crop_window,
     photometric_affine,
+    photometric_params,
+    search_crop_window,
     shift_scale_rows,
+    zoom_out_params,
 )
 
 __all__ = ["PhotometricDistort", "ZoomOut", "MinIoURandomCrop", "photometric_matrix", "hue_matrix", "GREY_WEIGHTS"]
@@ -111,24 +115,17 @@ class PhotometricDistort(A.ImageOnlyTransform):
         self.p_each = p_each
 
     def get_params(self) -> dict[str, Any]:
-        rnd = self.py_random
-
-        def maybe(low: float, high: float, neutral: float) -> float:
-            return rnd.uniform(low, high) if rnd.random() < self.p_each else neutral
-
-        brightness = maybe(self.brightness[0], self.brightness[1], 1.0)
-        contrast = maybe(self.contrast[0], self.contrast[1], 1.0)
-        saturation = maybe(self.saturation[0], self.saturation[1], 1.0)
-        hue = maybe(-self.hue, self.hue, 0.0)
-        permutation = (0, 1, 2)
-        if self.channel_shuffle and rnd.random() < self.p_each:
-            permutation = tuple(rnd.sample(range(3), 3))
+        """Brightness, contrast, saturation and hue, each drawn with probability ``p_each``, and a channel
+        permutation, from ``PHOTOMETRIC_DRAWS`` uniforms of the transform's numpy generator (a fixed count, see
+        :func:`cvkit.transforms._kernels.photometric_params` for the rule)."""
+        u = self.random_generator.random(PHOTOMETRIC_DRAWS)
+        brightness, contrast, saturation, hue, p0, p1, p2 = photometric_params(u, *self.numeric_args())
         return {
             "brightness": brightness,
             "contrast": contrast,
             "saturation": saturation,
             "hue": hue,
-            "permutation": permutation,
+            "permutation": (p0, p1, p2),
         }
 
     def apply(
@@ -154,6 +151,12 @@ class PhotometricDistort(A.ImageOnlyTransform):
         affine = photometric_affine(grey_mean, brightness, contrast, saturation, hue, p0, p1, p2)  # photometric_matrix
         return cv2.transform(img, affine, dst=dst)
 
+    def numeric_args(self) -> tuple:
+        """The arguments of :func:`cvkit.transforms._kernels.photometric_params` after ``u``."""
+        (b_lo, b_hi), (c_lo, c_hi), (s_lo, s_hi) = self.brightness, self.contrast, self.saturation
+        return (float(b_lo), float(b_hi), float(c_lo), float(c_hi), float(s_lo), float(s_hi), float(self.hue),
+                bool(self.channel_shuffle), float(self.p_each))  # fmt: skip
+
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("brightness", "contrast", "saturation", "hue", "channel_shuffle", "p_each")
 
@@ -169,11 +172,11 @@ class ZoomOut(A.DualTransform):
         self.fill = tuple(float(v) for v in fill)
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        """Canvas and position from ``ZOOM_OUT_DRAWS`` uniforms of the numpy generator
+        (:func:`cvkit.transforms._kernels.zoom_out_params`)."""
         height, width = params["shape"][:2]
-        ratio = self.py_random.uniform(1.0, self.max_ratio)
-        canvas_h, canvas_w = int(height * ratio), int(width * ratio)
-        top = self.py_random.randint(0, canvas_h - height)
-        left = self.py_random.randint(0, canvas_w - width)
+        u = self.random_generator.random(ZOOM_OUT_DRAWS)
+        canvas_h, canvas_w, top, left = zoom_out_params(u, width, height, float(self.max_ratio))
         return {"canvas": (canvas_h, canvas_w), "top": top, "left": left}
 
     def apply(self, img: np.ndarray, canvas: tuple[int, int], top: int, left: int, **params: Any) -> np.ndarray:
@@ -202,11 +205,9 @@ _NO_BOXES = np.zeros((0, 4))
 class MinIoURandomCrop(A.DualTransform):
     """The SSD min-IoU random crop (see the module docstring for the exact rule).
 
-    Rounds (a min-IoU choice plus ``trials`` windows each) are drawn one, then eight at a time, and searched
-    in order by a numba kernel (:func:`cvkit.transforms._kernels.find_crop_window`), as if drawn one by one.
+    The whole search is one numba call (:func:`cvkit.transforms._kernels.search_crop_window`): one uniform
+    drawn from the transform's numpy generator seeds the random numbers of every round and window.
     """
-
-    _CHUNK = 8
 
     def __init__(
         self,
@@ -231,21 +232,18 @@ class MinIoURandomCrop(A.DualTransform):
         height, width = params["shape"][:2]
         bboxes = data.get("bboxes")
         rows = _NO_BOXES if bboxes is None or len(bboxes) == 0 else np.ascontiguousarray(bboxes, dtype=np.float64)
-        done, choices = 0, len(self._min_ious)
-        while done < self.max_rounds:  # random numbers for a chunk of rounds, then one kernel call
-            # most samples settle in the first round: draw one round first, then chunks of eight
-            rounds = min(1 if done == 0 else self._CHUNK, self.max_rounds - done)
-            done += rounds
-            draws = self.random_generator.random(rounds * (1 + 4 * self.trials))
-            min_ious = self._min_ious[(draws[:rounds] * choices).astype(np.intp)]  # uniform choice per round
-            uniforms = draws[rounds:].reshape(rounds, self.trials, 4)
-            status, x0, y0, x1, y1 = find_crop_window(
-                uniforms, min_ious, rows, width, height, float(self.min_scale), float(self.max_aspect),
-                float(width), float(height),
-            )  # fmt: skip
-            if status >= 0:
-                return {"crop": (int(x0), int(y0), int(x1), int(y1))}
-        return {"crop": (0, 0, width, height)}
+        return {"crop": self.search(rows, width, height, float(self.random_generator.random()))}
+
+    def search(self, rows: np.ndarray, width: int, height: int, u: float) -> tuple[int, int, int, int]:
+        """The crop window for normalized ``rows`` on a ``width x height`` image, searched with the random
+        numbers seeded by the uniform ``u`` (the whole image when ``max_rounds`` rounds accept none)."""
+        status, x0, y0, x1, y1 = search_crop_window(
+            u, self._min_ious, rows, width, height, float(self.min_scale), float(self.max_aspect), int(self.trials),
+            int(self.max_rounds), float(width), float(height),
+        )  # fmt: skip
+        if status < 0:
+            return (0, 0, width, height)
+        return (int(x0), int(y0), int(x1), int(y1))
 
     def apply(self, img: np.ndarray, crop: tuple[int, int, int, int], **params: Any) -> np.ndarray:
         x0, y0, x1, y1 = crop

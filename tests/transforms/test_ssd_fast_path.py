@@ -1,0 +1,173 @@
+"""The compiled SSD path (``Pipeline._call_ssd``) against the step-by-step loop, and the draw protocol of the
+SSD transforms (fixed draw counts, the seeded crop search)."""
+
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cvkit.transforms import (
+    MinIoURandomCrop,
+    PhotometricDistort,
+    Pipeline,
+    TransformsConfig,
+    ZoomOut,
+    ssd_train,
+)
+from cvkit.transforms._kernels import (
+    CROP_DRAWS,
+    PHOTOMETRIC_DRAWS,
+    ZOOM_OUT_DRAWS,
+    photometric_params,
+    search_crop_window,
+    splitmix_uniforms,
+    zoom_out_params,
+)
+from tests.transforms.test_ssd_transforms import crop_reference
+
+MASK64 = (1 << 64) - 1
+
+
+def splitmix_reference(u, count):
+    """SplitMix64 written plainly with Python integers, seeded by the 53 bits of ``u``."""
+    state, out = int(u * 2.0**53), []
+    for _ in range(count):
+        state = (state + 0x9E3779B97F4A7C15) & MASK64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        z ^= z >> 31
+        out.append((z >> 11) / 2.0**53)
+    return np.array(out)
+
+
+def test_splitmix_uniforms_match_the_plain_generator():
+    for u in (0.0, 0.5, 0.123456789, 1 - 2**-53):
+        np.testing.assert_array_equal(splitmix_uniforms(u, 300), splitmix_reference(u, 300))
+    draws = splitmix_uniforms(0.25, 20000)
+    assert draws.min() >= 0 and draws.max() < 1 and abs(draws.mean() - 0.5) < 0.01
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    u=st.floats(0, 1, exclude_max=True), num_boxes=st.integers(0, 4), width=st.integers(8, 300),
+    height=st.integers(8, 300), trials=st.integers(1, 20), max_rounds=st.integers(1, 6),
+    box_seed=st.integers(0, 2**32 - 1),
+)  # fmt: skip
+def test_seeded_crop_search_is_the_plain_rule_on_the_splitmix_stream(
+    u, num_boxes, width, height, trials, max_rounds, box_seed
+):
+    rng = np.random.default_rng(box_seed)
+    xy = rng.uniform(0, 1, size=(num_boxes, 2)) * (width, height)
+    wh = rng.uniform(1, 0.8 * min(width, height), size=(num_boxes, 2))
+    boxes = np.concatenate([xy, np.minimum(xy + wh, (width, height))], axis=1)
+    min_ious = np.array([0.1, 0.3, 0.5, 0.7, 0.9, 1.0])
+    # round r uses uniform r * (1 + 4 trials) for its IoU choice, then 4 trials window uniforms
+    stream = splitmix_reference(u, max_rounds * (1 + 4 * trials)).reshape(max_rounds, 1 + 4 * trials)
+    choices = min_ious[(stream[:, 0] * len(min_ious)).astype(int)]
+    want = crop_reference(stream[:, 1:].reshape(max_rounds, trials, 4), choices, boxes, width, height, 0.3, 2.0)
+    got = search_crop_window(u, min_ious, boxes, width, height, 0.3, 2.0, trials, max_rounds)
+    assert tuple(int(v) for v in got) == want
+
+
+def test_photometric_params_rule():
+    args = (0.5, 1.5, 0.6, 1.4, 0.7, 1.3, 0.05, True, 0.5)
+    u = np.array([0.1, 0.25, 0.9, 0.0, 0.3, 0.5, 0.2, 1.0 - 1e-12, 0.4, 0.99, 0.0])
+    b, c, s, h, *perm = photometric_params(u, *args)
+    assert b == pytest.approx(0.75) and c == 1.0 and s == pytest.approx(1.0) and h == pytest.approx(0.05)
+    # Fisher-Yates: i = 2 swaps with int(0.99 * 3) = 2 (stays), i = 1 with int(0.0 * 2) = 0
+    assert perm == [1, 0, 2]
+    # every order of the channels is equally likely (torch.randperm), the identity included
+    rng = np.random.default_rng(0)
+    counts = {}
+    for _ in range(6000):
+        *_, p0, p1, p2 = photometric_params(rng.random(PHOTOMETRIC_DRAWS), *args[:-1], 1.0)
+        counts[(p0, p1, p2)] = counts.get((p0, p1, p2), 0) + 1
+    assert len(counts) == 6 and min(counts.values()) > 850
+    assert photometric_params(np.full(PHOTOMETRIC_DRAWS, 0.5), *args[:-1], 0.0)[:4] == (1.0, 1.0, 1.0, 0.0)
+
+
+def test_zoom_out_params_cover_every_position():
+    seen_top, seen_left = set(), set()
+    rng = np.random.default_rng(1)
+    for _ in range(3000):
+        canvas_h, canvas_w, top, left = zoom_out_params(rng.random(ZOOM_OUT_DRAWS), 10, 8, 1.5)
+        assert 8 <= canvas_h <= 11 and 10 <= canvas_w <= 14
+        assert 0 <= top <= canvas_h - 8 and 0 <= left <= canvas_w - 10
+        seen_top.add(top)
+        seen_left.add(left)
+    assert seen_top == set(range(4)) and seen_left == set(range(5))  # both ends reached (canvas < 1.5 x)
+    assert zoom_out_params(np.zeros(3), 10, 8, 4.0) == (8, 10, 0, 0)
+
+
+def test_ssd_transforms_draw_a_fixed_count_from_their_generator():
+    """What lets the compiled path draw every step's numbers in one block."""
+    rows = np.array([[0.1, 0.1, 0.6, 0.7, 0.0]])
+    for t, call in (
+        (PhotometricDistort(p_each=0.5), lambda t: t.get_params()),
+        (ZoomOut(p=1.0), lambda t: t.get_params_dependent_on_data({"shape": (40, 50, 3)}, {})),
+        (MinIoURandomCrop(), lambda t: t.get_params_dependent_on_data({"shape": (40, 50, 3)}, {"bboxes": rows})),
+    ):
+        count = {PhotometricDistort: PHOTOMETRIC_DRAWS, ZoomOut: ZOOM_OUT_DRAWS, MinIoURandomCrop: CROP_DRAWS}[type(t)]
+        for seed in range(20):
+            t.set_random_seed(seed)
+            call(t)
+            after = t.random_generator.random()
+            reference = np.random.default_rng(seed).random(count + 1)[-1]  # set_random_seed seeds default_rng
+            assert after == reference
+
+
+def ssd_pipeline(hflip=True, p_each=0.5, zoom_p=0.5, min_box_size=1.0, min_visibility=0.0, size=(40, 48)):
+    cfg = TransformsConfig(
+        size=size, hflip=hflip, photometric_p=p_each, zoom_out_p=zoom_p, min_box_size=min_box_size,
+        min_visibility=min_visibility,
+    )  # fmt: skip
+    return ssd_train(cfg)
+
+
+@st.composite
+def ssd_scenes(draw):
+    height, width = draw(st.integers(10, 70)), draw(st.integers(10, 70))
+    boxes = []
+    for _ in range(draw(st.integers(0, 6))):
+        x1, y1 = draw(st.floats(-8, width - 3)), draw(st.floats(-8, height - 3))
+        boxes.append([x1, y1, draw(st.floats(x1 + 0.5, width + 8)), draw(st.floats(y1 + 0.5, height + 8))])
+    return height, width, np.asarray(boxes, np.float32).reshape(-1, 4), draw(st.integers(0, 2**31 - 1))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    scene=ssd_scenes(), hflip=st.booleans(), p_each=st.sampled_from([0.0, 0.5, 1.0]),
+    zoom_p=st.sampled_from([0.0, 0.5, 1.0]), min_box_size=st.sampled_from([1.0, 4.0]),
+    min_visibility=st.sampled_from([0.0, 0.5]),
+)  # fmt: skip
+def test_compiled_ssd_path_equals_the_step_by_step_loop(scene, hflip, p_each, zoom_p, min_box_size, min_visibility):
+    height, width, boxes, seed = scene
+    image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    sample = {"image": image, "boxes": torch.from_numpy(boxes), "labels": torch.arange(len(boxes)) * 3}
+    fast, slow = (ssd_pipeline(hflip, p_each, zoom_p, min_box_size, min_visibility) for _ in range(2))
+    assert fast._ssd_steps
+    slow._ssd_steps = False  # the generic loop, step by step (still fused)
+    for k in range(3):  # seeded calls, then the pipelines' own streams (no seed)
+        a, b = fast(sample, seed=seed + k), slow(sample, seed=seed + k)
+        c, d = fast(sample), slow(sample)
+        for x, y in ((a, b), (c, d)):
+            assert torch.equal(x["image"], y["image"]) and x["image"].stride() == y["image"].stride()
+            assert torch.equal(x["boxes"], y["boxes"]) and torch.equal(x["labels"], y["labels"])
+    assert fast.format_stats() == slow.format_stats()
+    assert image.sum() == sample["image"].sum()  # the input is not modified
+
+
+def test_compiled_ssd_path_is_taken_only_for_the_ssd_sequence():
+    assert ssd_pipeline()._ssd_steps and ssd_pipeline(hflip=False)._ssd_steps
+    assert not Pipeline(ssd_pipeline().transforms, fuse_geometry=False)._ssd_steps
+    steps = ssd_pipeline().transforms
+    assert not Pipeline(steps[1:])._ssd_steps  # no photometric step
+    assert not Pipeline([*steps[:4], A.VerticalFlip(p=0.5)])._ssd_steps
+    pipe = ssd_pipeline()
+    sample = {"image": np.zeros((20, 20, 3), np.uint8), "boxes": torch.zeros((0, 4)), "labels": torch.zeros(0)}
+    pipe.transforms[1].set_random_seed(3)  # the zoom-out no longer shares the pipeline's generator
+    out = pipe(sample)  # falls back to the step-by-step loop
+    assert out["image"].shape == (3, 40, 48)
