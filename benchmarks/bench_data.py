@@ -19,7 +19,9 @@ Targets (issue 4): cvkit >= 5x torchvision per core (threads=1), and cvkit withi
 ``FLOOR_EPOCHS`` augmentation draws, since the cost of one pass depends on the draws). Rows also carry
 samples/s per side. A third row, without a target, adds the batch normalization on this CPU (one
 thread) to cvkit's side: the whole CPU cost per sample when the model also trains on the CPU.
-Threads: 1 by default (one DataLoader worker = one core; loading scales with workers, not threads);
+The process first takes the allocator settings every cvkit DataLoader worker takes
+(:func:`cvkit.data.tune_worker_memory`: freed batch-sized blocks are reused, not unmapped); all three sides
+run under them. Threads: 1 by default (one DataLoader worker = one core; loading scales with workers, not threads);
 ``--threads 1 2`` adds the 2-thread rows. Run: .venv/bin/python benchmarks/bench_data.py [--quick]
 """
 
@@ -38,7 +40,7 @@ from torchvision import tv_tensors
 from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 
-from cvkit.data import CocoDetection, collate_detection
+from cvkit.data import CocoDetection, collate_detection, tune_worker_memory
 from cvkit.data.synthetic import SyntheticConfig, render_detection_image
 from cvkit.transforms import TransformsConfig, ssd_train
 
@@ -105,6 +107,8 @@ def check_outputs(ours: list, theirs: list) -> bool:
 
 def main() -> None:
     args = parse_args("data")
+    tuned = tune_worker_memory()  # as in every DataLoader worker (seed_worker)
+    print(f"worker allocator settings applied: {tuned}")
     if not args.threads:  # a DataLoader worker is one process on one core: measure per worker by default
         args.threads = [1]
     num_images = 16 if args.quick else 48

@@ -30,6 +30,7 @@ from cvkit.data.loader import (
     loader_from_config,
     sample_seed,
     set_epoch,
+    tune_worker_memory,
 )
 from cvkit.data.synthetic import SHAPES, SyntheticConfig, generate_classification, generate_detection
 from cvkit.data.voc import VOC_CLASSES, VOCDetection
@@ -66,6 +67,7 @@ __all__ = [
     "loader_from_config",
     "sample_seed",
     "set_epoch",
+    "tune_worker_memory",
     "read_image",
     "read_image_size",
     "safe_join",
