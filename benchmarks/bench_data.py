@@ -3,10 +3,11 @@
 Each timed call loads ``--images`` JPEG files (seeded synthetic scenes, several boxes each) and does what
 one DataLoader worker does with them:
 
-- cvkit:       ``CocoDetection[i]`` (read + OpenCV decode) -> ``ssd_train`` (photometric distortion, zoom-out,
-               min-IoU crop, resize to 300x300, flip, uint8 CHW tensor), seed ``i``, then
-               ``collate_detection`` per batch of 16 (uint8 ``(16, 3, 300, 300)``). The normalization to
-               float32 runs on the batch on the training device (``batch["normalize"]``), not in the worker;
+- cvkit:       what a DataLoader worker runs per batch of 16: ``AugmentedDataset.__getitems__`` (per sample
+               ``CocoDetection[i]``, read + OpenCV decode, then ``ssd_train``: photometric distortion, zoom-out,
+               min-IoU crop, resize to 300x300, flip, rendered into the batch buffer; seed from
+               ``(run seed, epoch, i)``), then ``collate_detection`` (uint8 ``(16, 3, 300, 300)``). The
+               normalization to float32 runs on the batch on the training device (``batch["normalize"]``);
 - torchvision: ``read_file`` + ``decode_jpeg`` -> v2 ``RandomPhotometricDistort``, ``RandomZoomOut``,
                ``RandomIoUCrop`` (same min-IoU choices and trials), ``Resize((300, 300), antialias=False)``
                (OpenCV's INTER_LINEAR does not antialias either), ``RandomHorizontalFlip``,
@@ -40,13 +41,13 @@ from torchvision import tv_tensors
 from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 
-from cvkit.data import CocoDetection, collate_detection, tune_worker_memory
+from cvkit.data import AugmentedDataset, CocoDetection, collate_detection, tune_worker_memory
 from cvkit.data.synthetic import SyntheticConfig, render_detection_image
 from cvkit.transforms import TransformsConfig, ssd_train
 
 OUT_SIZE = (300, 300)
 BATCH = 16
-#: the floor rows run every image through this many augmentation draws (seeds e * 10000 + i): the cost of
+#: the floor rows run every image through this many augmentation draws (epochs 0, 1, ...): the cost of
 #: one pass depends on the draws (zoom-outs and small crops cost more), and 48 draws vary by +-10%
 FLOOR_EPOCHS = 4
 
@@ -131,13 +132,14 @@ def main() -> None:
                 ]
 
                 def run_worker(ds=ds, epochs=1):
-                    """What one worker hands over: uint8 batches of BATCH samples (``epochs`` draws per image)."""
+                    """What one worker hands over: uint8 batches of BATCH samples (``epochs`` draws per image),
+                    fetched as the DataLoader fetches them (``AugmentedDataset.__getitems__``, then collate)."""
+                    augmented = AugmentedDataset(ds, pipeline, seed=0)
                     batches = []
                     for epoch in range(epochs):
                         for start in range(0, len(ds), BATCH):
-                            seeds = range(epoch * 10_000 + start, epoch * 10_000 + min(start + BATCH, len(ds)))
-                            samples = [pipeline(ds[s % 10_000], seed=s) for s in seeds]
-                            batches.append(collate_detection(samples))
+                            keys = [(i, epoch) for i in range(start, min(start + BATCH, len(ds)))]
+                            batches.append(collate_detection(augmented.__getitems__(keys)))
                     return batches
 
                 def run_cvkit(ds=ds, epochs=1):

@@ -56,11 +56,33 @@ def _as_tensor_image(image: Any) -> torch.Tensor:
 def _stack_or_list(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
     if not images or any(im.shape != images[0].shape for im in images):
         return images
+    whole = _whole_buffer(images)
+    if whole is not None:
+        return whole
     if images[0].ndim == 3 and all(im.stride() == _channel_last_strides(im) for im in images):
         # channel-last views of (H, W, C) pixels (cvkit pipelines): stack the pixels as they lie, no transposition;
         # the batch is a (B, C, H, W) view of a (B, H, W, C) buffer (Normalize outputs the standard layout)
         return torch.stack([im.permute(1, 2, 0) for im in images]).permute(0, 3, 1, 2)
     return torch.stack(images)
+
+
+def _whole_buffer(images: list[torch.Tensor]) -> torch.Tensor | None:
+    """The ``(B, C, H, W)`` view of the batch buffer when ``images`` are its slots 0..B-1 in order and fill it
+    (:meth:`cvkit.data.AugmentedDataset.__getitems__` renders them there), else ``None``."""
+    first = images[0]
+    if first.ndim != 3 or first.stride() != _channel_last_strides(first):
+        return None
+    numel = first.numel()
+    storage = first.untyped_storage()
+    if storage.nbytes() != len(images) * numel * first.element_size():
+        return None
+    pointer = storage.data_ptr()
+    for k, image in enumerate(images):
+        if (image.untyped_storage().data_ptr() != pointer or image.storage_offset() != k * numel
+                or image.stride() != first.stride() or image.dtype != first.dtype):  # fmt: skip
+            return None
+    channels, height, width = first.shape
+    return first.as_strided((len(images), channels, height, width), (numel, 1, width * channels, channels), 0)
 
 
 def _channel_last_strides(image: torch.Tensor) -> tuple[int, int, int]:

@@ -103,17 +103,73 @@ class AugmentedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | Skipped:
+    def _raw(self, key: int | tuple[int, int]) -> tuple[dict[str, Any] | Skipped, int]:
+        """The dataset's sample for ``key`` (or :class:`Skipped`) and its augmentation seed."""
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         report = getattr(self.dataset, "report", None)
         before = report.errors.copy() if report is not None else None  # a few kinds at most
         sample = self.dataset[index]
         if sample is None:
             new = report.errors - before if report is not None and before is not None else {}
-            return Skipped(tuple(sorted(new.items())))  # the kinds this sample added to the report
-        if self.transform is None:
+            return Skipped(tuple(sorted(new.items()))), 0  # the kinds this sample added to the report
+        return sample, sample_seed(self.seed, epoch, index)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | Skipped:
+        sample, seed = self._raw(key)
+        if isinstance(sample, Skipped) or self.transform is None:
             return sample
-        return self.transform(sample, seed=sample_seed(self.seed, epoch, index))
+        return self.transform(sample, seed=seed)
+
+    def __getitems__(self, keys: list[Any]) -> list[dict[str, Any] | Skipped]:
+        """The samples of one batch (what a DataLoader worker calls), their images in one batch buffer.
+
+        With a cvkit :class:`~cvkit.transforms.Pipeline` whose images are uint8 ``(3, H, W)`` channel-last
+        views, the first image fixes the batch shape: a ``(B, H, W, 3)`` buffer is allocated (in shared
+        memory inside a worker process, where the batch has to go anyway) and every later sample is rendered
+        straight into its slot. :func:`~cvkit.data.collate.collate_detection` then hands the buffer over
+        without stacking (one copy of the batch less). Samples of another shape keep their own pixels and the
+        batch is stacked as usual. The values are those of ``[self[key] for key in keys]``.
+        """
+        transform = self.transform
+        if transform is None or not getattr(transform, "accepts_out", False):
+            return [self[key] for key in keys]
+        samples: list[dict[str, Any] | Skipped] = []
+        buffer: torch.Tensor | None = None
+        for slot, key in enumerate(keys):
+            raw, seed = self._raw(key)
+            if isinstance(raw, Skipped):
+                samples.append(raw)
+                continue
+            sample = transform(raw, seed=seed, out=None if buffer is None else buffer[slot].numpy())
+            image = sample.get("image")
+            if buffer is None and isinstance(image, torch.Tensor) and _is_channel_last_uint8(image):
+                channels, height, width = image.shape
+                buffer = _batch_buffer((len(keys), height, width, channels))
+                buffer[slot].copy_(image.permute(1, 2, 0))
+                sample["image"] = buffer[slot].permute(2, 0, 1)
+            elif buffer is not None and isinstance(image, torch.Tensor) and image.data_ptr() == buffer[slot].data_ptr():
+                sample["image"] = buffer[slot].permute(2, 0, 1)  # the pixels are in the slot: the buffer's own view
+            samples.append(sample)
+        return samples
+
+
+def _is_channel_last_uint8(image: torch.Tensor) -> bool:
+    """A uint8 ``(C, H, W)`` tensor viewing contiguous ``(H, W, C)`` pixels (cvkit pipelines' output)."""
+    return image.dtype == torch.uint8 and image.ndim == 3 and image.permute(1, 2, 0).is_contiguous()
+
+
+def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialized uint8 tensor of ``shape``; in a DataLoader worker process, in shared memory (where
+    the worker's batch is moved before it is sent; ``default_collate`` allocates its batches there too)."""
+    if torch.utils.data.get_worker_info() is not None:
+        numel = int(np.prod(shape))
+        template = torch.empty(0, dtype=torch.uint8)
+        try:
+            storage = template._typed_storage()._new_shared(numel, device="cpu")
+            return template.new(storage).view(shape)
+        except (AttributeError, RuntimeError, TypeError):  # private API: fall back to ordinary memory
+            pass
+    return torch.empty(shape, dtype=torch.uint8)
 
 
 class NormalizingCollate:

@@ -104,11 +104,14 @@ def render(
     size: tuple[int, int],
     interpolation: int = cv2.INTER_LINEAR,
     fill: tuple[float, ...] | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Resample ``image`` through the forward map ``amap`` into an image of ``size = (h, w)``.
 
     Output pixel centres ``p + 0.5`` sample the source at ``amap^-1 (p + 0.5)``; points outside the
     source take ``fill`` (when given: the zoom-out canvas colour) or the nearest edge pixel (``fill=None``).
+    With ``out`` (an array of the output's shape and ``image``'s dtype, e.g. a slot of a batch buffer) the
+    pixels are written there and ``out`` is returned; the values are the same.
 
     - The output shows an integer window (every map of :data:`_MAPS`): its part inside the source is
       sliced (no copy), the margins outside get ``fill`` (``cv2.copyMakeBorder``), and the result is
@@ -120,6 +123,9 @@ def render(
     """
     height, width = size
     src_h, src_w = image.shape[:2]
+    if out is not None and (out.shape != (height, width) + image.shape[2:] or out.dtype != image.dtype):
+        raise ValueError(f"render: out has shape {out.shape} and dtype {out.dtype}, the output needs "
+                         f"{(height, width) + image.shape[2:]} and {image.dtype}")  # fmt: skip
     ax, bx, ay, by = amap
     # the source window the output shows: inverse map of [0, width] x [0, height]
     xa, xb = -bx / ax, (width - bx) / ax
@@ -133,8 +139,11 @@ def render(
         if cx0 >= cx1 or cy0 >= cy1:  # the window shows no source pixel
             if fill is None:
                 raise ValueError("render: the window lies outside the image and there is no fill colour")
-            return np.full((height, width) + image.shape[2:], _fill_value(image, fill), dtype=image.dtype)
-        out = image[cy0:cy1, cx0:cx1]
+            if out is None:
+                out = np.empty((height, width) + image.shape[2:], dtype=image.dtype)
+            out[...] = _fill_pixel(image, fill)
+            return out
+        window = image[cy0:cy1, cx0:cx1]
         margins = (cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1)
         if any(margins) and fill is not None:
             # the canvas shows: padding the window and resizing it costs about its area plus a resize;
@@ -142,17 +151,22 @@ def render(
             # per-pixel costs measured on one core). Take the cheaper.
             shown = (cx1 - cx0) * (cy1 - cy0) * (width * height) / ((x1 - x0) * (y1 - y0))
             if 12.0 * shown < (x1 - x0) * (y1 - y0) + 6.0 * width * height:
-                return _warp_footprint(image, amap, size, interpolation, fill)
+                return _warp_footprint(image, amap, size, interpolation, fill, out)
         if any(margins):
             border = cv2.BORDER_REPLICATE if fill is None else cv2.BORDER_CONSTANT
             value = 0.0 if fill is None else _fill_value(image, fill)
-            out = cv2.copyMakeBorder(out, *margins, border, value=value)
-        if out.shape[:2] != (height, width):
-            out = cv2.resize(out, (width, height), interpolation=interpolation)
+            window = cv2.copyMakeBorder(window, *margins, border, value=value)
+        if window.shape[:2] != (height, width):
+            if ax < 0:
+                return cv2.flip(cv2.resize(window, (width, height), interpolation=interpolation), 1, dst=out)
+            return cv2.resize(window, (width, height), dst=out, interpolation=interpolation)
         if ax < 0:
-            out = cv2.flip(out, 1)
-        return out
-    return _warp(image, amap, size, interpolation, fill)
+            return cv2.flip(window, 1, dst=out)
+        if out is not None:
+            np.copyto(out, window)
+            return out
+        return window
+    return _warp(image, amap, size, interpolation, fill, out)
 
 
 def _index_map(amap: AxisMap) -> np.ndarray:
@@ -166,11 +180,26 @@ def _fill_value(image: np.ndarray, fill: tuple[float, ...]) -> Any:
     return fill[: image.shape[2]] if image.ndim == 3 else fill[0]
 
 
+def _fill_pixel(image: np.ndarray, fill: tuple[float, ...]) -> np.ndarray:
+    """The fill colour as one pixel of ``image``'s dtype, converted as OpenCV's border value is (rounded and
+    saturated for integer images)."""
+    value = np.asarray(_fill_value(image, fill), dtype=np.float64)
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        value = np.clip(np.rint(value), info.min, info.max)
+    return value.astype(image.dtype)
+
+
 def _warp_footprint(
-    image: np.ndarray, amap: AxisMap, size: tuple[int, int], interpolation: int, fill: tuple[float, ...]
+    image: np.ndarray,
+    amap: AxisMap,
+    size: tuple[int, int],
+    interpolation: int,
+    fill: tuple[float, ...],
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """:func:`_warp` computed only where the output sees the image (its footprint plus the filter's reach);
-    the rest of the output is ``fill``."""
+    """:func:`_warp` computed only where the output sees the image (its footprint plus the filter's reach),
+    straight into its place in the output; the rest of the output is ``fill``."""
     height, width = size
     src_h, src_w = image.shape[:2]
     index_map = _index_map(amap)
@@ -178,16 +207,23 @@ def _warp_footprint(
     # output columns / rows whose sample point i * a + b lies within ``reach`` of the source's pixel centres
     c0, c1 = _reaching(index_map[0, 0], index_map[0, 2], src_w, reach, width)
     r0, r1 = _reaching(index_map[1, 1], index_map[1, 2], src_h, reach, height)
-    value = _fill_value(image, fill)
+    if out is None:
+        out = np.empty((height, width) + image.shape[2:], dtype=image.dtype)
+    pixel = _fill_pixel(image, fill)
     if c0 >= c1 or r0 >= r1:
-        return np.full((height, width) + image.shape[2:], value, dtype=image.dtype)
+        out[...] = pixel
+        return out
+    out[:r0] = pixel
+    out[r1:] = pixel
+    out[r0:r1, :c0] = pixel
+    out[r0:r1, c1:] = pixel
     index_map[0, 2] += index_map[0, 0] * c0
     index_map[1, 2] += index_map[1, 1] * r0
-    part = cv2.warpAffine(
-        image, index_map, (c1 - c0, r1 - r0), flags=interpolation | cv2.WARP_INVERSE_MAP,
+    cv2.warpAffine(
+        image, index_map, (c1 - c0, r1 - r0), dst=out[r0:r1, c0:c1], flags=interpolation | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in fill),
     )  # fmt: skip
-    return cv2.copyMakeBorder(part, r0, height - r1, c0, width - c1, cv2.BORDER_CONSTANT, value=value)
+    return out
 
 
 def _reaching(a: float, b: float, size: int, reach: float, count: int) -> tuple[int, int]:
@@ -201,13 +237,18 @@ def _reaching(a: float, b: float, size: int, reach: float, count: int) -> tuple[
 
 
 def _warp(
-    image: np.ndarray, amap: AxisMap, size: tuple[int, int], interpolation: int, fill: tuple[float, ...] | None
+    image: np.ndarray,
+    amap: AxisMap,
+    size: tuple[int, int],
+    interpolation: int,
+    fill: tuple[float, ...] | None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     height, width = size
     index_map = _index_map(amap)
     border = cv2.BORDER_REPLICATE if fill is None else cv2.BORDER_CONSTANT
     border_value = (0.0,) if fill is None else tuple(float(v) for v in fill)
     return cv2.warpAffine(
-        image, index_map, (width, height), flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=border,
+        image, index_map, (width, height), dst=out, flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=border,
         borderValue=border_value,
     )  # fmt: skip

@@ -213,7 +213,9 @@ class Pipeline:
         ]
         self._ssd_steps = _is_ssd_sequence(self.transforms) and all(maps[1:])
 
-    def _call_ssd(self, sample: dict[str, Any], out: dict[str, Any]) -> dict[str, Any] | None:
+    def _call_ssd(
+        self, sample: dict[str, Any], result: dict[str, Any], out: np.ndarray | None = None
+    ) -> dict[str, Any] | None:
         """``ssd_train``'s five fused steps (PhotometricDistort, ZoomOut, MinIoURandomCrop, Resize, optional
         HorizontalFlip) with their box work in one compiled call (:func:`cvkit.transforms._kernels.ssd_sample`):
         the same draws, boxes, pixels and statistics as the step-by-step loop of ``__call__``, about 0.15 ms
@@ -266,13 +268,14 @@ class Pipeline:
         for step, params in geometry:
             step_map, size = step.map_fn(step.t, params, size)
             amap = amap.then(step_map)
-        image = render(image, amap, size, resize.interpolation, zoom.fill if fires[1] else None)
+        slot = _slot(out, size + image.shape[2:], image.dtype)
+        image = render(image, amap, size, resize.interpolation, zoom.fill if fires[1] else None, out=slot)
         if self._scratch_buffer is not None and np.shares_memory(image, self._scratch_buffer):
             image = image.copy()  # the colour map's output came through unchanged: the output must own its pixels
-        out["image"] = self._finish_image(image)
+        result["image"] = self._finish_image(image)
         out_boxes, out_labels = boxes_from_rows(rows, image.shape[1], image.shape[0], labels)
-        out["boxes"], out["labels"] = torch.from_numpy(out_boxes), torch.from_numpy(out_labels)
-        return out
+        result["boxes"], result["labels"] = torch.from_numpy(out_boxes), torch.from_numpy(out_labels)
+        return result
 
     def _unique_names(self) -> list[str]:
         names: list[str] = []
@@ -328,15 +331,25 @@ class Pipeline:
 
     # -- application ------------------------------------------------------------------------------
 
-    def __call__(self, sample: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
-        """Transform a sample (see the module docstring); the input sample is not modified."""
+    #: ``__call__`` takes ``out=`` (cvkit's loader renders a batch's images straight into one buffer)
+    accepts_out = True
+
+    def __call__(
+        self, sample: dict[str, Any], seed: int | None = None, out: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """Transform a sample (see the module docstring); the input sample is not modified.
+
+        ``out``: an optional ``(H, W, C)`` array (a slot of a batch buffer) the output pixels are written into
+        when the output has that shape and dtype; the returned image is then a view of it. Otherwise it is
+        not touched.
+        """
         if seed is not None:
             self._set_random(seed)
         image = sample["image"]
-        out = dict(sample)
+        result = dict(sample)
         stats = self.stats
-        if self._ssd_steps and "boxes" in sample and self._call_ssd(sample, out) is not None:
-            return out
+        if self._ssd_steps and "boxes" in sample and self._call_ssd(sample, result, out) is not None:
+            return result
         if "boxes" not in sample:  # classification: image only
             stats["input"].calls += 1
             for step in self._steps:
@@ -345,8 +358,12 @@ class Pipeline:
                 t = step.t
                 image = step.apply_image(image) if step.image_only else t(image=image)["image"]
                 step_stats.applied += bool(t.params)
-            out["image"] = self._finish_image(image)
-            return out
+            slot = _slot(out, image.shape, image.dtype)
+            if slot is not None:
+                np.copyto(slot, image)
+                image = slot
+            result["image"] = self._finish_image(image)
+            return result
         boxes = as_numpy(sample["boxes"], np.float64).reshape(-1, 4)
         labels = as_numpy(sample["labels"], np.int64).reshape(-1)
         shape = image.shape
@@ -385,9 +402,9 @@ class Pipeline:
                 amap, interpolation, fill, pending = IDENTITY, cv2.INTER_LINEAR, None, False
             if kind == _DUAL:
                 n_before = len(rows)
-                result = t(image=image, bboxes=rows)
-                image = result["image"]
-                moved = np.asarray(result["bboxes"], dtype=np.float64).reshape(-1, 5)
+                dual = t(image=image, bboxes=rows)
+                image = dual["image"]
+                moved = np.asarray(dual["bboxes"], dtype=np.float64).reshape(-1, 5)
                 rows = self._filter(moved, image.shape, step_stats, n_before)
             elif step.scratch_ok:  # the next step resamples these pixels into a new image: a reused buffer will do
                 image = step.apply_image(image, self._scratch(image))
@@ -395,15 +412,19 @@ class Pipeline:
                 image = step.apply_image(image)
             shape = image.shape
             step_stats.applied += bool(t.params)
+        slot = _slot(out, shape, image.dtype)
         if pending:
-            image = render(image, amap, (shape[0], shape[1]), interpolation, fill)
+            image = render(image, amap, (shape[0], shape[1]), interpolation, fill, out=slot)
+        elif slot is not None:
+            np.copyto(slot, image)
+            image = slot
         if self._scratch_buffer is not None and np.shares_memory(image, self._scratch_buffer):
             image = image.copy()  # no geometric step fired after all: the output must own its pixels
         height, width = image.shape[:2]
-        out["image"] = self._finish_image(image)
+        result["image"] = self._finish_image(image)
         out_boxes, out_labels = boxes_from_rows(rows, width, height, labels)
-        out["boxes"], out["labels"] = torch.from_numpy(out_boxes), torch.from_numpy(out_labels)
-        return out
+        result["boxes"], result["labels"] = torch.from_numpy(out_boxes), torch.from_numpy(out_labels)
+        return result
 
     def _scratch(self, image: np.ndarray) -> np.ndarray:
         """A buffer of ``image``'s shape and dtype, reused from call to call (not thread-safe, as the generators)."""
@@ -494,6 +515,13 @@ class _Step:
         if dst is not None:
             return self.t.apply(np.ascontiguousarray(image), dst=dst, **params)
         return np.ascontiguousarray(self.t.apply(np.ascontiguousarray(image), **params))
+
+
+def _slot(out: np.ndarray | None, shape: tuple[int, ...], dtype: Any) -> np.ndarray | None:
+    """``out`` when it can hold an output image of ``shape`` and ``dtype``, else ``None``."""
+    if out is None or tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        return None
+    return out
 
 
 def _is_ssd_sequence(transforms: Sequence[A.BasicTransform]) -> bool:

@@ -19,6 +19,7 @@ from cvkit.data import (
     sample_seed,
     set_epoch,
 )
+from cvkit.data.collate import Skipped
 from cvkit.transforms import Normalize, TransformsConfig, ssd_train
 
 
@@ -232,3 +233,38 @@ def test_tune_worker_memory_stops_fresh_page_faults_per_batch():
         pytest.skip("not glibc: mallopt unavailable")
     assert runs["default"][1] > 500  # a stacked 4 MB batch alone is ~1000 fresh pages
     assert runs["tuned"][1] < 50
+
+
+def test_getitems_renders_a_batch_into_one_buffer(train_set):
+    """``__getitems__`` (what a DataLoader worker calls) gives the values of one-by-one ``__getitem__``, with
+    the images in one buffer that the collate function hands over without a copy."""
+    ds = AugmentedDataset(train_set, ssd_train(TransformsConfig()), seed=3)
+    keys = [(k, 2) for k in (5, 0, 7, 3)]
+    one_by_one, together = [ds[key] for key in keys], ds.__getitems__(keys)
+    for a, b in zip(one_by_one, together):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["boxes"], b["boxes"])
+        assert torch.equal(a["labels"], b["labels"])
+    batch = collate_detection(together)
+    pointer = together[0]["image"].untyped_storage().data_ptr()
+    assert batch["images"].untyped_storage().data_ptr() == pointer  # the buffer itself: no stacking copy
+    assert torch.equal(batch["images"], torch.stack([s["image"] for s in one_by_one]))
+    # a sample the dataset skips leaves its slot empty: the batch is stacked as usual, same values
+    skipping = AugmentedDataset(_SkipSome(train_set, {0}), ssd_train(TransformsConfig()), seed=3)
+    mixed = skipping.__getitems__(keys)
+    assert isinstance(mixed[1], Skipped)
+    batch = collate_detection(mixed)
+    assert batch["num_skipped"] == 1 and batch["images"].untyped_storage().data_ptr() != pointer
+    assert torch.equal(batch["images"], torch.stack([one_by_one[k]["image"] for k in (0, 2, 3)]))
+
+
+class _SkipSome:
+    """A dataset whose ``skip`` indices come out as ``None`` (a bad sample under on_error="skip")."""
+
+    def __init__(self, dataset, skip):
+        self.dataset, self.skip = dataset, skip
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return None if index in self.skip else self.dataset[index]

@@ -85,3 +85,26 @@ def test_a_large_zoom_out_warps_only_the_image_footprint():
     far = np.ones((64, 80), bool)
     far[10:30, 30:54] = False  # away from the image's footprint (x 32..52 once mirrored, y 12..28): pure fill
     assert (got[far] == np.array(FILL, np.uint8)).all()
+
+
+@pytest.mark.parametrize(
+    "amap, size",
+    [
+        (AxisMap(1.0, -3.0, 1.0, -2.0).then(AxisMap(24 / 20, 0.0, 18 / 15, 0.0)), (18, 24)),  # crop + resize
+        (AxisMap(1.0, -3.0, 1.0, -2.0).then(AxisMap(-1.0, 25.0, 1.0, 0.0)), (16, 25)),  # crop + flip (no resize)
+        (AxisMap(1.0, 0.0, 1.0, 0.0), (20, 30)),  # identity: a copy
+        (AxisMap(1.0, 4.0, 1.0, 3.0).then(AxisMap(-1.0, 38.0, 1.0, 0.0)), (26, 38)),  # narrow canvas: pad + flip
+        (AxisMap(1.0, 70.0, 1.0, 30.0).then(AxisMap(80 / 200, 0.0, 64 / 160, 0.0)), (64, 80)),  # footprint warp
+        (AxisMap(1.0, -40.0, 1.0, 0.0), (5, 6)),  # no image pixel: all fill
+        (AxisMap(1.7, 3.25, 0.8, -2.5), (11, 23)),  # fractional: warp
+    ],
+)
+def test_render_into_out_writes_the_same_pixels(amap, size):
+    image = np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    want = render(image, amap, size, cv2.INTER_LINEAR, FILL)
+    batch = np.full((2,) + size + (3,), 7, np.uint8)  # render into slot 1 of a batch buffer
+    got = render(image, amap, size, cv2.INTER_LINEAR, FILL, out=batch[1])
+    assert np.shares_memory(got, batch[1]) and np.array_equal(got, want) and np.array_equal(batch[1], want)
+    assert (batch[0] == 7).all()  # nothing written outside the slot
+    with pytest.raises(ValueError, match="out has shape"):
+        render(image, amap, size, cv2.INTER_LINEAR, FILL, out=np.empty((size[0] + 1, size[1], 3), np.uint8))
