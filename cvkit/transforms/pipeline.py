@@ -250,9 +250,15 @@ class Pipeline:
             step_stats.dropped += dropped
         # pixels: the colour map into the reused buffer, then one resampling through the composed map
         if fires[0]:
-            image = photo.apply(np.ascontiguousarray(image), brightness=brightness, contrast=contrast,
-                                saturation=saturation, hue=hue, permutation=(int(p0), int(p1), int(p2)),
-                                dst=self._scratch(image))  # fmt: skip
+            # only the part of the image the crop window shows (plus the bilinear/bicubic taps' reach) is read
+            # by the resampling below: the colour map is computed there alone
+            left_px, top_px = (int(left), int(top)) if fires[1] else (0, 0)
+            region = (max(int(x0) - left_px - 2, 0), max(int(y0) - top_px - 2, 0),
+                      min(int(x1) - left_px + 2, width), min(int(y1) - top_px + 2, height))  # fmt: skip
+            if region[0] < region[2] and region[1] < region[3]:
+                image = photo.apply(np.ascontiguousarray(image), brightness=brightness, contrast=contrast,
+                                    saturation=saturation, hue=hue, permutation=(int(p0), int(p1), int(p2)),
+                                    dst=self._scratch(image), region=region)  # fmt: skip
         steps = self._steps
         amap, size = IDENTITY, (height, width)
         if fires[1]:

@@ -137,9 +137,15 @@ class PhotometricDistort(A.ImageOnlyTransform):
         hue: float = 0.0,
         permutation: tuple[int, ...] = (0, 1, 2),
         dst: np.ndarray | None = None,
+        region: tuple[int, int, int, int] | None = None,
         **params: Any,
     ) -> np.ndarray:
-        """The colour map on ``img`` (written into ``dst`` when given: an array of ``img``'s shape and dtype)."""
+        """The colour map on ``img`` (written into ``dst`` when given: an array of ``img``'s shape and dtype).
+
+        ``region = (x0, y0, x1, y1)`` (with ``dst``): only those pixels are mapped, into the same place in
+        ``dst`` (the rest of ``dst`` is left as it is); the contrast's grey mean is still the whole image's.
+        The pipeline passes the part of the image its next resampling reads.
+        """
         if brightness == contrast == saturation == 1.0 and hue == 0.0 and tuple(permutation) == (0, 1, 2):
             return img
         if contrast != 1.0:
@@ -149,6 +155,10 @@ class PhotometricDistort(A.ImageOnlyTransform):
             grey_mean = 0.0
         p0, p1, p2 = permutation
         affine = photometric_affine(grey_mean, brightness, contrast, saturation, hue, p0, p1, p2)  # photometric_matrix
+        if region is not None and dst is not None:
+            x0, y0, x1, y1 = region
+            cv2.transform(img[y0:y1, x0:x1], affine, dst=dst[y0:y1, x0:x1])
+            return dst
         return cv2.transform(img, affine, dst=dst)
 
     def numeric_args(self) -> tuple:

@@ -150,9 +150,16 @@ def test_compiled_ssd_path_equals_the_step_by_step_loop(scene, hflip, p_each, zo
     fast, slow = (ssd_pipeline(hflip, p_each, zoom_p, min_box_size, min_visibility) for _ in range(2))
     assert fast._ssd_steps
     slow._ssd_steps = False  # the generic loop, step by step (still fused)
+    noise = np.random.default_rng(seed + 1)
+
+    def poisoned(call):  # stale pixels in the reused colour buffer must never reach an output
+        if fast._scratch_buffer is not None:
+            fast._scratch_buffer[...] = noise.integers(0, 256, fast._scratch_buffer.shape, dtype=np.uint8)
+        return call()
+
     for k in range(3):  # seeded calls, then the pipelines' own streams (no seed)
-        a, b = fast(sample, seed=seed + k), slow(sample, seed=seed + k)
-        c, d = fast(sample), slow(sample)
+        a, b = poisoned(lambda k=k: fast(sample, seed=seed + k)), slow(sample, seed=seed + k)
+        c, d = poisoned(lambda: fast(sample)), slow(sample)
         for x, y in ((a, b), (c, d)):
             assert torch.equal(x["image"], y["image"]) and x["image"].stride() == y["image"].stride()
             assert torch.equal(x["boxes"], y["boxes"]) and torch.equal(x["labels"], y["labels"])
