@@ -140,15 +140,13 @@ class AugmentedDataset(Dataset):
             if isinstance(raw, Skipped):
                 samples.append(raw)
                 continue
-            sample = transform(raw, seed=seed, out=None if buffer is None else buffer[slot].numpy())
+            sample = transform(raw, seed=seed, out=None if buffer is None else buffer[slot])
             image = sample.get("image")
             if buffer is None and isinstance(image, torch.Tensor) and _is_channel_last_uint8(image):
                 channels, height, width = image.shape
                 buffer = _batch_buffer((len(keys), height, width, channels))
                 buffer[slot].copy_(image.permute(1, 2, 0))
                 sample["image"] = buffer[slot].permute(2, 0, 1)
-            elif buffer is not None and isinstance(image, torch.Tensor) and image.data_ptr() == buffer[slot].data_ptr():
-                sample["image"] = buffer[slot].permute(2, 0, 1)  # the pixels are in the slot: the buffer's own view
             samples.append(sample)
         return samples
 

@@ -400,16 +400,17 @@ def ssd_sample(
     flip: bool,
     min_size: float,
     min_visibility: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    totals: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """The box side of cvkit's ``ssd_train`` steps (PhotometricDistort -> ZoomOut -> MinIoURandomCrop -> Resize
     -> HorizontalFlip) for one sample in one call, with the draws and arithmetic of running them one by one.
 
     ``u``: the uniforms of the block (``PHOTOMETRIC_DRAWS`` if ``photometric`` fires, ``ZOOM_OUT_DRAWS`` if
     ``zoom_out`` fires, then ``CROP_DRAWS`` for the crop search); ``rows [N, 5]`` normalized to
     ``width x height``; ``photometric_args`` = (brightness lo, hi, contrast lo, hi, saturation lo, hi, hue,
-    p_each). Returns ``(params [16], rows, counts [6, 3])``: params = (brightness, contrast, saturation, hue,
-    p0, p1, p2, canvas_h, canvas_w, top, left, crop status, x0, y0, x1, y1); counts per step (input and the
-    five steps) = (boxes in, clipped, dropped).
+    p_each). Returns ``(params [16], rows)``: params = (brightness, contrast, saturation, hue, p0, p1, p2,
+    canvas_h, canvas_w, top, left, crop status, x0, y0, x1, y1). The statistics of the six steps (the input
+    and the five transforms) are added to ``totals [6, 5]``: samples, times applied, boxes in, clipped, dropped.
     """
     params = np.zeros(16)
     counts = np.zeros((6, 3), dtype=np.int64)
@@ -453,7 +454,14 @@ def ssd_sample(
     params[11], params[12], params[13], params[14], params[15] = status, x0, y0, x1, y1
     rows = ssd_finish(rows, canvas_w, canvas_h, x0, y0, x1, y1, out_width, out_height, flip, min_size,
                       min_visibility, counts)  # fmt: skip
-    return params, rows, counts
+    applied = (False, photometric, zoom_out, True, True, flip)
+    for step in range(6):
+        totals[step, 0] += 1
+        totals[step, 1] += applied[step]
+        totals[step, 2] += counts[step, 0]
+        totals[step, 3] += counts[step, 1]
+        totals[step, 4] += counts[step, 2]
+    return params, rows
 
 
 @numba.njit(cache=True, nogil=True)

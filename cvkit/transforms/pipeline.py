@@ -72,7 +72,7 @@ from cvkit.transforms._kernels import (
     rows_from_boxes,
     ssd_sample,
 )
-from cvkit.transforms.geometry import IDENTITY, map_of, render
+from cvkit.transforms.geometry import IDENTITY, AxisMap, map_of, render
 from cvkit.transforms.ssd import MinIoURandomCrop, PhotometricDistort, ZoomOut
 
 __all__ = ["Pipeline", "StepStats", "Normalize", "to_normalized_tensor", "to_chw_tensor"]
@@ -214,72 +214,59 @@ class Pipeline:
         self._ssd_steps = _is_ssd_sequence(self.transforms) and all(maps[1:])
 
     def _call_ssd(
-        self, sample: dict[str, Any], result: dict[str, Any], out: np.ndarray | None = None
+        self, sample: dict[str, Any], result: dict[str, Any], out: np.ndarray | torch.Tensor | None = None
     ) -> dict[str, Any] | None:
         """``ssd_train``'s five fused steps (PhotometricDistort, ZoomOut, MinIoURandomCrop, Resize, optional
-        HorizontalFlip) with their box work in one compiled call (:func:`cvkit.transforms._kernels.ssd_sample`):
-        the same draws, boxes, pixels and statistics as the step-by-step loop of ``__call__``, about 0.15 ms
-        less Python per sample. ``None`` when the transforms no longer share one numpy generator."""
+        HorizontalFlip) with their box work and statistics in one compiled call
+        (:func:`cvkit.transforms._kernels.ssd_sample`): the same draws, boxes, pixels and statistics as the
+        step-by-step loop of ``__call__`` (a test compares them), with a fraction of its Python. ``None`` when
+        the transforms no longer share one numpy generator. It does not set the transforms' ``params``.
+        """
         photo, zoom, crop, resize = self.transforms[:4]
         flip = self.transforms[4] if len(self.transforms) > 4 else None
         generator = crop.random_generator
         if photo.random_generator is not generator or zoom.random_generator is not generator:
             return None
         image = sample["image"]
-        boxes = as_numpy(sample["boxes"], np.float64).reshape(-1, 4)
-        labels = as_numpy(sample["labels"], np.int64).reshape(-1)
+        boxes, labels = _host_array(sample["boxes"], np.float64), _host_array(sample["labels"], np.int64)
         height, width = image.shape[:2]
-        # the python-random draws, in step order (crop and resize have p = 1: they draw nothing)
-        fires = (photo.should_apply(), zoom.should_apply(), True, True, flip is not None and flip.should_apply())
-        num_draws = (PHOTOMETRIC_DRAWS if fires[0] else 0) + (ZOOM_OUT_DRAWS if fires[1] else 0) + CROP_DRAWS
-        values, rows, counts = ssd_sample(
-            generator.random(num_draws), rows_from_boxes(boxes, width, height), width, height, fires[0],
-            np.array(photo.numeric_args()[:7] + (photo.p_each,)), bool(photo.channel_shuffle), fires[1],
-            float(zoom.max_ratio), crop._min_ious, float(crop.min_scale), float(crop.max_aspect), int(crop.trials),
-            int(crop.max_rounds), resize.width, resize.height, fires[4], self.min_box_size, self.min_visibility,
+        # the python-random draws of should_apply, in step order (crop and resize have p = 1: no draw)
+        fires_photo, fires_zoom = _should_apply(photo), _should_apply(zoom)
+        fires_flip = flip is not None and _should_apply(flip)
+        num_draws = (PHOTOMETRIC_DRAWS if fires_photo else 0) + (ZOOM_OUT_DRAWS if fires_zoom else 0) + CROP_DRAWS
+        values, rows = ssd_sample(
+            generator.random(num_draws), rows_from_boxes(boxes.reshape(-1, 4), width, height), width, height,
+            fires_photo, np.array(photo.numeric_args()[:7] + (photo.p_each,)), bool(photo.channel_shuffle),
+            fires_zoom, float(zoom.max_ratio), crop._min_ious, float(crop.min_scale), float(crop.max_aspect),
+            int(crop.trials), int(crop.max_rounds), resize.width, resize.height, fires_flip, self.min_box_size,
+            self.min_visibility, self._ssd_totals,
         )  # fmt: skip
-        (brightness, contrast, saturation, hue, p0, p1, p2, canvas_h, canvas_w, top, left, status, x0, y0, x1,
+        (brightness, contrast, saturation, hue, p0, p1, p2, canvas_h, canvas_w, top, left, _, x0, y0, x1,
          y1) = values.tolist()  # fmt: skip
-        canvas_h, canvas_w = int(canvas_h), int(canvas_w)
-        for name, fired, (boxes_in, clipped, dropped) in zip(self.step_names, (False,) + fires, counts.tolist()):
-            step_stats = self.stats[name]
-            step_stats.calls += 1
-            step_stats.applied += fired
-            step_stats.boxes_in += boxes_in
-            step_stats.clipped += clipped
-            step_stats.dropped += dropped
+        left, top, x0, y0, x1, y1 = int(left), int(top), int(x0), int(y0), int(x1), int(y1)
         # pixels: the colour map into the reused buffer, then one resampling through the composed map
-        if fires[0]:
+        if fires_photo:
             # only the part of the image the crop window shows (plus the bilinear/bicubic taps' reach) is read
-            # by the resampling below: the colour map is computed there alone
-            left_px, top_px = (int(left), int(top)) if fires[1] else (0, 0)
-            region = (max(int(x0) - left_px - 2, 0), max(int(y0) - top_px - 2, 0),
-                      min(int(x1) - left_px + 2, width), min(int(y1) - top_px + 2, height))  # fmt: skip
+            # by the resampling below: the colour map is computed there alone (left = top = 0 without zoom-out)
+            region = (max(x0 - left - 2, 0), max(y0 - top - 2, 0), min(x1 - left + 2, width),
+                      min(y1 - top + 2, height))  # fmt: skip
             if region[0] < region[2] and region[1] < region[3]:
                 image = photo.apply(np.ascontiguousarray(image), brightness=brightness, contrast=contrast,
                                     saturation=saturation, hue=hue, permutation=(int(p0), int(p1), int(p2)),
                                     dst=self._scratch(image), region=region)  # fmt: skip
-        steps = self._steps
-        amap, size = IDENTITY, (height, width)
-        if fires[1]:
-            zoom_params = {"canvas": (canvas_h, canvas_w), "top": int(top), "left": int(left)}
-            step_map, size = steps[1].map_fn(zoom, zoom_params, size)
-            amap = amap.then(step_map)
-        geometry: list[tuple[_Step, dict[str, Any]]] = [
-            (steps[2], {"crop": (int(x0), int(y0), int(x1), int(y1))}),
-            (steps[3], {}),
-        ]
-        if fires[4]:
-            geometry.append((steps[4], {}))
-        for step, params in geometry:
-            step_map, size = step.map_fn(step.t, params, size)
-            amap = amap.then(step_map)
-        slot = _slot(out, size + image.shape[2:], image.dtype)
-        image = render(image, amap, size, resize.interpolation, zoom.fill if fires[1] else None, out=slot)
-        if self._scratch_buffer is not None and np.shares_memory(image, self._scratch_buffer):
-            image = image.copy()  # the colour map's output came through unchanged: the output must own its pixels
-        result["image"] = self._finish_image(image)
-        out_boxes, out_labels = boxes_from_rows(rows, image.shape[1], image.shape[0], labels)
+        # the composed map, as the steps' map functions (cvkit.transforms.geometry) compose it
+        amap = IDENTITY.then(AxisMap(1.0, float(left), 1.0, float(top))) if fires_zoom else IDENTITY
+        amap = amap.then(AxisMap(1.0, float(-x0), 1.0, float(-y0)))
+        amap = amap.then(AxisMap(resize.width / (x1 - x0), 0.0, resize.height / (y1 - y0), 0.0))
+        if fires_flip:
+            amap = amap.then(AxisMap(-1.0, float(resize.width), 1.0, 0.0))
+        size = (resize.height, resize.width)
+        slot = _slot(_as_array(out), size + image.shape[2:], image.dtype)
+        image = render(image, amap, size, resize.interpolation, zoom.fill if fires_zoom else None, out=slot)
+        if slot is None and self._scratch_buffer is not None and np.may_share_memory(image, self._scratch_buffer):
+            image = image.copy()  # the whole colour-mapped image came through unchanged: the output owns its pixels
+        result["image"] = self._finish_image(image, out if slot is not None else None)
+        out_boxes, out_labels = boxes_from_rows(rows, size[1], size[0], labels)
         result["boxes"], result["labels"] = torch.from_numpy(out_boxes), torch.from_numpy(out_labels)
         return result
 
@@ -318,7 +305,18 @@ class Pipeline:
         }
 
     def reset_stats(self) -> None:
-        self.stats: dict[str, StepStats] = {name: StepStats() for name in self.step_names}
+        self._stats: dict[str, StepStats] = {name: StepStats() for name in self.step_names}
+        #: the compiled SSD path's counts per step (input + 5): samples, applied, boxes in, clipped, dropped
+        self._ssd_totals = np.zeros((6, 5), dtype=np.int64)
+
+    @property
+    def stats(self) -> dict[str, StepStats]:
+        """Per step: samples seen, times applied, boxes in, clipped (and kept), dropped (a snapshot)."""
+        totals = self._ssd_totals.tolist()
+        return {
+            name: StepStats(s.calls + t[0], s.applied + t[1], s.boxes_in + t[2], s.clipped + t[3], s.dropped + t[4])
+            for (name, s), t in zip(self._stats.items(), totals)
+        }
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(t) for t in self.transforms)
@@ -341,19 +339,19 @@ class Pipeline:
     accepts_out = True
 
     def __call__(
-        self, sample: dict[str, Any], seed: int | None = None, out: np.ndarray | None = None
+        self, sample: dict[str, Any], seed: int | None = None, out: np.ndarray | torch.Tensor | None = None
     ) -> dict[str, Any]:
         """Transform a sample (see the module docstring); the input sample is not modified.
 
-        ``out``: an optional ``(H, W, C)`` array (a slot of a batch buffer) the output pixels are written into
-        when the output has that shape and dtype; the returned image is then a view of it. Otherwise it is
-        not touched.
+        ``out``: an optional ``(H, W, C)`` array or CPU tensor (a slot of a batch buffer) the output pixels are
+        written into when the output has that shape and dtype; the returned image is then a view of it (for a
+        tensor: ``out.permute(2, 0, 1)``, sharing its storage). Otherwise it is not touched.
         """
         if seed is not None:
             self._set_random(seed)
         image = sample["image"]
         result = dict(sample)
-        stats = self.stats
+        stats = self._stats
         if self._ssd_steps and "boxes" in sample and self._call_ssd(sample, result, out) is not None:
             return result
         if "boxes" not in sample:  # classification: image only
@@ -364,11 +362,10 @@ class Pipeline:
                 t = step.t
                 image = step.apply_image(image) if step.image_only else t(image=image)["image"]
                 step_stats.applied += bool(t.params)
-            slot = _slot(out, image.shape, image.dtype)
+            slot = _slot(_as_array(out), image.shape, image.dtype)
             if slot is not None:
                 np.copyto(slot, image)
-                image = slot
-            result["image"] = self._finish_image(image)
+            result["image"] = self._finish_image(image, out if slot is not None else None)
             return result
         boxes = as_numpy(sample["boxes"], np.float64).reshape(-1, 4)
         labels = as_numpy(sample["labels"], np.int64).reshape(-1)
@@ -418,16 +415,16 @@ class Pipeline:
                 image = step.apply_image(image)
             shape = image.shape
             step_stats.applied += bool(t.params)
-        slot = _slot(out, shape, image.dtype)
+        slot = _slot(_as_array(out), shape, image.dtype)
         if pending:
             image = render(image, amap, (shape[0], shape[1]), interpolation, fill, out=slot)
         elif slot is not None:
             np.copyto(slot, image)
             image = slot
-        if self._scratch_buffer is not None and np.shares_memory(image, self._scratch_buffer):
+        if self._scratch_buffer is not None and np.may_share_memory(image, self._scratch_buffer):
             image = image.copy()  # no geometric step fired after all: the output must own its pixels
         height, width = image.shape[:2]
-        result["image"] = self._finish_image(image)
+        result["image"] = self._finish_image(image, out if slot is not None else None)
         out_boxes, out_labels = boxes_from_rows(rows, width, height, labels)
         result["boxes"], result["labels"] = torch.from_numpy(out_boxes), torch.from_numpy(out_labels)
         return result
@@ -439,12 +436,17 @@ class Pipeline:
             buffer = self._scratch_buffer = np.empty_like(image)
         return buffer
 
-    def _finish_image(self, image: np.ndarray) -> torch.Tensor | np.ndarray:
+    def _finish_image(
+        self, image: np.ndarray, out: np.ndarray | torch.Tensor | None = None
+    ) -> torch.Tensor | np.ndarray:
         """uint8 ``(3, H, W)`` tensor (a channel-last view: strides ``(1, 3W, 3)``) when the pipeline normalizes
         (on the batch, later), else the array. The collate functions stack such views without transposing;
-        :class:`Normalize` writes its float output in the standard contiguous layout."""
+        :class:`Normalize` writes its float output in the standard contiguous layout. ``out``: the caller's
+        buffer the pixels were written into (a tensor's own view is returned, sharing its storage)."""
         if self.normalize is None:
             return image
+        if isinstance(out, torch.Tensor):
+            return out.permute(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
 
     def format_stats(self) -> str:
@@ -521,6 +523,30 @@ class _Step:
         if dst is not None:
             return self.t.apply(np.ascontiguousarray(image), dst=dst, **params)
         return np.ascontiguousarray(self.t.apply(np.ascontiguousarray(image), **params))
+
+
+def _should_apply(t: A.BasicTransform) -> bool:
+    """``t.should_apply()`` (albumentations 2.0.8): no draw when ``p <= 0`` or ``p >= 1``, else one python-random
+    draw compared with ``p``."""
+    p = t.p
+    if p <= 0.0:
+        return False
+    return p >= 1.0 or t.py_random.random() < p
+
+
+def _host_array(values: Any, dtype: Any) -> np.ndarray:
+    """A CPU tensor's own array when it has ``dtype`` (float32 too for float64: rows_from_boxes widens it
+    exactly), else :func:`cvkit._arrays.as_numpy` (a copy in ``dtype``)."""
+    if type(values) is torch.Tensor and values.device.type == "cpu" and not values.requires_grad:
+        array = values.numpy()
+        if array.dtype == dtype or (dtype == np.float64 and array.dtype == np.float32):
+            return array
+    return as_numpy(values, dtype)
+
+
+def _as_array(out: np.ndarray | torch.Tensor | None) -> np.ndarray | None:
+    """The array of an ``out`` buffer (a CPU tensor's own memory)."""
+    return out.numpy() if isinstance(out, torch.Tensor) else out
 
 
 def _slot(out: np.ndarray | None, shape: tuple[int, ...], dtype: Any) -> np.ndarray | None:

@@ -178,3 +178,22 @@ def test_compiled_ssd_path_is_taken_only_for_the_ssd_sequence():
     pipe.transforms[1].set_random_seed(3)  # the zoom-out no longer shares the pipeline's generator
     out = pipe(sample)  # falls back to the step-by-step loop
     assert out["image"].shape == (3, 40, 48)
+
+
+def test_compiled_ssd_outputs_never_share_the_reused_colour_buffer():
+    """Whole-image crop, no zoom-out, output size = input size: the resampling is the identity, and the
+    colour-mapped pixels must still be copied out of the buffer the next sample overwrites."""
+    cfg = TransformsConfig(size=(40, 48), hflip=False, photometric_p=1.0, zoom_out_p=0.0, crop_min_ious=(1.0,))
+    pipe = ssd_train(cfg)
+    assert pipe._ssd_steps
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(3)]
+    outs = [
+        pipe({"image": im, "boxes": torch.zeros((0, 4)), "labels": torch.zeros(0)}, seed=k)
+        for k, im in enumerate(images)
+    ]
+    first = outs[0]["image"].clone()
+    again = pipe({"image": images[0], "boxes": torch.zeros((0, 4)), "labels": torch.zeros(0)}, seed=0)["image"]
+    assert torch.equal(first, again) and not torch.equal(outs[0]["image"], outs[1]["image"])
+    buffer = pipe._scratch_buffer
+    assert buffer is not None and not any(np.shares_memory(o["image"].numpy(), buffer) for o in outs)
