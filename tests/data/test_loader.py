@@ -255,6 +255,14 @@ def test_getitems_renders_a_batch_into_one_buffer(train_set):
     batch = collate_detection(mixed)
     assert batch["num_skipped"] == 1 and batch["images"].untyped_storage().data_ptr() != pointer
     assert torch.equal(batch["images"], torch.stack([one_by_one[k]["image"] for k in (0, 2, 3)]))
+    # decoded a few at a time (groups of at most 2 images here): the same samples, one buffer again
+    ds.DECODE_GROUP_BYTES = 2 * 300 * 300 * 3 - 1
+    small_groups = ds.__getitems__(keys)
+    for a, b in zip(one_by_one, small_groups):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["boxes"], b["boxes"])
+    assert collate_detection(small_groups)["images"].untyped_storage().data_ptr() == (
+        small_groups[0]["image"].untyped_storage().data_ptr()
+    )
 
 
 class _SkipSome:
