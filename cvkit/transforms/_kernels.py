@@ -379,8 +379,31 @@ def _count_filter(
     return rows
 
 
+#: the layout of :func:`ssd_sample`'s ``config`` array (flags as 0/1, sizes as whole numbers)
+SSD_CONFIG = (
+    "width", "height", "photometric", "brightness_lo", "brightness_hi", "contrast_lo", "contrast_hi",
+    "saturation_lo", "saturation_hi", "hue", "p_each", "channel_shuffle", "zoom_out", "max_ratio", "min_scale",
+    "max_aspect", "trials", "max_rounds", "out_width", "out_height", "flip", "min_size", "min_visibility",
+)  # fmt: skip
+
+
 @numba.njit(cache=True, nogil=True)
 def ssd_sample(
+    u: np.ndarray, boxes: np.ndarray, min_ious: np.ndarray, config: np.ndarray, totals: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ssd_sample_steps` for xyxy pixel ``boxes [N, 4]`` of a ``config`` array laid out as
+    :data:`SSD_CONFIG` (one argument instead of twenty: numba's per-call cost grows with the arguments)."""
+    c = config
+    width, height = int(c[0]), int(c[1])
+    return ssd_sample_steps(
+        u, rows_from_boxes(boxes, width, height), width, height, c[2] != 0.0, c[3:11].copy(), c[11] != 0.0,
+        c[12] != 0.0, c[13], min_ious, c[14], c[15], int(c[16]), int(c[17]), int(c[18]), int(c[19]), c[20] != 0.0,
+        c[21], c[22], totals,
+    )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def ssd_sample_steps(
     u: np.ndarray,
     rows: np.ndarray,
     width: int,

@@ -234,13 +234,15 @@ class Pipeline:
         fires_photo, fires_zoom = _should_apply(photo), _should_apply(zoom)
         fires_flip = flip is not None and _should_apply(flip)
         num_draws = (PHOTOMETRIC_DRAWS if fires_photo else 0) + (ZOOM_OUT_DRAWS if fires_zoom else 0) + CROP_DRAWS
-        values, rows = ssd_sample(
-            generator.random(num_draws), rows_from_boxes(boxes.reshape(-1, 4), width, height), width, height,
-            fires_photo, np.array(photo.numeric_args()[:7] + (photo.p_each,)), bool(photo.channel_shuffle),
-            fires_zoom, float(zoom.max_ratio), crop._min_ious, float(crop.min_scale), float(crop.max_aspect),
-            int(crop.trials), int(crop.max_rounds), resize.width, resize.height, fires_flip, self.min_box_size,
-            self.min_visibility, self._ssd_totals,
+        config = np.array(
+            (width, height, fires_photo, *photo.numeric_args()[:7], photo.p_each, photo.channel_shuffle, fires_zoom,
+             zoom.max_ratio, crop.min_scale, crop.max_aspect, crop.trials, crop.max_rounds, resize.width,
+             resize.height, fires_flip, self.min_box_size, self.min_visibility),
+            dtype=np.float64,
         )  # fmt: skip
+        values, rows = ssd_sample(
+            generator.random(num_draws), boxes.reshape(-1, 4), crop._min_ious, config, self._ssd_totals
+        )
         (brightness, contrast, saturation, hue, p0, p1, p2, canvas_h, canvas_w, top, left, _, x0, y0, x1,
          y1) = values.tolist()  # fmt: skip
         left, top, x0, y0, x1, y1 = int(left), int(top), int(x0), int(y0), int(x1), int(y1)
