@@ -54,7 +54,7 @@ import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import albumentations as A
 import cv2
@@ -222,6 +222,11 @@ class Pipeline:
         step-by-step loop of ``__call__`` (a test compares them), with a fraction of its Python. ``None`` when
         the transforms no longer share one numpy generator. It does not set the transforms' ``params``.
         """
+        plan = self._plan_ssd(sample)
+        return None if plan is None else self._render_ssd(plan, result, out)
+
+    def _plan_ssd(self, sample: dict[str, Any]) -> _SSDPlan | None:
+        """The draws and the box work of :meth:`_call_ssd` (everything but the pixels)."""
         photo, zoom, crop, resize = self.transforms[:4]
         flip = self.transforms[4] if len(self.transforms) > 4 else None
         generator = crop.random_generator
@@ -243,8 +248,18 @@ class Pipeline:
         values, rows = ssd_sample(
             generator.random(num_draws), boxes.reshape(-1, 4), crop._min_ious, config, self._ssd_totals
         )
+        return _SSDPlan(sample, labels, values.tolist(), rows, fires_photo, fires_zoom, fires_flip)
+
+    def _render_ssd(
+        self, plan: _SSDPlan, result: dict[str, Any], out: np.ndarray | torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """The pixels of :meth:`_call_ssd` for a plan of :meth:`_plan_ssd`, and the output sample."""
+        photo, zoom, _, resize = self.transforms[:4]
+        fires_photo, fires_zoom, fires_flip = plan.fires_photo, plan.fires_zoom, plan.fires_flip
+        image = plan.sample["image"]
+        height, width = image.shape[:2]
         (brightness, contrast, saturation, hue, p0, p1, p2, canvas_h, canvas_w, top, left, _, x0, y0, x1,
-         y1) = values.tolist()  # fmt: skip
+         y1) = plan.values  # fmt: skip
         left, top, x0, y0, x1, y1 = int(left), int(top), int(x0), int(y0), int(x1), int(y1)
         # pixels: the colour map into the reused buffer, then one resampling through the composed map
         if fires_photo:
@@ -268,9 +283,28 @@ class Pipeline:
         if slot is None and self._scratch_buffer is not None and np.may_share_memory(image, self._scratch_buffer):
             image = image.copy()  # the whole colour-mapped image came through unchanged: the output owns its pixels
         result["image"] = self._finish_image(image, out if slot is not None else None)
-        out_boxes, out_labels = boxes_from_rows(rows, size[1], size[0], labels)
+        out_boxes, out_labels = boxes_from_rows(plan.rows, size[1], size[0], plan.labels)
         result["boxes"], result["labels"] = torch.from_numpy(out_boxes), torch.from_numpy(out_labels)
         return result
+
+    def prepare(self, sample: dict[str, Any], seed: int) -> Any:
+        """The first half of ``self(sample, seed=seed)``: every random draw and the box work, not the pixels;
+        :meth:`finish` does the rest. ``[finish(p) for p in [prepare(s, seed) for ...]]`` gives the results of
+        ``[self(s, seed=seed) for ...]``: running each half over a group of samples keeps its code in the CPU
+        caches (cvkit's loader does this per batch). Only the ``ssd_train`` steps are split; other pipelines
+        do all their work in :meth:`finish`."""
+        if self._ssd_steps and "boxes" in sample:
+            self._set_random(seed)
+            plan = self._plan_ssd(sample)
+            if plan is not None:
+                return plan
+        return _Deferred(sample, seed)
+
+    def finish(self, prepared: Any, out: np.ndarray | torch.Tensor | None = None) -> dict[str, Any]:
+        """The output sample of a :meth:`prepare` result (``out`` as in ``__call__``)."""
+        if isinstance(prepared, _Deferred):
+            return self(prepared.sample, seed=prepared.seed, out=out)
+        return self._render_ssd(prepared, dict(prepared.sample), out)
 
     def _unique_names(self) -> list[str]:
         names: list[str] = []
@@ -579,6 +613,25 @@ def _hflip_rows(rows: np.ndarray, params: dict[str, Any]) -> np.ndarray:
 
 def _apply_to_rows(t: A.BasicTransform, rows: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     return np.asarray(t.apply_to_bboxes(rows, **params), dtype=np.float64).reshape(-1, rows.shape[1])
+
+
+class _SSDPlan(NamedTuple):
+    """What :meth:`Pipeline._plan_ssd` drew and computed for one sample."""
+
+    sample: dict[str, Any]
+    labels: np.ndarray
+    values: list[float]
+    rows: np.ndarray
+    fires_photo: bool
+    fires_zoom: bool
+    fires_flip: bool
+
+
+class _Deferred(NamedTuple):
+    """A sample whose whole pipeline runs in :meth:`Pipeline.finish`."""
+
+    sample: dict[str, Any]
+    seed: int
 
 
 class _Shape:

@@ -197,3 +197,23 @@ def test_compiled_ssd_outputs_never_share_the_reused_colour_buffer():
     assert torch.equal(first, again) and not torch.equal(outs[0]["image"], outs[1]["image"])
     buffer = pipe._scratch_buffer
     assert buffer is not None and not any(np.shares_memory(o["image"].numpy(), buffer) for o in outs)
+
+
+def test_prepare_then_finish_over_a_group_equals_calling_one_by_one():
+    rng = np.random.default_rng(5)
+    samples = []
+    for _ in range(6):
+        h, w = int(rng.integers(20, 60)), int(rng.integers(20, 60))
+        xy = rng.uniform(0, 10, (3, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(5, 15, (3, 2))], axis=1).astype(np.float32)
+        samples.append({"image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "boxes": torch.from_numpy(boxes),
+                        "labels": torch.arange(3)})  # fmt: skip
+    samples.append({"image": samples[0]["image"]})  # no boxes: done whole in finish
+    for pipe in (ssd_pipeline(), Pipeline(ssd_pipeline().transforms[1:], mean=(0.5,) * 3, std=(0.2,) * 3)):
+        reference = [pipe(s, seed=100 + k) for k, s in enumerate(samples)]
+        prepared = [pipe.prepare(s, 100 + k) for k, s in enumerate(samples)]
+        grouped = [pipe.finish(p) for p in prepared]
+        for a, b in zip(reference, grouped):
+            assert torch.equal(a["image"], b["image"])
+            if "boxes" in a:
+                assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
