@@ -19,12 +19,8 @@ from cvkit import ops
 def make_outputs(num_images, num_anchors, num_classes, seed=0):
     """Detector-like outputs: anchors mostly background, a few objects with confident classes."""
     g = torch.Generator().manual_seed(seed)
-    boxes = torch.stack(
-        [
-            clustered_boxes(num_anchors, num_objects=30, width=300, height=300, seed=seed + i)[0]
-            for i in range(num_images)
-        ]
-    )
+    boxes = torch.stack([clustered_boxes(num_anchors, num_objects=30, width=300, height=300, seed=seed + i)[0]
+                         for i in range(num_images)])
     logits = torch.randn(num_images, num_anchors, num_classes + 1, generator=g)
     logits[..., 0] += 4.0  # background dominates
     hot = torch.rand(num_images, num_anchors, generator=g) < 0.05

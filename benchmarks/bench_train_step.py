@@ -234,13 +234,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         for step, baseline in (("train_amp_vs_fp32", tv_train), ("train_amp_both", tv_train_amp)):
             row = bench.compare(
-                case={
-                    "step": step,
-                    "model": "ssd300_resnet18",
-                    "batch": batch,
-                    "classes": NUM_CLASSES,
-                    "amp_dtype": str(amp_dtype).replace("torch.", ""),
-                },
+                case={"step": step, "model": "ssd300_resnet18", "batch": batch, "classes": NUM_CLASSES,
+                      "amp_dtype": str(amp_dtype).replace("torch.", "")},
                 candidate=cvkit_train_amp,
                 baseline=baseline,
                 check=close_loss,

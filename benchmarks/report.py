@@ -44,10 +44,8 @@ def main(argv: list[str]) -> None:
             cand = r.get(f"{r['candidate']}_ms")
             base = r.get(f"{r['baseline']}_ms")
             target = "" if r.get("target") is None else f"{r['target']:g}x {'met' if r['met'] else 'not met'}"
-            print(
-                f"| {name} | {case} | {r['device']} | {r['threads']} | {cand} | {base} ({r['baseline']}) "
-                f"| {r['ratio']}x | {target} | {r['outputs_agree']} |"
-            )
+            print(f"| {name} | {case} | {r['device']} | {r['threads']} | {cand} | {base} ({r['baseline']}) "
+                  f"| {r['ratio']}x | {target} | {r['outputs_agree']} |")
 
 
 if __name__ == "__main__":

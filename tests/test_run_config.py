@@ -23,9 +23,8 @@ def test_every_config_loads_and_builds_its_model(path):
     if cfg.task == "classify":
         model = build_classifier(cfg.classifier, num_classes=3, image_size=cfg.transforms.size)
     else:
-        model, criterion, postprocessor = build_detector(
-            cfg.model, cfg.loss, cfg.postprocess, cfg.anchors, num_classes=3
-        )
+        model, criterion, postprocessor = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors,
+                                                         num_classes=3)
         assert callable(criterion) and callable(postprocessor)
     assert sum(p.numel() for p in model.parameters()) > 0
 

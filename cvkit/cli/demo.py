@@ -53,18 +53,12 @@ def training_state(run_dir: Path, cfg: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="cvkit demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", type=Path, default=None, help="YAML run config (default: configs/default.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=1 (repeatable)",
-    )
+    parser = argparse.ArgumentParser(prog="cvkit demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML run config (default: configs/default.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=1 (repeatable)")
     parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     parser.add_argument("--images", type=int, default=8, help="val images to run inference on (default 8)")
     parser.add_argument("--retrain", action="store_true", help="train even when a finished run exists")
@@ -94,11 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         resume = ckpt_dir / "last.pt" if state == "resume" else None
         verb = f"resuming from {resume}" if resume else "training"
-        print(
-            f"[1/3] train: {verb} {cfg.model.backbone} {cfg.model.arch} at {cfg.transforms.size[0]}x"
-            f"{cfg.transforms.size[1]} for {cfg.train.epochs} epochs into {run_dir}",
-            flush=True,
-        )
+        print(f"[1/3] train: {verb} {cfg.model.backbone} {cfg.model.arch} at {cfg.transforms.size[0]}x"
+              f"{cfg.transforms.size[1]} for {cfg.train.epochs} epochs into {run_dir}", flush=True)
         if resume is None and ckpt_dir.is_dir():
             for stale in ckpt_dir.glob("*.pt"):  # another config's checkpoints must not be mixed in
                 stale.unlink()
@@ -114,11 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
-    print(
-        f"      mAP@0.5 = {metrics.get('AP50', float('nan')):.4f}   COCO AP@[.5:.95] = "
-        f"{metrics.get('AP', float('nan')):.4f}",
-        flush=True,
-    )
+    print(f"      mAP@0.5 = {metrics.get('AP50', float('nan')):.4f}   COCO AP@[.5:.95] = "
+          f"{metrics.get('AP', float('nan')):.4f}", flush=True)
 
     if args.images <= 0:
         print("[3/3] infer: skipped (--images 0)")
@@ -126,10 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     val_images = dataset_root(cfg.data) / "images" / "val"
     paths = sorted(val_images.glob("*.jpg"))[: args.images] if cfg.data.format == "synthetic" else []
     if not paths:
-        print(
-            f"[3/3] infer: no built-in val images for data.format={cfg.data.format!r}; skipped "
-            "(run `cvkit infer --checkpoint ... IMAGES` on your own images)"
-        )
+        print(f"[3/3] infer: no built-in val images for data.format={cfg.data.format!r}; skipped "
+              "(run `cvkit infer --checkpoint ... IMAGES` on your own images)")
         return 0
     out = run_dir / "infer"
     print(f"[3/3] infer: {len(paths)} val images with {checkpoint}", flush=True)

@@ -51,14 +51,8 @@ def diagnose() -> tuple[list[tuple[str, str]], list[str]]:
         from cvkit.engine.train import cpu_has_native_bf16
 
         native = cpu_has_native_bf16()
-        rows.append(
-            (
-                "cpu bfloat16",
-                "native: training autocasts to bfloat16 (train.amp_cpu: auto)"
-                if native
-                else "not native: CPU training runs in float32",
-            )
-        )
+        rows.append(("cpu bfloat16", "native: training autocasts to bfloat16 (train.amp_cpu: auto)" if native
+                     else "not native: CPU training runs in float32"))
     except Exception:
         pass
     try:

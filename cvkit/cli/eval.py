@@ -20,19 +20,12 @@ from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="cvkit eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="cvkit eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path, help="a cvkit checkpoint (best.pt / last.pt)")
     parser.add_argument("--config", type=Path, default=None, help="YAML config to use instead of the stored one")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value (repeatable)",
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (repeatable)")
     parser.add_argument("--split", choices=("val", "train"), default="val", help="which split (default val)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="folder for metrics.json and detections_coco.json")
@@ -69,26 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     from cvkit.transforms.presets import build_transform
 
     dataset = build_dataset(cfg.data, args.split, progress=True)
-    loader = loader_from_config(
-        cfg.data, dataset, build_transform(cfg.transforms.eval_preset, cfg.transforms), train=False
-    )
+    loader = loader_from_config(cfg.data, dataset, build_transform(cfg.transforms.eval_preset, cfg.transforms),
+                                train=False)
     class_names = list(extra.get("class_names") or dataset.class_names)
     if list(dataset.class_names) != class_names:
-        print(
-            f"cvkit eval: the dataset's classes {list(dataset.class_names)} differ from the checkpoint's {class_names}",
-            file=sys.stderr,
-        )
+        print(f"cvkit eval: the dataset's classes {list(dataset.class_names)} differ from the checkpoint's "
+              f"{class_names}", file=sys.stderr)
         return 2
-    model, criterion, postprocessor = build_detector(
-        cfg.model, cfg.loss, cfg.postprocess, cfg.anchors, num_classes=len(class_names)
-    )
+    model, criterion, postprocessor = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors,
+                                                     num_classes=len(class_names))
     model.load_state_dict(checkpoint_weights(state))
     device = torch.device(args.device)
     evaluator = CocoEvaluator.from_dataset(dataset)
     amp = autocast_dtype(cfg.train, device)  # the run's precision, so the numbers match its evaluations
-    metrics = evaluate(
-        model.to(device), criterion, postprocessor, loader, device=device, evaluator=evaluator, amp=amp, progress=True
-    )
+    metrics = evaluate(model.to(device), criterion, postprocessor, loader, device=device, evaluator=evaluator, amp=amp,
+                       progress=True)
     print(f"{args.checkpoint} on {args.split} ({len(dataset)} images):")
     for key, value in metrics.items():
         print(f"  {key:<12} {value:.4f}")
@@ -118,19 +106,15 @@ def _eval_classify(cfg: Any, state: dict[str, Any], args: argparse.Namespace) ->
     from cvkit.viz.confusion import plot_confusion_matrix
 
     if cfg.data.format not in CLASSIFY_FORMATS:
-        print(
-            f"cvkit eval: task classify needs data.format in {CLASSIFY_FORMATS}, got {cfg.data.format!r}",
-            file=sys.stderr,
-        )
+        print(f"cvkit eval: task classify needs data.format in {CLASSIFY_FORMATS}, got {cfg.data.format!r}",
+              file=sys.stderr)
         return 2
     extra = state.get("extra") or {}
     dataset = build_dataset(cfg.data, args.split, progress=True)
     class_names = list(extra.get("class_names") or dataset.class_names)
     if list(dataset.class_names) != class_names:
-        print(
-            f"cvkit eval: the dataset's classes {list(dataset.class_names)} differ from the checkpoint's {class_names}",
-            file=sys.stderr,
-        )
+        print(f"cvkit eval: the dataset's classes {list(dataset.class_names)} differ from the checkpoint's "
+              f"{class_names}", file=sys.stderr)
         return 2
     try:
         tf = build_transform(cfg.transforms.eval_preset, cfg.transforms)
@@ -144,9 +128,8 @@ def _eval_classify(cfg: Any, state: dict[str, Any], args: argparse.Namespace) ->
     device = torch.device(args.device)
     evaluator = ClassificationEvaluator(class_names, topk=classifier.topk)
     amp = autocast_dtype(cfg.train, device)  # the run's precision, so the numbers match its evaluations
-    metrics = evaluate(
-        model.to(device), criterion, None, loader, device=device, evaluator=evaluator, amp=amp, progress=True
-    )
+    metrics = evaluate(model.to(device), criterion, None, loader, device=device, evaluator=evaluator, amp=amp,
+                       progress=True)
     print(f"{args.checkpoint} on {args.split} ({len(dataset)} images):")
     for key, value in metrics.items():
         print(f"  {key:<20} {value:.4f}")

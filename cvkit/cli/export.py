@@ -49,9 +49,8 @@ def load_for_export(checkpoint: Path) -> tuple[nn.Module, tuple[int, int]]:
     if extra.get("task", "detect") != "detect" or "config" not in extra:
         raise ValueError(f"{checkpoint}: not a cvkit detection checkpoint")
     cfg = run_config_from_dict(extra["config"], str(checkpoint))
-    model, _, _ = build_detector(
-        cfg.model, cfg.loss, cfg.postprocess, cfg.anchors, num_classes=len(extra["class_names"])
-    )
+    model, _, _ = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors,
+                                 num_classes=len(extra["class_names"]))
     model.load_state_dict(checkpoint_weights(state))
     height, width = (int(v) for v in extra["preprocess"]["size"])
     return ExportWrapper(fold_batchnorm(model).eval(), (height, width)).eval(), (height, width)
@@ -73,16 +72,9 @@ def export_onnx(wrapper: nn.Module, example: torch.Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter prints its progress
         warnings.simplefilter("ignore", FutureWarning)  # deprecations inside torch.export, not ours
-        torch.onnx.export(
-            wrapper,
-            (example,),
-            str(path),
-            input_names=["images"],
-            output_names=["cls_logits", "bbox_deltas", "anchors"],
-            dynamic_shapes={"images": {0: batch}},
-            dynamo=True,
-            external_data=False,
-        )
+        torch.onnx.export(wrapper, (example,), str(path), input_names=["images"],
+                          output_names=["cls_logits", "bbox_deltas", "anchors"],
+                          dynamic_shapes={"images": {0: batch}}, dynamo=True, external_data=False)
 
 
 def max_difference(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> float:
@@ -90,9 +82,8 @@ def max_difference(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="cvkit export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="cvkit export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path)
     parser.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
     parser.add_argument("--out", type=Path, default=None, help="output file (default: next to the checkpoint)")
@@ -115,11 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             import onnx  # noqa: F401
             import onnxruntime as ort
         except ImportError:
-            print(
-                "cvkit export: ONNX export needs the `onnx`, `onnxscript` and `onnxruntime` packages "
-                "(pip install onnx onnxscript onnxruntime)",
-                file=sys.stderr,
-            )
+            print("cvkit export: ONNX export needs the `onnx`, `onnxscript` and `onnxruntime` packages "
+                  "(pip install onnx onnxscript onnxruntime)", file=sys.stderr)
             return 2
         export_onnx(wrapper, example, out)
         session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -131,17 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         other_got = tuple(torch.from_numpy(v) for v in session.run(None, {"images": other.numpy()}))
         diff_other = max_difference(other_got, other_expected)
         if diff_other > args.atol:
-            print(
-                f"cvkit export: with batch {args.batch + 1} the ONNX outputs differ from the eager model's "
-                f"by {diff_other:.2e}",
-                file=sys.stderr,
-            )
+            print(f"cvkit export: with batch {args.batch + 1} the ONNX outputs differ from the eager model's "
+                  f"by {diff_other:.2e}", file=sys.stderr)
             return 1
     diff = max_difference(tuple(got), tuple(expected))
-    print(
-        f"wrote {out} ({args.format}); input (B, 3, {height}, {width}); "
-        f"max |exported - eager| = {diff:.2e} (atol {args.atol:g})"
-    )
+    print(f"wrote {out} ({args.format}); input (B, 3, {height}, {width}); "
+          f"max |exported - eager| = {diff:.2e} (atol {args.atol:g})")
     if diff > args.atol:
         print("cvkit export: the exported model's outputs differ from the eager model's", file=sys.stderr)
         return 1

@@ -66,14 +66,8 @@ def output_stems(paths: Sequence[Path]) -> dict[Path, str]:
 class Predictor:
     """A detector rebuilt from a cvkit checkpoint, with the preprocessing it was trained with."""
 
-    def __init__(
-        self,
-        checkpoint: str | Path,
-        device: str = "cpu",
-        score_thresh: float | None = None,
-        iou_thresh: float | None = None,
-        max_det: int | None = None,
-    ):
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", score_thresh: float | None = None,
+                 iou_thresh: float | None = None, max_det: int | None = None):
         import dataclasses
 
         from cvkit.engine.checkpoint import checkpoint_weights, load_checkpoint
@@ -86,11 +80,8 @@ class Predictor:
             raise ValueError(f"{checkpoint}: not a cvkit detection checkpoint (no config / class names inside)")
         cfg = run_config_from_dict(extra["config"], f"{checkpoint} (stored config)")
         post = cfg.postprocess
-        changes: dict[str, Any] = {
-            k: v
-            for k, v in (("score_thresh", score_thresh), ("iou_thresh", iou_thresh), ("max_detections", max_det))
-            if v is not None
-        }
+        changes: dict[str, Any] = {k: v for k, v in (("score_thresh", score_thresh), ("iou_thresh", iou_thresh),
+                                     ("max_detections", max_det)) if v is not None}
         if changes:
             post = dataclasses.replace(post, **changes)
         self.class_names = list(extra["class_names"])
@@ -104,9 +95,8 @@ class Predictor:
 
         self.interpolation = cv2_interpolation(pre.get("interpolation", "linear"))  # as the eval preset resized
         self.device = torch.device(device)
-        model, _, self.postprocessor = build_detector(
-            cfg.model, cfg.loss, post, cfg.anchors, num_classes=len(self.class_names)
-        )
+        model, _, self.postprocessor = build_detector(cfg.model, cfg.loss, post, cfg.anchors,
+                                                      num_classes=len(self.class_names))
         model.load_state_dict(checkpoint_weights(state))  # EMA weights when the run kept them
         from cvkit.models.fuse import fold_batchnorm
 
@@ -142,9 +132,8 @@ def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="cvkit infer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="cvkit infer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     parser.add_argument("--checkpoint", required=True, type=Path, help="a cvkit checkpoint (best.pt / last.pt)")
     parser.add_argument("--out", type=Path, default=Path("runs/infer"), help="output folder")
@@ -154,12 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iou-thresh", type=float, default=None, help="override the NMS IoU threshold")
     parser.add_argument("--max-det", type=int, default=None, help="override detections per image")
     parser.add_argument("--no-draw", action="store_true", help="skip the annotated images")
-    parser.add_argument(
-        "--draw-thresh",
-        type=float,
-        default=0.3,
-        help="draw only detections scoring at least this (default 0.3; the JSON files keep all)",
-    )
+    parser.add_argument("--draw-thresh", type=float, default=0.3,
+                        help="draw only detections scoring at least this (default 0.3; the JSON files keep all)")
     args, _ = parser.parse_known_args(argv)
     if _checkpoint_task(args.checkpoint) == "classify":
         from cvkit.cli.infer_classify import main as infer_classify
@@ -200,39 +185,22 @@ def main(argv: list[str] | None = None) -> int:
             scores = det["scores"].tolist()
             labels = det["labels"].tolist()
             names = [predictor.class_names[lab] for lab in labels]
-            record = {
-                "file": str(p),
-                "image_id": image_id,
-                "height": image.shape[0],
-                "width": image.shape[1],
-                "boxes_xyxy": boxes,
-                "scores": scores,
-                "labels": labels,
-                "class_names": names,
-            }
+            record = {"file": str(p), "image_id": image_id, "height": image.shape[0], "width": image.shape[1],
+                      "boxes_xyxy": boxes, "scores": scores, "labels": labels, "class_names": names}
             (args.out / f"{stems[p]}.json").write_text(json.dumps(record, indent=1))
             for box, score, lab in zip(boxes, scores, labels):
                 cat = predictor.category_ids[lab] if predictor.category_ids else lab
-                coco_results.append(
-                    {
-                        "image_id": image_id,
-                        "category_id": int(cat),
-                        "score": round(score, 5),
-                        "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
-                    }
-                )
+                coco_results.append({"image_id": image_id, "category_id": int(cat), "score": round(score, 5),
+                                     "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
             if not args.no_draw:
                 shown = det["scores"] >= args.draw_thresh
-                drawn = draw_boxes(
-                    image, det["boxes"][shown], det["labels"][shown], predictor.class_names, det["scores"][shown]
-                )
+                drawn = draw_boxes(image, det["boxes"][shown], det["labels"][shown], predictor.class_names,
+                                   det["scores"][shown])
                 save_image(args.out / f"{stems[p]}.jpg", drawn)
             done += 1
     (args.out / "detections_coco.json").write_text(json.dumps(coco_results))
-    print(
-        f"{done} images -> {args.out} ({len(coco_results)} detections; COCO results: "
-        f"{args.out / 'detections_coco.json'})"
-    )
+    print(f"{done} images -> {args.out} ({len(coco_results)} detections; COCO results: "
+          f"{args.out / 'detections_coco.json'})")
     if skipped:
         print(f"skipped {len(skipped)} unreadable images:")
         for p, why in skipped:

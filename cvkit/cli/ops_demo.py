@@ -70,24 +70,15 @@ def _draw(boxes: torch.Tensor, dets: torch.Tensor, size: int, path: Path) -> Non
         color = palette[int(label) % len(palette)][::-1]
         p1, p2 = (round(x1 * scale), round(y1 * scale)), (round(x2 * scale), round(y2 * scale))
         cv2.rectangle(canvas, p1, p2, color, 2)
-        cv2.putText(
-            canvas,
-            f"{int(label)}:{score:.2f}",
-            (p1[0] + 2, p1[1] + 14),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.45,
-            color,
-            1,
-            cv2.LINE_AA,
-        )
+        cv2.putText(canvas, f"{int(label)}:{score:.2f}", (p1[0] + 2, p1[1] + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    color, 1, cv2.LINE_AA)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), canvas)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="cvkit ops-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog="cvkit ops-demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=16, help="images in the batch (default 16)")
     parser.add_argument("--anchors", type=int, default=8732, help="candidate boxes per image (SSD300: 8732)")
     parser.add_argument("--classes", type=int, default=20, help="foreground classes (default 20)")
@@ -97,38 +88,23 @@ def main(argv: list[str] | None = None) -> int:
     import torchvision.ops as tvo
 
     boxes, scores = make_detector_outputs(args.images, args.anchors, args.classes)
-    print(
-        f"cvkit demo: {args.images} images x {args.anchors} boxes x {args.classes} classes "
-        f"(torch threads: {torch.get_num_threads()})\n"
-    )
+    print(f"cvkit demo: {args.images} images x {args.anchors} boxes x {args.classes} classes "
+          f"(torch threads: {torch.get_num_threads()})\n")
     rows = []
 
     flat_boxes, flat_scores = boxes[0], scores[0].max(dim=1).values
     keep = ops.nms(flat_boxes, flat_scores, 0.5)
     same = torch.equal(keep, tvo.nms(flat_boxes, flat_scores, 0.5))
-    rows.append(
-        (
-            "nms (1 image)",
-            len(keep),
-            same,
-            _median_ms(lambda: ops.nms(flat_boxes, flat_scores, 0.5)),
-            _median_ms(lambda: tvo.nms(flat_boxes, flat_scores, 0.5)),
-        )
-    )
+    rows.append(("nms (1 image)", len(keep), same, _median_ms(lambda: ops.nms(flat_boxes, flat_scores, 0.5)),
+                 _median_ms(lambda: tvo.nms(flat_boxes, flat_scores, 0.5))))
 
     labels = scores[0].argmax(dim=1)
     keep = ops.batched_nms(flat_boxes, flat_scores, labels, 0.5)
     ref = tvo.batched_nms(flat_boxes, flat_scores, labels, 0.5)
     same = set(keep.tolist()) == set(ref.tolist())
-    rows.append(
-        (
-            "batched_nms (1 image)",
-            len(keep),
-            same,
-            _median_ms(lambda: ops.batched_nms(flat_boxes, flat_scores, labels, 0.5)),
-            _median_ms(lambda: tvo.batched_nms(flat_boxes, flat_scores, labels, 0.5)),
-        )
-    )
+    rows.append(("batched_nms (1 image)", len(keep), same,
+                 _median_ms(lambda: ops.batched_nms(flat_boxes, flat_scores, labels, 0.5)),
+                 _median_ms(lambda: tvo.batched_nms(flat_boxes, flat_scores, labels, 0.5))))
 
     kw: dict[str, Any] = dict(score_thresh=0.01, iou_thresh=0.45, pre_nms_topk=200, max_detections=200)
     result = ops.multiclass_nms(boxes, scores, **kw)
@@ -150,15 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     same = all(torch.allclose(a, b) for a, b in zip(result.split(), tv_loop()))
-    rows.append(
-        (
-            f"multiclass_nms ({args.images} images)",
-            int(result.num_detections.sum()),
-            same,
-            _median_ms(lambda: ops.multiclass_nms(boxes, scores, **kw), 5),
-            _median_ms(tv_loop, 3),
-        )
-    )
+    rows.append((f"multiclass_nms ({args.images} images)", int(result.num_detections.sum()), same,
+                 _median_ms(lambda: ops.multiclass_nms(boxes, scores, **kw), 5), _median_ms(tv_loop, 3)))
 
     print(f"{'op':<28} {'kept':>6} {'= torchvision':>14} {'cvkit ms':>10} {'torchvision ms':>15} {'speed-up':>9}")
     for name, kept, same, ours, theirs in rows:

@@ -25,27 +25,15 @@ EXAMPLES = """examples:
 
 
 def build_parser(prog: str = "cvkit train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog, description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", type=Path, help="YAML run config (see configs/)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=5 (repeatable)",
-    )
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=5 (repeatable)")
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint to resume from (last.pt / best.pt)")
     parser.add_argument("--run-dir", type=Path, default=None, help="run folder (default: runs/<name>)")
-    parser.add_argument(
-        "--kfold",
-        type=int,
-        default=None,
-        metavar="K",
-        help="task classify: K-fold cross-validation on the train split (per-fold and mean +- std)",
-    )
+    parser.add_argument("--kfold", type=int, default=None, metavar="K",
+                        help="task classify: K-fold cross-validation on the train split (per-fold and mean +- std)")
     return parser
 
 
@@ -92,18 +80,8 @@ def run(cfg: Any, run_dir: Path, resume: Path | None = None) -> list[dict[str, f
     )
     evaluator = CocoEvaluator.from_dataset(val_set)
     extra = checkpoint_extra(cfg, class_names, getattr(train_set, "category_ids", None))
-    return fit(
-        model,
-        criterion,
-        postprocessor,
-        train_loader,
-        val_loader,
-        cfg.train,
-        run_dir,
-        evaluator=evaluator,
-        resume=resume,
-        extra_state=extra,
-    )
+    return fit(model, criterion, postprocessor, train_loader, val_loader, cfg.train, run_dir,
+               evaluator=evaluator, resume=resume, extra_state=extra)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -179,7 +179,9 @@ def parse_coco(data: bytes, source: object, report: DataReport) -> CocoIndex:
             report.handle(DataError("bad_box", source, f"bbox {bbox} has a non-positive width or height", where))
             continue
         if not (x < x + w < math.inf and y < y + h < math.inf):  # e.g. x = 2**53, w = 1: x + w == x
-            report.handle(DataError("bad_box", source, f"bbox {bbox} has no area once its corners are computed", where))
+            report.handle(
+                DataError("bad_box", source, f"bbox {bbox} has no area once its corners are computed", where)
+            )
             continue
         image.boxes.append([x, y, w, h])
         image.labels.append(label_of[category])

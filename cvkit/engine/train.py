@@ -128,11 +128,11 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over ``loader``: forward, loss, backward, (clip), step, schedule step, EMA update.
 
-        Returns the mean over iterations of every loss term the criterion gives, plus ``skipped`` (samples the
-        loader dropped as bad input). ``amp``: a dtype autocasts forward and loss to it (e.g. bfloat16 on CPU),
-    ``True`` to float16 on CUDA only; with float16 the ``scaler`` scales the loss.
-        ``clip_grad_norm > 0`` clips the global gradient norm (after unscaling). A non-finite loss raises
-        ``FloatingPointError`` naming the epoch, step and loss terms.
+    Returns the mean over iterations of every loss term the criterion gives, plus ``skipped`` (samples the
+    loader dropped as bad input). ``amp``: a dtype autocasts forward and loss to it (e.g. bfloat16 on CPU),
+``True`` to float16 on CUDA only; with float16 the ``scaler`` scales the loss.
+    ``clip_grad_norm > 0`` clips the global gradient norm (after unscaling). A non-finite loss raises
+    ``FloatingPointError`` naming the epoch, step and loss terms.
     """
     from tqdm import tqdm
 

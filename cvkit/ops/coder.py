@@ -124,7 +124,9 @@ def decode_boxes(
     pred_h = torch.exp(dh) * heights
     half_w = 0.5 * pred_w
     half_h = 0.5 * pred_h
-    return torch.stack((pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h), dim=-1)
+    return torch.stack(
+        (pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h), dim=-1
+    )
 
 
 class BoxCoder:
@@ -134,7 +136,9 @@ class BoxCoder:
     ``coder.decode(coder.encode(b, a), a) == b`` up to rounding.
     """
 
-    def __init__(self, weights: Sequence[float] = DEFAULT_WEIGHTS, bbox_xform_clip: float = BBOX_XFORM_CLIP) -> None:
+    def __init__(
+        self, weights: Sequence[float] = DEFAULT_WEIGHTS, bbox_xform_clip: float = BBOX_XFORM_CLIP
+    ) -> None:
         self.weights = _check_weights(weights)
         self.bbox_xform_clip = float(bbox_xform_clip)
 
@@ -231,7 +235,9 @@ def multibox_detection(
     if anchors.shape[0] != num_anchors:
         raise ValueError(f"anchors hold {anchors.shape[0]} boxes but cls_probs has {num_anchors} anchors")
     if offset_preds.shape != (batch, num_anchors * 4):
-        raise ValueError(f"offset_preds must have shape {(batch, num_anchors * 4)}, got {tuple(offset_preds.shape)}")
+        raise ValueError(
+            f"offset_preds must have shape {(batch, num_anchors * 4)}, got {tuple(offset_preds.shape)}"
+        )
     device = cls_probs.device
     cls_probs = _float(cls_probs)
 

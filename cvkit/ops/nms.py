@@ -180,17 +180,8 @@ def multiclass_nms(
         raise ValueError(f"multiclass_nms: boxes are on {boxes.device} but scores on {scores.device}")
     if backend == "triton":
         raise ValueError("multiclass_nms has no Triton kernel (its batched torch path is the GPU path): use 'auto'")
-    args = (
-        boxes,
-        scores,
-        float(score_thresh),
-        float(iou_thresh),
-        int(pre_nms_topk),
-        int(max_detections),
-        bool(class_agnostic),
-        soft_nms,
-        float(sigma),
-    )
+    args = (boxes, scores, float(score_thresh), float(iou_thresh), int(pre_nms_topk), int(max_detections),
+            bool(class_agnostic), soft_nms, float(sigma))
     if scores.numel() == 0 or max_detections == 0:
         from cvkit.ops._kernels.torch_nms import work_dtype
 

@@ -37,16 +37,8 @@ from torch.utils.data import Subset
 from cvkit.config import ConfigError, to_dict
 from cvkit.models.classification.config import ClassifierConfig
 
-__all__ = [
-    "run",
-    "run_kfold",
-    "kfold_splits",
-    "checkpoint_extra",
-    "check_config",
-    "build_model",
-    "load_classify_config",
-    "CLASSIFY_FORMATS",
-]
+__all__ = ["run", "run_kfold", "kfold_splits", "checkpoint_extra", "check_config", "build_model",
+           "load_classify_config", "CLASSIFY_FORMATS"]
 
 CLASSIFY_FORMATS = ("synthetic_cls", "image_folder")
 
@@ -104,15 +96,8 @@ def build_model(cfg: Any, classifier: ClassifierConfig, num_classes: int) -> tup
     return model, ClassificationLoss(classifier.label_smoothing)
 
 
-def _fit_once(
-    cfg: Any,
-    classifier: ClassifierConfig,
-    train_set: Any,
-    val_set: Any,
-    class_names: tuple[str, ...],
-    run_dir: Path,
-    resume: str | os.PathLike | None,
-) -> tuple[list[dict[str, float]], Any]:
+def _fit_once(cfg: Any, classifier: ClassifierConfig, train_set: Any, val_set: Any, class_names: tuple[str, ...],
+              run_dir: Path, resume: str | os.PathLike | None) -> tuple[list[dict[str, float]], Any]:
     from cvkit.data.loader import loader_from_config
     from cvkit.engine.train import fit
     from cvkit.evaluation.classification import ClassificationEvaluator
@@ -134,13 +119,8 @@ def _fit_once(
     return rows, evaluator
 
 
-def run(
-    cfg: Any,
-    run_dir: str | os.PathLike,
-    resume: str | os.PathLike | None = None,
-    kfold: int | None = None,
-    classifier: ClassifierConfig | None = None,
-) -> list[dict[str, float]]:
+def run(cfg: Any, run_dir: str | os.PathLike, resume: str | os.PathLike | None = None, kfold: int | None = None,
+        classifier: ClassifierConfig | None = None) -> list[dict[str, float]]:
     """Train a classifier into ``run_dir``; returns fit's per-epoch rows, or with ``kfold=K`` one row per fold
     (see :func:`run_kfold`). ``classifier`` defaults to ``cfg.classifier`` (else the defaults)."""
     from cvkit.data.build import build_dataset
@@ -177,9 +157,8 @@ def kfold_splits(labels: list[int] | np.ndarray, k: int, seed: int = 0) -> list[
     return [np.sort(np.asarray(f, dtype=np.int64)) for f in folds]
 
 
-def run_kfold(
-    cfg: Any, run_dir: str | os.PathLike, k: int, classifier: ClassifierConfig | None = None
-) -> list[dict[str, float]]:
+def run_kfold(cfg: Any, run_dir: str | os.PathLike, k: int, classifier: ClassifierConfig | None = None
+              ) -> list[dict[str, float]]:
     """K-fold cross-validation on the train split: fold i trains a fresh model on the other folds and
     validates on fold i (in ``run_dir/fold<i>``). Returns one row per fold ``{"fold", "accuracy", "top<k>",
     "accuracy_class_mean", "val_loss", "epochs"}`` (the last epoch's evaluation); prints the table and the

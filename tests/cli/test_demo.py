@@ -5,28 +5,16 @@ import json
 from cvkit.cli.main import main as cvkit
 
 TINY = [
-    "--set",
-    "data.synthetic.num_train=4",
-    "--set",
-    "data.synthetic.num_val=3",
-    "--set",
-    "data.batch_size=4",
-    "--set",
-    "data.num_workers=0",
-    "--set",
-    "train.epochs=1",
-    "--set",
-    "train.progress=false",
-    "--set",
-    "train.tensorboard=false",
-    "--set",
-    "train.plots=false",
+    "--set", "data.synthetic.num_train=4", "--set", "data.synthetic.num_val=3", "--set", "data.batch_size=4",
+    "--set", "data.num_workers=0", "--set", "train.epochs=1", "--set", "train.progress=false",
+    "--set", "train.tensorboard=false", "--set", "train.plots=false",
 ]
 
 
 def test_demo_trains_evaluates_infers_then_reuses_the_run(tmp_path, capsys):
     run_dir = tmp_path / "demo"
-    args = ["demo", "--run-dir", str(run_dir), "--images", "2", "--set", f"data.cache_dir={tmp_path / 'cache'}", *TINY]
+    args = ["demo", "--run-dir", str(run_dir), "--images", "2", "--set", f"data.cache_dir={tmp_path / 'cache'}",
+            *TINY]
     assert cvkit(args) == 0
     out = capsys.readouterr().out
     assert "[1/3] train: training resnet18 ssd at 300x300 for 1 epochs" in out

@@ -364,16 +364,8 @@ class _DtypeRecorder(TinyCriterion):
 @pytest.mark.parametrize(("amp_cpu", "dtype"), [("bfloat16", torch.bfloat16), ("none", torch.float32)])
 def test_cpu_autocast_runs_training_and_evaluation_in_the_chosen_dtype(tmp_path, amp_cpu, dtype):
     criterion = _DtypeRecorder()  # the tiny detector's heads are nn.Linear: autocast runs them in bfloat16
-    rows = fit(
-        TinyDetector(),
-        criterion,
-        TinyPostprocessor(),
-        tiny_loader(8, 4),
-        tiny_loader(4, 4, shuffle=False),
-        _cfg(epochs=1, amp_cpu=amp_cpu),
-        tmp_path / "run",
-        evaluator=ScriptedEvaluator([0.5]),
-    )
+    rows = fit(TinyDetector(), criterion, TinyPostprocessor(), tiny_loader(8, 4), tiny_loader(4, 4, shuffle=False),
+               _cfg(epochs=1, amp_cpu=amp_cpu), tmp_path / "run", evaluator=ScriptedEvaluator([0.5]))
     assert {d for _, d in criterion.dtypes} == {dtype}
     assert [grad for grad, _ in criterion.dtypes] == [True, True, False]  # 2 train steps, 1 eval batch
     assert math.isfinite(rows[-1]["loss"]) and math.isfinite(rows[-1]["val_loss"])

@@ -139,11 +139,9 @@ def test_perfect_predictions_give_near_zero_loss_and_background_is_logit_0():
     logits = torch.full_like(outputs["cls_logits"], -20.0)
     logits.scatter_(2, matched.labels[..., None], 20.0)  # label l -> logit l + 1, background -> logit 0
     anchors = outputs["anchors"]
-    deltas = (
-        det_utils.BoxCoder((10.0, 10.0, 5.0, 5.0))
-        .encode_single(matched.matched_boxes.reshape(-1, 4), anchors.repeat(3, 1))
-        .reshape(3, -1, 4)
-    )
+    deltas = det_utils.BoxCoder((10.0, 10.0, 5.0, 5.0)).encode_single(
+        matched.matched_boxes.reshape(-1, 4), anchors.repeat(3, 1)
+    ).reshape(3, -1, 4)
     deltas = torch.where(matched.positive[..., None], deltas, torch.zeros_like(deltas))
     losses = MultiBoxLoss()({"cls_logits": logits, "bbox_deltas": deltas, "anchors": anchors}, targets)
     assert losses["loss"].item() < 1e-6

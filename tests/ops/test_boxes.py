@@ -39,11 +39,8 @@ finite = st.floats(-1e4, 1e4, allow_nan=False, width=64)
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    st.lists(st.tuples(finite, finite, st.floats(0, 1e3), st.floats(0, 1e3)), min_size=1, max_size=20),
-    st.sampled_from(FORMATS),
-    st.sampled_from(FORMATS),
-)
+@given(st.lists(st.tuples(finite, finite, st.floats(0, 1e3), st.floats(0, 1e3)), min_size=1, max_size=20),
+       st.sampled_from(FORMATS), st.sampled_from(FORMATS))
 def test_box_convert_round_trip(rows, fmt_a, fmt_b):
     xywh = torch.tensor(rows, dtype=torch.float64)
     boxes = ops.box_convert(xywh, "xywh", fmt_a)

@@ -42,9 +42,8 @@ def _torchvision_loop(boxes, scores, score_thresh, iou_thresh, topk, max_det):
 @pytest.mark.parametrize(("topk", "max_det"), [(50, 30), (1000, 200), (-1, 500)])
 def test_matches_torchvision_per_image_loop(backend, class_boxes, topk, max_det):
     boxes, scores = _batch(class_boxes=class_boxes, seed=topk % 7)
-    result = ops.multiclass_nms(
-        boxes, scores, score_thresh=0.3, iou_thresh=0.45, pre_nms_topk=topk, max_detections=max_det, backend=backend
-    )
+    result = ops.multiclass_nms(boxes, scores, score_thresh=0.3, iou_thresh=0.45, pre_nms_topk=topk,
+                                max_detections=max_det, backend=backend)
     expected = _torchvision_loop(boxes, scores, 0.3, 0.45, topk if topk > 0 else 10**9, max_det)
     assert result.detections.shape == (3, max_det, 6)
     for got, want in zip(result.split(), expected):
@@ -54,16 +53,8 @@ def test_matches_torchvision_per_image_loop(backend, class_boxes, topk, max_det)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_class_agnostic_is_one_nms_over_all_pairs(backend):
     boxes, scores = _batch(num_images=2, seed=3)
-    result = ops.multiclass_nms(
-        boxes,
-        scores,
-        score_thresh=0.5,
-        iou_thresh=0.5,
-        pre_nms_topk=300,
-        max_detections=100,
-        class_agnostic=True,
-        backend=backend,
-    )
+    result = ops.multiclass_nms(boxes, scores, score_thresh=0.5, iou_thresh=0.5, pre_nms_topk=300,
+                                max_detections=100, class_agnostic=True, backend=backend)
     for b, got in enumerate(result.split()):
         flat = scores[b].reshape(-1)  # index = anchor * C + class
         idx = torch.where(flat > 0.5)[0]
@@ -92,9 +83,8 @@ def test_soft_nms_matches_reference_and_backends_agree(method):
                 want.append((score, c, int(idx[j])))
         want.sort(key=lambda t: -t[0])
         assert got.shape[0] == len(want)
-        torch.testing.assert_close(
-            got[:, 4].double(), torch.tensor([w[0] for w in want], dtype=torch.float64), atol=1e-5, rtol=1e-5
-        )
+        torch.testing.assert_close(got[:, 4].double(), torch.tensor([w[0] for w in want], dtype=torch.float64),
+                                   atol=1e-5, rtol=1e-5)
         assert sorted(got[:, 5].long().tolist()) == sorted(w[1] for w in want)
 
 
@@ -106,20 +96,10 @@ def test_gaussian_soft_nms_with_tiny_sigma_is_hard_nms_at_zero(backend):
     boxes = torch.cat([centres, centres + 10 + torch.rand(30, 2, generator=g) * 20], 1)[None]
     boxes = torch.cat([boxes, boxes + torch.rand(1, 30, 4, generator=g) * 4], 1)  # each with an overlapping twin
     scores = torch.rand(1, 60, 2, generator=g) * 0.9 + 0.05
-    soft = ops.multiclass_nms(
-        boxes,
-        scores,
-        score_thresh=0.01,
-        iou_thresh=0.0,
-        pre_nms_topk=-1,
-        max_detections=200,
-        soft_nms="gaussian",
-        sigma=1e-9,
-        backend=backend,
-    )
-    hard = ops.multiclass_nms(
-        boxes, scores, score_thresh=0.01, iou_thresh=0.0, pre_nms_topk=-1, max_detections=200, backend=backend
-    )
+    soft = ops.multiclass_nms(boxes, scores, score_thresh=0.01, iou_thresh=0.0, pre_nms_topk=-1,
+                              max_detections=200, soft_nms="gaussian", sigma=1e-9, backend=backend)
+    hard = ops.multiclass_nms(boxes, scores, score_thresh=0.01, iou_thresh=0.0, pre_nms_topk=-1,
+                              max_detections=200, backend=backend)
     assert torch.equal(soft.num_detections, hard.num_detections)
     assert torch.equal(soft.detections, hard.detections)
 
@@ -144,9 +124,8 @@ def test_dtypes_and_ties_agree_across_backends(dtype):
     boxes, _ = _batch(num_images=2, num_anchors=300, num_classes=3, seed=7)
     scores = (torch.randint(1, 6, (2, 300, 3)).float() / 6).to(dtype)  # heavy ties
     a = ops.multiclass_nms(boxes.to(dtype), scores, score_thresh=0.1, pre_nms_topk=100, max_detections=150)
-    b = ops.multiclass_nms(
-        boxes.to(dtype), scores, score_thresh=0.1, pre_nms_topk=100, max_detections=150, backend="torch"
-    )
+    b = ops.multiclass_nms(boxes.to(dtype), scores, score_thresh=0.1, pre_nms_topk=100, max_detections=150,
+                           backend="torch")
     assert torch.equal(a.num_detections, b.num_detections)
     assert torch.equal(a.detections, b.detections)
     assert a.detections.dtype == (torch.float32 if dtype == torch.float16 else dtype)

@@ -55,16 +55,8 @@ def test_short_run_beats_chance_and_writes_the_run_folder(tmp_path, one_thread, 
     assert "accuracy" in out and "true\\pred" in out  # console table, then the report with the confusion matrix
     assert "epoch       loss        acc   val_loss   accuracy" in out  # training accuracy in the table
     run_dir = tmp_path / "run"
-    for name in (
-        "metrics.csv",
-        "losses.png",
-        "metrics.png",
-        "confusion.png",
-        "eval_report.txt",
-        "checkpoints/last.pt",
-        "checkpoints/best.pt",
-        "config.yaml",
-    ):
+    for name in ("metrics.csv", "losses.png", "metrics.png", "confusion.png", "eval_report.txt",
+                 "checkpoints/last.pt", "checkpoints/best.pt", "config.yaml"):
         assert (run_dir / name).is_file(), name
     assert "accuracy" in (run_dir / "metrics.csv").read_text().splitlines()[0]
     extra = load_checkpoint(run_dir / "checkpoints" / "last.pt")["extra"]

@@ -84,14 +84,12 @@ def test_finetuning_reaches_the_target_in_fewer_steps_than_scratch(tmp_path, one
 
     source = build_classifier(ClassifierConfig(name=MODEL, hidden_dim=WIDTH), 3, (SIZE, SIZE))
     _train(source, *task_a, max_steps=PRETRAIN_STEPS)
-    checkpoint = save_checkpoint(
-        tmp_path / "task_a.pt", {"format": CHECKPOINT_FORMAT, "model": source.state_dict(), "ema": None}
-    )
+    checkpoint = save_checkpoint(tmp_path / "task_a.pt",
+                                 {"format": CHECKPOINT_FORMAT, "model": source.state_dict(), "ema": None})
 
     torch.manual_seed(1)
-    finetuned = build_classifier(
-        ClassifierConfig(name=MODEL, hidden_dim=WIDTH, pretrained=str(checkpoint)), 3, (SIZE, SIZE)
-    )
+    finetuned = build_classifier(ClassifierConfig(name=MODEL, hidden_dim=WIDTH, pretrained=str(checkpoint)), 3,
+                                 (SIZE, SIZE))
     torch.manual_seed(1)
     scratch = build_classifier(ClassifierConfig(name=MODEL, hidden_dim=WIDTH), 3, (SIZE, SIZE))
     assert not torch.equal(finetuned.stages[1].conv1.weight, scratch.stages[1].conv1.weight)

@@ -40,36 +40,16 @@ from torch import Tensor, nn
 from cvkit.engine.optim import NORM_LAYERS
 from cvkit.models.backbones._load import load_torchvision_state
 
-__all__ = [
-    "Classifier",
-    "lenet",
-    "lenet_bn",
-    "mlp",
-    "alexnet",
-    "vgg11",
-    "vgg16",
-    "nin",
-    "googlenet",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet_mini",
-    "densenet121",
-]
+__all__ = ["Classifier", "lenet", "lenet_bn", "mlp", "alexnet", "vgg11", "vgg16", "nin", "googlenet", "resnet18",
+           "resnet34",
+           "resnet50", "resnet_mini", "densenet121"]
 
 
 class Classifier(nn.Module):
     """``stages`` (stem first) then ``head`` (ending in ``head.fc``); see the module docstring."""
 
-    def __init__(
-        self,
-        name: str,
-        stages: Iterable[nn.Module],
-        head: nn.Sequential,
-        make_fc: Callable[[int], nn.Module],
-        num_classes: int,
-        in_channels: int,
-    ):
+    def __init__(self, name: str, stages: Iterable[nn.Module], head: nn.Sequential,
+                 make_fc: Callable[[int], nn.Module], num_classes: int, in_channels: int):
         super().__init__()
         self.name = name
         self.stages = nn.ModuleList(stages)
@@ -152,9 +132,8 @@ def _pool_head(in_features: int, num_classes: int, dropout: float = 0.0, relu: b
     return nn.Sequential(OrderedDict(layers))
 
 
-def _mlp_head(
-    in_features: int, pooled: tuple[int, int], hidden: int, num_classes: int, dropout: float
-) -> nn.Sequential:
+def _mlp_head(in_features: int, pooled: tuple[int, int], hidden: int, num_classes: int,
+              dropout: float) -> nn.Sequential:
     """AlexNet/VGG classifier: adaptive pool to ``pooled`` -> (dropout, linear, relu) x 2 -> fc."""
     return nn.Sequential(OrderedDict([
         ("pool", nn.AdaptiveAvgPool2d(pooled)),
@@ -212,14 +191,8 @@ def _load(model: nn.Module, tv_weights: Mapping[str, Tensor] | None, unused: tup
 # ------------------------------------------------------------------------------------------------
 
 
-def lenet(
-    num_classes: int,
-    in_channels: int = 3,
-    small_input: bool = False,
-    dropout: float = 0.5,
-    hidden_dim: int = 0,
-    tv_weights: Mapping[str, Tensor] | None = None,
-) -> Classifier:
+def lenet(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.5,
+          hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """LeNet-5 (d2l 7.6) with ReLU: conv5-6 -> avgpool -> conv5-16 -> avgpool -> adaptive pool 5x5 -> 120 -> 84 -> C."""
     _check_no_weights("lenet", tv_weights)
     stages = [
@@ -237,14 +210,8 @@ def lenet(
     return Classifier("lenet", stages, head, _linear_fc(84), num_classes, in_channels)
 
 
-def lenet_bn(
-    num_classes: int,
-    in_channels: int = 3,
-    small_input: bool = False,
-    dropout: float = 0.5,
-    hidden_dim: int = 0,
-    tv_weights: Mapping[str, Tensor] | None = None,
-) -> Classifier:
+def lenet_bn(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.5,
+             hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """LeNet with batch normalization (d2l 8.5): BatchNorm after every conv and hidden linear layer, ReLU,
     max pools; channels 6 -> 16 (``hidden_dim`` > 0 scales them to hidden_dim / 16 times), adaptive 5x5 pool,
     120 -> 84 -> C."""
@@ -266,14 +233,8 @@ def lenet_bn(
     return Classifier("lenet_bn", stages, head, _linear_fc(84), num_classes, in_channels)
 
 
-def mlp(
-    num_classes: int,
-    in_channels: int = 3,
-    small_input: bool = False,
-    dropout: float = 0.5,
-    hidden_dim: int = 0,
-    tv_weights: Mapping[str, Tensor] | None = None,
-) -> Classifier:
+def mlp(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.5,
+        hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """MLP with dropout (d2l 5.6): adaptive pool to 28x28 -> flatten -> (linear, relu, dropout) x 2 -> fc.
 
     The 28x28 pooling is a documented layer (an average over pixel blocks, identity at 28x28), so any input
@@ -297,14 +258,8 @@ def _nin_block(in_channels: int, out_channels: int, kernel_size: int, stride: in
     )  # fmt: skip
 
 
-def nin(
-    num_classes: int,
-    in_channels: int = 3,
-    small_input: bool = False,
-    dropout: float = 0.5,
-    hidden_dim: int = 0,
-    tv_weights: Mapping[str, Tensor] | None = None,
-) -> Classifier:
+def nin(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.5,
+        hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """Network in Network (d2l 8.3): NiN blocks 96/256/384 with max pools, then a NiN block with C channels
     (the classifier, ``head.fc``) and global average pooling. Pools round up (ceil_mode)."""
     _check_no_weights("nin", tv_weights)
@@ -361,14 +316,8 @@ def _split_at_pools(features: nn.Sequential) -> list[nn.Sequential]:
     return stages
 
 
-def alexnet(
-    num_classes: int,
-    in_channels: int = 3,
-    small_input: bool = False,
-    dropout: float = 0.5,
-    hidden_dim: int = 0,
-    tv_weights: Mapping[str, Tensor] | None = None,
-) -> Classifier:
+def alexnet(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.5,
+            hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """torchvision's AlexNet (d2l 8.1); classifier 256*6*6 -> hidden -> hidden -> C (hidden 4096 by default)."""
     hidden = hidden_dim or 4096
     tv = _torchvision_model("alexnet", tv_weights)
@@ -385,15 +334,8 @@ def alexnet(
     return Classifier("alexnet", _split_at_pools(features), head, _linear_fc(hidden), num_classes, in_channels)
 
 
-def _vgg(
-    name: str,
-    num_classes: int,
-    in_channels: int,
-    small_input: bool,
-    dropout: float,
-    hidden_dim: int,
-    tv_weights: Mapping[str, Tensor] | None,
-) -> Classifier:
+def _vgg(name: str, num_classes: int, in_channels: int, small_input: bool, dropout: float, hidden_dim: int,
+         tv_weights: Mapping[str, Tensor] | None) -> Classifier:
     hidden = hidden_dim or 4096
     tv = _torchvision_model(name, tv_weights)
     _load(tv, tv_weights, ("classifier.",) if hidden != 4096 else ("classifier.6.",), name)
@@ -410,38 +352,20 @@ def _vgg(
     return Classifier(name, _split_at_pools(features), head, _linear_fc(hidden), num_classes, in_channels)
 
 
-def vgg11(
-    num_classes: int,
-    in_channels: int = 3,
-    small_input: bool = False,
-    dropout: float = 0.5,
-    hidden_dim: int = 0,
-    tv_weights: Mapping[str, Tensor] | None = None,
-) -> Classifier:
+def vgg11(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.5,
+          hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """torchvision's VGG-11 (d2l 8.2), five conv blocks, 7x7 adaptive pool, hidden/hidden/C classifier."""
     return _vgg("vgg11", num_classes, in_channels, small_input, dropout, hidden_dim, tv_weights)
 
 
-def vgg16(
-    num_classes: int,
-    in_channels: int = 3,
-    small_input: bool = False,
-    dropout: float = 0.5,
-    hidden_dim: int = 0,
-    tv_weights: Mapping[str, Tensor] | None = None,
-) -> Classifier:
+def vgg16(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.5,
+          hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """torchvision's VGG-16, five conv blocks, 7x7 adaptive pool, hidden/hidden/C classifier."""
     return _vgg("vgg16", num_classes, in_channels, small_input, dropout, hidden_dim, tv_weights)
 
 
-def googlenet(
-    num_classes: int,
-    in_channels: int = 3,
-    small_input: bool = False,
-    dropout: float = 0.2,
-    hidden_dim: int = 0,
-    tv_weights: Mapping[str, Tensor] | None = None,
-) -> Classifier:
+def googlenet(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.2,
+              hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """torchvision's GoogLeNet (d2l 8.4) without the auxiliary classifiers and input transform."""
     tv = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=False)
     if tv_weights is not None:
@@ -458,9 +382,8 @@ def googlenet(
     return Classifier("googlenet", stages, head, _linear_fc(1024), num_classes, in_channels)
 
 
-def _resnet(
-    name: str, num_classes: int, in_channels: int, small_input: bool, tv_weights: Mapping[str, Tensor] | None
-) -> Classifier:
+def _resnet(name: str, num_classes: int, in_channels: int, small_input: bool,
+            tv_weights: Mapping[str, Tensor] | None) -> Classifier:
     tv = getattr(torchvision.models, name)(weights=None)
     _load(tv, tv_weights, ("fc.",), name)
     tv.conv1 = _new_conv(tv.conv1, in_channels, small_input)
@@ -473,50 +396,26 @@ def _resnet(
                       num_classes, in_channels)  # fmt: skip
 
 
-def resnet18(
-    num_classes: int,
-    in_channels: int = 3,
-    small_input: bool = False,
-    dropout: float = 0.0,
-    hidden_dim: int = 0,
-    tv_weights: Mapping[str, Tensor] | None = None,
-) -> Classifier:
+def resnet18(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.0,
+             hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """torchvision's ResNet-18 (d2l 8.6): stem + layer1..4 (five stages), global pool, fc."""
     return _resnet("resnet18", num_classes, in_channels, small_input, tv_weights)
 
 
-def resnet34(
-    num_classes: int,
-    in_channels: int = 3,
-    small_input: bool = False,
-    dropout: float = 0.0,
-    hidden_dim: int = 0,
-    tv_weights: Mapping[str, Tensor] | None = None,
-) -> Classifier:
+def resnet34(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.0,
+             hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """torchvision's ResNet-34: stem + layer1..4, global pool, fc."""
     return _resnet("resnet34", num_classes, in_channels, small_input, tv_weights)
 
 
-def resnet50(
-    num_classes: int,
-    in_channels: int = 3,
-    small_input: bool = False,
-    dropout: float = 0.0,
-    hidden_dim: int = 0,
-    tv_weights: Mapping[str, Tensor] | None = None,
-) -> Classifier:
+def resnet50(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.0,
+             hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """torchvision's ResNet-50 (bottleneck blocks): stem + layer1..4, global pool, fc."""
     return _resnet("resnet50", num_classes, in_channels, small_input, tv_weights)
 
 
-def resnet_mini(
-    num_classes: int,
-    in_channels: int = 3,
-    small_input: bool = False,
-    dropout: float = 0.0,
-    hidden_dim: int = 0,
-    tv_weights: Mapping[str, Tensor] | None = None,
-) -> Classifier:
+def resnet_mini(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.0,
+                hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """A narrow ResNet for quick CPU runs: torchvision's BasicBlock, one per stage, widths 32/64/128/256
     (``hidden_dim`` > 0: the first width, doubled per stage); stem 7x7/2 conv + 3x3/2 max pool (small input:
     3x3/1 conv + ceil-mode pool), global pool, fc."""
@@ -524,14 +423,10 @@ def resnet_mini(
     from torchvision.models.resnet import BasicBlock
 
     widths = [(hidden_dim or 32) * 2**i for i in range(4)]
-    conv = (
-        nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
-        if small_input
-        else nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
-    )
-    stem = nn.Sequential(
-        conv, nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1, ceil_mode=small_input)
-    )
+    conv = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False) if small_input else \
+        nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
+    stem = nn.Sequential(conv, nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
+                         nn.MaxPool2d(3, 2, 1, ceil_mode=small_input))
     stages: list[nn.Module] = [stem]
     for i, width in enumerate(widths):
         previous = widths[max(i - 1, 0)]
@@ -547,14 +442,8 @@ def resnet_mini(
     return Classifier("resnet_mini", stages, head, _linear_fc(widths[-1]), num_classes, in_channels)
 
 
-def densenet121(
-    num_classes: int,
-    in_channels: int = 3,
-    small_input: bool = False,
-    dropout: float = 0.0,
-    hidden_dim: int = 0,
-    tv_weights: Mapping[str, Tensor] | None = None,
-) -> Classifier:
+def densenet121(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.0,
+                hidden_dim: int = 0, tv_weights: Mapping[str, Tensor] | None = None) -> Classifier:
     """torchvision's DenseNet-121 (d2l 8.7): stem, four dense blocks (with transitions), relu, global pool, fc."""
     tv = torchvision.models.densenet121(weights=None)
     _load(tv, tv_weights, ("classifier.",), "densenet121")

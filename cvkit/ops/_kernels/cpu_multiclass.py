@@ -298,20 +298,8 @@ def multiclass_nms_cpu(
     counts = np.zeros(num_images, dtype=np.int64)
     st = s.dtype.type(score_thresh)
     sig = s.dtype.type(sigma)
-    args = (
-        b,
-        s,
-        st,
-        float(iou_thresh),
-        int(pre_nms_topk),
-        int(max_detections),
-        bool(class_agnostic),
-        soft_nms is not None,
-        soft_nms == "gaussian",
-        sig,
-        out,
-        counts,
-    )
+    args = (b, s, st, float(iou_thresh), int(pre_nms_topk), int(max_detections), bool(class_agnostic),
+            soft_nms is not None, soft_nms == "gaussian", sig, out, counts)
     if allowed_threads() > 1 and num_images > 1 and s.size >= _PARALLEL_MIN_ELEMS:
         run_threaded(_batch_parallel, *args)
     else:
