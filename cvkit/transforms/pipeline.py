@@ -41,6 +41,17 @@ Pixels of consecutive geometric steps (zoom-out, min-IoU crop, resize, horizonta
 in the same random order as an unfused run, so both give the same boxes, and the same pixels except
 where a large zoom-out canvas shows (there within one grey level, see :mod:`cvkit.transforms.geometry`).
 
+The ``ssd_train`` sequence (PhotometricDistort, ZoomOut, MinIoURandomCrop, Resize, optional HorizontalFlip)
+runs its draws, box moves, filters and statistics in one numba call instead of the step-by-step loop
+(:meth:`Pipeline._call_ssd`; the same draws, boxes, pixels and statistics, tested), and colour-maps only the
+part of the image the crop window shows. The SSD transforms draw fixed counts of numbers from their numpy
+generator so that one block serves all steps; the crop search is seeded by one of them.
+
+For loaders: ``pipeline(sample, seed, out=slot)`` writes the output pixels straight into a slot of a batch
+buffer, and :meth:`Pipeline.prepare` / :meth:`Pipeline.finish` split a call into its draws and box work and
+its pixel work, so that a worker can run each over a group of samples (:class:`cvkit.data.AugmentedDataset`
+does both in ``__getitems__``).
+
 Why not ``A.Compose``: its per-step box checks and conversions cost about 0.15 ms each on one core
 (measured with albumentations 2.0.8), more than the rest of the SSD pipeline on a 300x300 image; here
 boxes are converted once and checked in one pass per step (a small numba kernel), and the statistics come
