@@ -157,9 +157,9 @@ def render(
             value = 0.0 if fill is None else _fill_value(image, fill)
             window = cv2.copyMakeBorder(window, *margins, border, value=value)
         if window.shape[:2] != (height, width):
-            if ax < 0:
-                return cv2.flip(cv2.resize(window, (width, height), interpolation=interpolation), 1, dst=out)
-            return cv2.resize(window, (width, height), dst=out, interpolation=interpolation)
+            resized = cv2.resize(window, (width, height), dst=out, interpolation=interpolation)
+            # OpenCV flips in place (pairs of columns swapped): no second output buffer
+            return cv2.flip(resized, 1, dst=resized) if ax < 0 else resized
         if ax < 0:
             return cv2.flip(window, 1, dst=out)
         if out is not None:
