@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cvkit.data.collate import Skipped, collate_classification, collate_detection
 from cvkit.data.config import DataConfig
+from cvkit.transforms.pipeline import BatchSlot
 
 __all__ = [
     "sample_seed",
@@ -143,7 +144,7 @@ class AugmentedDataset(Dataset):
         if transform is None or not all(hasattr(transform, name) for name in ("accepts_out", "prepare", "finish")):
             return [self[key] for key in keys]
         samples: list[dict[str, Any] | Skipped] = []
-        buffer: torch.Tensor | None = None
+        slots: list[BatchSlot] | None = None  # the batch buffer's slots, once the first image fixed its shape
         start = 0
         while start < len(keys):
             group: list[tuple[dict[str, Any] | Skipped, int]] = []
@@ -159,13 +160,14 @@ class AugmentedDataset(Dataset):
                 if isinstance(item, Skipped):
                     samples.append(item)
                     continue
-                sample = transform.finish(item, out=None if buffer is None else buffer[slot])
+                sample = transform.finish(item, out=None if slots is None else slots[slot])
                 image = sample.get("image")
-                if buffer is None and isinstance(image, torch.Tensor) and _is_channel_last_uint8(image):
+                if slots is None and isinstance(image, torch.Tensor) and _is_channel_last_uint8(image):
                     channels, height, width = image.shape
                     buffer = _batch_buffer((len(keys), height, width, channels))
-                    buffer[slot].copy_(image.permute(1, 2, 0))
-                    sample["image"] = buffer[slot].permute(2, 0, 1)
+                    slots = [BatchSlot(a, t) for a, t in zip(buffer.numpy(), buffer.permute(0, 3, 1, 2).unbind(0))]
+                    np.copyto(slots[slot].array, image.permute(1, 2, 0).numpy())
+                    sample["image"] = slots[slot].image
                 samples.append(sample)
             start += len(group)
         return samples

@@ -86,7 +86,7 @@ from cvkit.transforms._kernels import (
 from cvkit.transforms.geometry import IDENTITY, AxisMap, map_of, render
 from cvkit.transforms.ssd import MinIoURandomCrop, PhotometricDistort, ZoomOut
 
-__all__ = ["Pipeline", "StepStats", "Normalize", "to_normalized_tensor", "to_chw_tensor"]
+__all__ = ["Pipeline", "StepStats", "Normalize", "BatchSlot", "to_normalized_tensor", "to_chw_tensor"]
 
 
 @dataclass
@@ -96,6 +96,20 @@ class StepStats:
     boxes_in: int = 0
     clipped: int = 0  # boxes clipped to the image and kept
     dropped: int = 0  # boxes removed in this step (by the transform or by the size/visibility rule)
+
+
+class BatchSlot(NamedTuple):
+    """Slot ``k`` of a ``(B, H, W, C)`` batch buffer, as an ``out`` for :class:`Pipeline`: ``array`` is
+    ``buffer.numpy()[k]`` (the pixels are written there) and ``image`` the ``(C, H, W)`` tensor view the
+    sample then carries (``buffer.permute(0, 3, 1, 2)[k]``). A loader builds them once per batch, which
+    saves two tensor calls per sample over passing ``buffer[k]``."""
+
+    array: np.ndarray
+    image: torch.Tensor
+
+
+#: what ``out=`` takes: an array or CPU tensor of the output's ``(H, W, C)`` shape, or a :class:`BatchSlot`
+Out = np.ndarray | torch.Tensor | BatchSlot | None
 
 
 def to_normalized_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -224,9 +238,7 @@ class Pipeline:
         ]
         self._ssd_steps = _is_ssd_sequence(self.transforms) and all(maps[1:])
 
-    def _call_ssd(
-        self, sample: dict[str, Any], result: dict[str, Any], out: np.ndarray | torch.Tensor | None = None
-    ) -> dict[str, Any] | None:
+    def _call_ssd(self, sample: dict[str, Any], result: dict[str, Any], out: Out = None) -> dict[str, Any] | None:
         """``ssd_train``'s five fused steps (PhotometricDistort, ZoomOut, MinIoURandomCrop, Resize, optional
         HorizontalFlip) with their box work and statistics in one compiled call
         (:func:`cvkit.transforms._kernels.ssd_sample`): the same draws, boxes, pixels and statistics as the
@@ -261,9 +273,7 @@ class Pipeline:
         )
         return _SSDPlan(sample, labels, values.tolist(), rows, fires_photo, fires_zoom, fires_flip)
 
-    def _render_ssd(
-        self, plan: _SSDPlan, result: dict[str, Any], out: np.ndarray | torch.Tensor | None = None
-    ) -> dict[str, Any]:
+    def _render_ssd(self, plan: _SSDPlan, result: dict[str, Any], out: Out = None) -> dict[str, Any]:
         """The pixels of :meth:`_call_ssd` for a plan of :meth:`_plan_ssd`, and the output sample."""
         photo, zoom, _, resize = self.transforms[:4]
         fires_photo, fires_zoom, fires_flip = plan.fires_photo, plan.fires_zoom, plan.fires_flip
@@ -311,7 +321,7 @@ class Pipeline:
                 return plan
         return _Deferred(sample, seed)
 
-    def finish(self, prepared: Any, out: np.ndarray | torch.Tensor | None = None) -> dict[str, Any]:
+    def finish(self, prepared: Any, out: Out = None) -> dict[str, Any]:
         """The output sample of a :meth:`prepare` result (``out`` as in ``__call__``)."""
         if isinstance(prepared, _Deferred):
             return self(prepared.sample, seed=prepared.seed, out=out)
@@ -385,9 +395,7 @@ class Pipeline:
     #: ``__call__`` takes ``out=`` (cvkit's loader renders a batch's images straight into one buffer)
     accepts_out = True
 
-    def __call__(
-        self, sample: dict[str, Any], seed: int | None = None, out: np.ndarray | torch.Tensor | None = None
-    ) -> dict[str, Any]:
+    def __call__(self, sample: dict[str, Any], seed: int | None = None, out: Out = None) -> dict[str, Any]:
         """Transform a sample (see the module docstring); the input sample is not modified.
 
         ``out``: an optional ``(H, W, C)`` array or CPU tensor (a slot of a batch buffer) the output pixels are
@@ -483,15 +491,15 @@ class Pipeline:
             buffer = self._scratch_buffer = np.empty_like(image)
         return buffer
 
-    def _finish_image(
-        self, image: np.ndarray, out: np.ndarray | torch.Tensor | None = None
-    ) -> torch.Tensor | np.ndarray:
+    def _finish_image(self, image: np.ndarray, out: Out = None) -> torch.Tensor | np.ndarray:
         """uint8 ``(3, H, W)`` tensor (a channel-last view: strides ``(1, 3W, 3)``) when the pipeline normalizes
         (on the batch, later), else the array. The collate functions stack such views without transposing;
         :class:`Normalize` writes its float output in the standard contiguous layout. ``out``: the caller's
         buffer the pixels were written into (a tensor's own view is returned, sharing its storage)."""
         if self.normalize is None:
             return image
+        if isinstance(out, BatchSlot):
+            return out.image
         if isinstance(out, torch.Tensor):
             return out.permute(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
@@ -591,8 +599,10 @@ def _host_array(values: Any, dtype: Any) -> np.ndarray:
     return as_numpy(values, dtype)
 
 
-def _as_array(out: np.ndarray | torch.Tensor | None) -> np.ndarray | None:
+def _as_array(out: Out) -> np.ndarray | None:
     """The array of an ``out`` buffer (a CPU tensor's own memory)."""
+    if isinstance(out, BatchSlot):
+        return out.array
     return out.numpy() if isinstance(out, torch.Tensor) else out
 
 

@@ -217,3 +217,25 @@ def test_prepare_then_finish_over_a_group_equals_calling_one_by_one():
             assert torch.equal(a["image"], b["image"])
             if "boxes" in a:
                 assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+
+
+def test_out_slot_receives_the_pixels_and_is_returned():
+    from cvkit.transforms.pipeline import BatchSlot
+
+    rng = np.random.default_rng(9)
+    sample = {"image": rng.integers(0, 256, (50, 60, 3), dtype=np.uint8), "boxes": torch.tensor([[5.0, 5, 30, 40]]),
+              "labels": torch.tensor([2])}  # fmt: skip
+    for pipe in (ssd_pipeline(), ssd_pipeline(hflip=False)):
+        pipe._ssd_steps = True
+        want = pipe(sample, seed=4)["image"]
+        for fast in (True, False):  # the compiled path and the step-by-step loop
+            pipe._ssd_steps = fast
+            buffer = torch.zeros((2, 40, 48, 3), dtype=torch.uint8)
+            views = buffer.permute(0, 3, 1, 2).unbind(0)
+            for out, expect_view in ((BatchSlot(buffer.numpy()[1], views[1]), views[1]), (buffer[0], None)):
+                got = pipe(sample, seed=4, out=out)["image"]
+                if expect_view is not None:
+                    assert got is expect_view
+                assert got.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
+                assert torch.equal(got, want)
+            assert torch.equal(buffer[0], buffer[1])
