@@ -141,7 +141,7 @@ class AugmentedDataset(Dataset):
         one core than alternating them).
         """
         transform: Any = self.transform
-        if transform is None or not all(hasattr(transform, name) for name in ("accepts_out", "prepare", "finish")):
+        if transform is None or not (hasattr(transform, "prepare") and hasattr(transform, "finish")):
             return [self[key] for key in keys]
         samples: list[dict[str, Any] | Skipped] = []
         slots: list[BatchSlot] | None = None  # the batch buffer's slots, once the first image fixed its shape

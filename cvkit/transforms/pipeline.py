@@ -392,15 +392,13 @@ class Pipeline:
 
     # -- application ------------------------------------------------------------------------------
 
-    #: ``__call__`` takes ``out=`` (cvkit's loader renders a batch's images straight into one buffer)
-    accepts_out = True
-
     def __call__(self, sample: dict[str, Any], seed: int | None = None, out: Out = None) -> dict[str, Any]:
         """Transform a sample (see the module docstring); the input sample is not modified.
 
-        ``out``: an optional ``(H, W, C)`` array or CPU tensor (a slot of a batch buffer) the output pixels are
-        written into when the output has that shape and dtype; the returned image is then a view of it (for a
-        tensor: ``out.permute(2, 0, 1)``, sharing its storage). Otherwise it is not touched.
+        ``out``: an optional ``(H, W, C)`` array or CPU tensor (a slot of a batch buffer), or a
+        :class:`BatchSlot`, the output pixels are written into when the output has that shape and dtype; the
+        returned image is then a view of it (for a tensor: ``out.permute(2, 0, 1)``, for a slot: its
+        ``image``, sharing the buffer's storage). Otherwise it is not touched.
         """
         if seed is not None:
             self._set_random(seed)
@@ -526,7 +524,8 @@ class _Step:
     ``BasicTransform.__call__`` draws them (``should_apply``, ``get_params``, ``update_transform_params``,
     ``get_params_dependent_on_data``, in that order; ``t.params`` is set), or ``None`` when the transform's
     probability does not fire. For transforms that keep albumentations' ``update_transform_params`` it
-    builds the same dictionary without that method's per-call lookups; a test checks that both agree.
+    builds the same dictionary without that method's per-call lookups. The fused-vs-unfused tests check that
+    both agree: the unfused run draws through albumentations' own ``__call__`` with the same seed.
     """
 
     __slots__ = ("name", "t", "kind", "image_only", "map_fn", "is_zoom_out", "is_resize", "keeps_boxes",
