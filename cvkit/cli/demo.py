@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from cvkit.cli import eval as eval_cli
     from cvkit.cli import infer as infer_cli
-    from cvkit.cli.train import run as train_run
     from cvkit.data.build import dataset_root
+    from cvkit.tasks.detect import run as train_run
 
     run_dir = args.run_dir
     ckpt_dir = run_dir / "checkpoints"

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from cvkit.config import ConfigError
+from cvkit.tasks.detect import run as run_detection
 
 EXAMPLES = """examples:
   cvkit train configs/default.yaml
   cvkit train configs/default.yaml --set train.epochs=2 --set data.batch_size=8
-  cvkit train configs/default.yaml --resume runs/default/last.pt --set train.epochs=30
+  cvkit train configs/default.yaml --resume runs/default/checkpoints/last.pt --set train.epochs=30
 """
 
 
@@ -37,51 +38,13 @@ def build_parser(prog: str = "cvkit train") -> argparse.ArgumentParser:
     return parser
 
 
-def checkpoint_extra(cfg: Any, class_names: tuple[str, ...], category_ids: Any) -> dict[str, Any]:
-    """What a checkpoint carries so that ``cvkit infer`` needs nothing else."""
-    from cvkit.run_config import to_dict
-
-    return {
-        "config": to_dict(cfg),
-        "task": cfg.task,
-        "class_names": list(class_names),
-        "category_ids": None if category_ids is None else [int(c) for c in category_ids],
-        "preprocess": {
-            "size": list(cfg.transforms.size),
-            "mean": list(cfg.transforms.mean),
-            "std": list(cfg.transforms.std),
-            "interpolation": cfg.transforms.interpolation,
-        },
-    }
-
-
 def run(cfg: Any, run_dir: Path, resume: Path | None = None) -> list[dict[str, float]]:
-    """Train ``cfg`` (a :class:`cvkit.run_config.RunConfig`) into ``run_dir``; returns the epoch rows."""
-    from cvkit.data.build import build_dataset
-    from cvkit.data.loader import loader_from_config
-    from cvkit.engine.train import fit
-    from cvkit.evaluation.coco import CocoEvaluator
-    from cvkit.models.build import build_detector
-    from cvkit.transforms.presets import build_transform
-
+    """Train ``cfg`` into ``run_dir`` with its task's run (:mod:`cvkit.tasks`); returns the epoch rows."""
     if cfg.task == "classify":
         from cvkit.tasks.classify import run as run_classification
 
         return run_classification(cfg, run_dir, resume=resume)
-    train_set = build_dataset(cfg.data, "train", progress=True)
-    val_set = build_dataset(cfg.data, "val", progress=True)
-    train_tf = build_transform(cfg.transforms.train_preset, cfg.transforms)
-    val_tf = build_transform(cfg.transforms.eval_preset, cfg.transforms)
-    train_loader = loader_from_config(cfg.data, train_set, train_tf, train=True)
-    val_loader = loader_from_config(cfg.data, val_set, val_tf, train=False)
-    class_names = tuple(train_set.class_names)
-    model, criterion, postprocessor = build_detector(
-        cfg.model, cfg.loss, cfg.postprocess, cfg.anchors, num_classes=len(class_names)
-    )
-    evaluator = CocoEvaluator.from_dataset(val_set)
-    extra = checkpoint_extra(cfg, class_names, getattr(train_set, "category_ids", None))
-    return fit(model, criterion, postprocessor, train_loader, val_loader, cfg.train, run_dir,
-               evaluator=evaluator, resume=resume, extra_state=extra)
+    return run_detection(cfg, run_dir, resume=resume)
 
 
 def main(argv: list[str] | None = None) -> int:

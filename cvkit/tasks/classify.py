@@ -88,10 +88,11 @@ def checkpoint_extra(cfg: Any, classifier: ClassifierConfig, class_names: tuple[
 def build_model(cfg: Any, classifier: ClassifierConfig, num_classes: int) -> tuple[torch.nn.Module, Any]:
     """``(model, criterion)`` for ``num_classes`` classes at the input size ``cfg.transforms.size``; the
     model's random init is seeded from ``train.seed``."""
+    from cvkit.engine.seed import seed_everything
     from cvkit.losses.classification import ClassificationLoss
     from cvkit.models.classification.build import build_classifier
 
-    torch.manual_seed(cfg.train.seed)
+    seed_everything(cfg.train.seed)
     model = build_classifier(classifier, num_classes, image_size=tuple(cfg.transforms.size))
     return model, ClassificationLoss(classifier.label_smoothing)
 
