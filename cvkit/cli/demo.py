@@ -49,7 +49,8 @@ def training_state(run_dir: Path, cfg: Any) -> str:
     stored = (state.get("extra") or {}).get("config")
     if stored != to_dict(cfg):
         return "fresh"
-    return "done" if int(state.get("epoch", 0)) >= cfg.train.epochs else "resume"
+    finished = bool((state.get("budget") or {}).get("finished"))  # a budgeted run that used its budget up
+    return "done" if finished or int(state.get("epoch", 0)) >= cfg.train.epochs else "resume"
 
 
 def main(argv: list[str] | None = None) -> int:

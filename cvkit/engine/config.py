@@ -1,8 +1,10 @@
 """The ``train:`` config section (:class:`TrainConfig`): optimizer, schedule, checkpoints, evaluation, logging.
 
-Every field has a default, so ``train: {}`` is a complete section. Unknown keys are rejected with a
-suggestion by :mod:`cvkit.config`. Learning-rate schedules run per iteration; anything given in epochs
-(``warmup_epochs``, ``milestones``) is converted with the number of iterations per epoch.
+Every field has a default, so ``train: {}`` is a complete section. ``budget_minutes`` / ``max_images`` make
+the run's length a budget (:class:`cvkit.engine.stopping.RunBudget`); ``epochs`` is then a cap. Unknown
+keys are rejected with a suggestion by :mod:`cvkit.config`. Learning-rate schedules run per iteration;
+anything given in epochs (``warmup_epochs``, ``milestones``) is converted with the number of iterations per
+epoch.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ SCHEDULES = ("cosine", "multistep", "constant")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 12  # total epochs; resuming with a larger value extends the run
+    epochs: int = 12  # total epochs (with a budget: the most epochs); resuming with a larger value extends the run
+    budget_minutes: float = 0.0  # wall-time budget of the whole run incl. evaluations (0: off); schedule follows it
+    max_images: int = 0  # image budget: stop after this many training samples (0: off); repeats a run exactly
+    budget_evals: int = 4  # with a budget: evaluate at the first epoch end after each 1/budget_evals of it
     # optimizer
     optimizer: OptimizerName = "sgd"  # sgd | adam | adamw | rmsprop | adagrad | adadelta
     lr: float = 0.01  # base learning rate (the model's param groups may scale it, e.g. backbone_lr_mult)
@@ -82,6 +87,9 @@ class TrainConfig:
             (0 <= self.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {self.ema_decay}"),
             (self.ema_warmup_steps >= 0, f"train.ema_warmup_steps must be >= 0, got {self.ema_warmup_steps}"),
             (self.eval_every >= 1, f"train.eval_every must be >= 1, got {self.eval_every}"),
+            (self.budget_minutes >= 0, f"train.budget_minutes must be >= 0, got {self.budget_minutes}"),
+            (self.max_images >= 0, f"train.max_images must be >= 0, got {self.max_images}"),
+            (self.budget_evals >= 1, f"train.budget_evals must be >= 1, got {self.budget_evals}"),
             (self.early_stop_patience >= 0, "train.early_stop_patience must be >= 0"),
             (list(self.milestones) == sorted(self.milestones), f"train.milestones must increase: {self.milestones}"),
             (not self.nesterov or self.momentum > 0, "train.nesterov needs train.momentum > 0"),

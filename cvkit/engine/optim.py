@@ -16,6 +16,12 @@ Schedule: the learning rate of group ``g`` at iteration ``t`` (0-based, counted 
 so ``lr_factor(0) == warmup_factor`` (or 1 without warmup) and, for cosine, ``lr_factor(T) == min_lr_ratio``.
 The schedule is rebuilt from the config on resume (only the iteration count is restored), so a resumed run
 with more epochs stretches the cosine to the new end.
+
+Runs with a time or image budget (``train.budget_minutes``, ``train.max_images``) do not know ``T`` in
+advance: :meth:`IterationSchedule.step` then takes the fraction ``f`` of the budget used
+(:class:`cvkit.engine.stopping.RunBudget`), the warmup still counts iterations, and after it the progress is
+``(f - f_W) / (1 - f_W)`` with ``f_W`` the fraction at the end of the warmup (cosine), and a milestone ``m``
+is passed once ``f >= m * iters_per_epoch / T`` (multistep). With ``f = t / T`` both are the formulas above.
 """
 
 from __future__ import annotations
@@ -140,39 +146,55 @@ class IterationSchedule:
         self.milestone_iters = sorted(int(m) for m in milestone_iters)
         self.gamma = float(gamma)
         self.last_iter = 0
+        self.fraction: float | None = None  # the budget fraction of the last step (budgeted runs)
+        self.warmup_fraction = 0.0  # the budget fraction when the warmup ended
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
         self._apply()
 
-    def lr_factor(self, t: int) -> float:
-        """The multiplier of the base lr at iteration ``t`` (see the module docstring)."""
+    def lr_factor(self, t: int, fraction: float | None = None) -> float:
+        """The multiplier of the base lr at iteration ``t``, or at the budget ``fraction`` used once the
+        warmup is over (see the module docstring)."""
         if t < self.warmup_iters:
             return self.warmup_factor + (1.0 - self.warmup_factor) * t / self.warmup_iters
         if self.kind == "cosine":
-            span = max(self.total_iters - self.warmup_iters, 1)
-            progress = min(max(t - self.warmup_iters, 0) / span, 1.0)
+            if fraction is None:
+                span = max(self.total_iters - self.warmup_iters, 1)
+                progress = min(max(t - self.warmup_iters, 0) / span, 1.0)
+            else:
+                span_f = max(1.0 - self.warmup_fraction, 1e-12)
+                progress = min(max(fraction - self.warmup_fraction, 0.0) / span_f, 1.0)
             return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
         if self.kind == "multistep":
-            return self.gamma ** sum(1 for m in self.milestone_iters if m <= t)
+            if fraction is None:
+                return self.gamma ** sum(1 for m in self.milestone_iters if m <= t)
+            return self.gamma ** sum(1 for m in self.milestone_iters if m / self.total_iters <= fraction)
         return 1.0
 
     def _apply(self) -> None:
-        factor = self.lr_factor(self.last_iter)
+        factor = self.lr_factor(self.last_iter, self.fraction)
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
 
-    def step(self) -> None:
+    def step(self, fraction: float | None = None) -> None:
+        """Advance one iteration; ``fraction``: the budget used so far (budgeted runs), else None."""
         self.last_iter += 1
+        self.fraction = None if fraction is None else float(fraction)
+        if self.fraction is not None and self.last_iter <= self.warmup_iters:
+            self.warmup_fraction = self.fraction
         self._apply()
 
     def get_last_lr(self) -> list[float]:
         return [group["lr"] for group in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_iter": self.last_iter}
+        return {"last_iter": self.last_iter, "fraction": self.fraction, "warmup_fraction": self.warmup_fraction}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.last_iter = int(state["last_iter"])
+        fraction = state.get("fraction")
+        self.fraction = None if fraction is None else float(fraction)
+        self.warmup_fraction = float(state.get("warmup_fraction", 0.0))
         self._apply()
 
 

@@ -3,26 +3,35 @@
 ``fit`` reads top to bottom::
 
     join the process group (under torchrun) -> device, seeds, determinism
-    -> param groups -> optimizer -> per-iteration schedule -> GradScaler (CUDA AMP) -> EMA
-    -> resume (model, optimizer, schedule, scaler, EMA, epoch, best metric, history, RNG states)
-    -> for each epoch: set the loader's epoch, train_one_epoch, every eval_every epochs evaluate
-       (val loss + evaluator metrics, on the EMA weights when EMA is on), log the row,
-       write last.pt (and best.pt when the monitored metric improved), stop early when patience runs out.
+    -> param groups -> optimizer -> per-iteration schedule -> GradScaler (CUDA AMP) -> EMA -> budget
+    -> resume (a TrainingState: model, optimizer, schedule, scaler, EMA, epoch, early stopping, budget,
+       history, RNG states)
+    -> for each epoch: set the loader's epoch, train_one_epoch (until the budget is used up), evaluate when
+       due (val loss + evaluator metrics, on the EMA weights when EMA is on), log the row, write last.pt
+       (and best.pt when the monitored metric improved), stop early when patience or the budget runs out.
 
 The model contract: ``model(images) -> outputs``, ``criterion(outputs, targets) -> {"loss": total, ...}``
 (every entry a scalar tensor; ``loss`` is backpropagated, all are logged), ``postprocessor`` only for
 evaluation (see :mod:`cvkit.engine.evaluate`). Batches are dicts from ``cvkit.data``'s collate functions;
 targets are ``batch["targets"]`` (detection) or ``batch["labels"]`` (classification).
 
+Budget (``train.budget_minutes``, ``train.max_images``; :class:`cvkit.engine.stopping.RunBudget`): the lr
+schedule after the warmup follows the fraction of the budget used, evaluations happen at the first epoch end
+after each ``1 / budget_evals`` of it, and the run stops inside an epoch once it is used up; that last epoch
+is evaluated and saved like any other, and the run is marked finished (``epochs`` is then only a cap). Every
+row records ``images_seen`` and ``time_used``, so a timed run can be repeated exactly with
+``train.max_images``.
+
 Reproducibility: RNG states are saved with every checkpoint after the epoch's evaluation, and the data
 order and augmentation depend only on ``(seed, epoch, index)`` (``cvkit.data.loader``), so a single-process
-CPU run resumed from ``last.pt`` produces the same losses as the uninterrupted run.
+CPU run resumed from ``last.pt`` produces the same losses as the uninterrupted run (a time budget makes the
+length itself depend on the clock: repeat those runs by ``max_images``).
 
 Distributed (``torchrun``): the train loader is sharded with
 :class:`cvkit.engine.distributed.DistributedEpochSampler` (batch size per process), the model is wrapped in
 ``DistributedDataParallel`` (``train.sync_bn``: SyncBatchNorm first, CUDA only), train losses are averaged over
-processes, and rank 0 alone evaluates (on the full val loader), prints and writes files; the stop decision
-is broadcast so every rank leaves the loop together.
+processes, and rank 0 alone evaluates (on the full val loader), prints and writes files; the stop decisions
+are broadcast so every rank leaves the loop together.
 """
 
 from __future__ import annotations
@@ -33,15 +42,16 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from cvkit.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from cvkit.config import to_dict
 from cvkit.data.loader import batch_images
-from cvkit.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from cvkit.engine.config import TrainConfig
 from cvkit.engine.distributed import (
     all_reduce_mean,
@@ -58,13 +68,11 @@ from cvkit.engine.evaluate import autocast_args, batch_targets, evaluate, move_t
 from cvkit.engine.logging import RunLogger, save_run_info, write_text_atomic
 from cvkit.engine.optim import IterationSchedule, build_optimizer, build_schedule, model_param_groups
 from cvkit.engine.seed import rng_state, seed_everything, set_deterministic, set_rng_state
+from cvkit.engine.stopping import EarlyStopping, RunBudget
 
 log = logging.getLogger("cvkit.engine")
 
-__all__ = ["train_one_epoch", "fit", "resolve_device", "monitor_mode", "CHECKPOINT_VERSION"]
-
-
-CHECKPOINT_VERSION = 1
+__all__ = ["train_one_epoch", "fit", "resolve_device", "monitor_mode"]
 
 
 def resolve_device(name: str = "auto", distributed: bool = False) -> torch.device:
@@ -125,8 +133,12 @@ def train_one_epoch(
     clip_grad_norm: float = 0.0,
     amp: bool | torch.dtype | None = False,
     progress: bool = False,
+    budget: RunBudget | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``: forward, loss, backward, (clip), step, schedule step, EMA update.
+
+    ``budget``: every step is counted on it, the schedule steps by its fraction when it has a time or image
+    limit, and the pass stops early once it is used up.
 
     Returns the mean over iterations of every loss term the criterion gives, plus ``skipped`` (samples the
     loader dropped as bad input). ``amp``: a dtype autocasts forward and loss to it (e.g. bfloat16 on CPU),
@@ -145,7 +157,9 @@ def train_one_epoch(
     skipped_kinds: Counter = Counter()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress, dynamic_ncols=True)
+    budgeted = budget is not None and (budget.timed or budget.max_images > 0)
     for step, batch in enumerate(bar):
+        step_start = time.perf_counter()
         skipped += int(batch.get("num_skipped", 0))
         skipped_kinds.update(batch.get("skipped_kinds") or {})
         if len(batch["images"]) == 0:
@@ -172,8 +186,10 @@ def train_one_epoch(
             if clip_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
             optimizer.step()
+        if budget is not None:
+            budget.step(len(batch["images"]) * _world_size(), time.perf_counter() - step_start)
         if scheduler is not None:
-            scheduler.step()
+            scheduler.step(budget.fraction() if budgeted and budget is not None else None)
         if ema is not None:
             ema.update(model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model)
         for key, value in losses.items():
@@ -181,12 +197,71 @@ def train_one_epoch(
         num_steps += 1
         if progress:
             bar.set_postfix(loss=f"{sums['loss'] / num_steps:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if budget is not None and _broadcast_flag(budget.exhausted()):
+            break
     stats = {k: v / max(num_steps, 1) for k, v in sums.items()}
     stats["skipped"] = float(skipped)
     if skipped:
         kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(skipped_kinds.items()))
         log.warning("epoch %d: skipped %d bad sample(s) (data.on_error=skip): %s", epoch + 1, skipped, kinds)
     return stats
+
+
+@dataclass
+class _Trainer:
+    """What fit builds once and every epoch uses."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: IterationSchedule
+    scaler: torch.amp.GradScaler
+    ema: ModelEMA | None
+    budget: RunBudget
+    stopping: EarlyStopping
+    amp_dtype: torch.dtype | None
+
+
+def _build_trainer(model: nn.Module, cfg: TrainConfig, device: torch.device, iters_per_epoch: int,
+                   eval_images: int) -> _Trainer:  # fmt: skip
+    optimizer = build_optimizer(model_param_groups(model, cfg), cfg)
+    amp_dtype = autocast_dtype(cfg, device)
+    use_scaler = amp_dtype == torch.float16 and device.type == "cuda"  # the loss scaler is for float16 only
+    return _Trainer(
+        optimizer=optimizer,
+        scheduler=build_schedule(optimizer, cfg, iters_per_epoch),
+        scaler=torch.amp.GradScaler("cuda", enabled=use_scaler),
+        ema=ModelEMA(model, cfg.ema_decay, cfg.ema_warmup_steps) if cfg.ema else None,
+        budget=RunBudget(cfg.budget_minutes, cfg.max_images, cfg.epochs * max(iters_per_epoch, 1), eval_images),
+        stopping=EarlyStopping(monitor_mode(cfg), cfg.early_stop_patience, cfg.early_stop_min_delta),
+        amp_dtype=amp_dtype,
+    )
+
+
+def _restore(trainer: _Trainer, model: nn.Module, resume: str | os.PathLike) -> TrainingState:
+    state = TrainingState.from_dict(load_checkpoint(resume, map_location="cpu"), resume)
+    model.load_state_dict(state.model)
+    trainer.optimizer.load_state_dict(state.optimizer)
+    trainer.scheduler.load_state_dict(state.scheduler)
+    if trainer.scaler.is_enabled() and state.scaler:
+        trainer.scaler.load_state_dict(state.scaler)
+    if trainer.ema is not None and state.ema is not None:
+        trainer.ema.load_state_dict(state.ema)
+    trainer.budget.load_state_dict(state.budget)
+    if "iters" not in state.budget:  # a version-1 checkpoint: the schedule counted the iterations
+        trainer.budget.iters = trainer.scheduler.last_iter
+    stop = trainer.stopping
+    stop.best, stop.best_epoch, stop.bad_evals = state.best_metric, state.best_epoch, state.bad_evals
+    return state
+
+
+def _evaluation_due(cfg: TrainConfig, epoch: int, last: bool, fractions: tuple[float, float]) -> bool:
+    """Evaluate after epoch ``epoch`` (0-based)? Every ``eval_every`` epochs and after the last one; under a
+    budget when the fraction used passed a multiple of ``1 / budget_evals`` during the epoch."""
+    if last:
+        return True
+    if cfg.budget_minutes > 0 or cfg.max_images > 0:
+        before, after = fractions
+        return math.floor(after * cfg.budget_evals) > math.floor(before * cfg.budget_evals)
+    return (epoch + 1) % cfg.eval_every == 0
 
 
 def fit(
@@ -201,15 +276,15 @@ def fit(
     resume: str | os.PathLike | None = None,
     extra_state: Mapping[str, Any] | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` for ``cfg.epochs`` epochs (see the module docstring); returns the per-epoch rows.
+    """Train ``model`` for ``cfg.epochs`` epochs or its budget (see the module docstring); returns the rows.
 
     Each row: ``epoch`` (1-based), the mean train loss terms, ``skipped``, and on evaluated epochs
-    ``val_*`` losses and the evaluator's metrics, then ``lr`` (largest group lr at the epoch's end) and
-    ``time`` (seconds). ``resume``: a ``last.pt``/``best.pt`` to continue from; ``cfg.epochs`` may be
-    larger than the checkpoint's run. ``extra_state`` is stored in every checkpoint under ``extra``; its
-    ``config`` entry (the resolved root config as a dict), when present, is written to
-    ``run_dir/config.yaml``, otherwise the ``train:`` section alone. Under torchrun only rank 0 writes
-    and its rows include evaluation results.
+    ``val_*`` losses and the evaluator's metrics, then ``lr`` (largest group lr at the epoch's end),
+    ``time`` (seconds of the epoch), ``images_seen`` and ``time_used`` (over the whole run). ``resume``: a
+    ``last.pt``/``best.pt`` to continue from; ``cfg.epochs`` (or the budget) may be larger than the
+    checkpoint's run. ``extra_state`` is stored in every checkpoint under ``extra``; its ``config`` entry
+    (the resolved root config as a dict), when present, is written to ``run_dir/config.yaml``, otherwise
+    the ``train:`` section alone. Under torchrun only rank 0 writes and its rows include evaluation results.
     """
     run_dir = Path(run_dir)
     if val_loader is not None and evaluator is None and not cfg.monitor.startswith("val_"):
@@ -232,151 +307,66 @@ def fit(
             if cfg.sync_bn:
                 model = convert_sync_batchnorm(model, device)
             train_loader = distributed_loader(train_loader, rank, world_size)
-
-        optimizer = build_optimizer(model_param_groups(model, cfg), cfg)
-        scheduler = build_schedule(optimizer, cfg, len(train_loader))
-        amp_dtype = autocast_dtype(cfg, device)
-        use_amp = amp_dtype == torch.float16 and device.type == "cuda"  # the loss scaler is for float16 only
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        ema = ModelEMA(model, cfg.ema_decay, cfg.ema_warmup_steps) if cfg.ema else None
-
-        start_epoch, global_step = 0, 0
-        best_metric: float | None = None
-        best_epoch, bad_evals = 0, 0
-        history: list[dict[str, float]] = []
-        resumed_rng: dict[str, Any] | None = None
+        eval_images = len(getattr(val_loader, "dataset", ())) if val_loader is not None else 0
+        trainer = _build_trainer(model, cfg, device, len(train_loader), eval_images)
+        start_epoch, history, resumed_rng = 0, [], None
         if resume is not None:
-            state = load_checkpoint(resume, map_location="cpu")
-            if state.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{resume}: not a cvkit training checkpoint (format {state.get('format')!r})")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if use_amp and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            if ema is not None and state.get("ema") is not None:
-                ema.load_state_dict(state["ema"])
-            start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
-            best_metric, best_epoch = state.get("best_metric"), int(state.get("best_epoch", 0))
-            bad_evals = int(state.get("bad_evals", 0))
-            history = [dict(r) for r in state.get("history", [])]
-            per_rank = state.get("rng_per_rank") or []
-            resumed_rng = per_rank[rank] if len(per_rank) == world_size else state["rng"]
-
-        train_model: nn.Module = model
+            state = _restore(trainer, model, resume)
+            start_epoch, history = state.epoch, state.history
+            resumed_rng = state.rng_per_rank[rank] if len(state.rng_per_rank) == world_size else state.rng
+        train_model = model
         if distributed:
             device_ids = [device.index] if device.type == "cuda" else None
             train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-        logger = RunLogger(
-            run_dir,
-            enabled=main,
-            console_table=cfg.console_table,
-            tensorboard=cfg.tensorboard,
-            plots=cfg.plots,
-            metrics=_table_metrics(val_loader, evaluator, cfg.monitor),
-            history=history,
-        )
+        logger = RunLogger(run_dir, enabled=main, console_table=cfg.console_table, tensorboard=cfg.tensorboard,
+                           plots=cfg.plots, metrics=_table_metrics(val_loader, evaluator, cfg.monitor),
+                           history=history)  # fmt: skip
         if main:
-            config = (extra_state or {}).get("config") or {"train": to_dict(cfg)}
-            save_run_info(run_dir, config)
+            save_run_info(run_dir, (extra_state or {}).get("config") or {"train": to_dict(cfg)})
             if resume is not None:
                 logger.print(f"resumed from {resume} at epoch {start_epoch} of {cfg.epochs}")
-        mode = monitor_mode(cfg)
-        evaluated_now = False  # whether this call ran the evaluator (its report is then current)
         if resumed_rng is not None:
             set_rng_state(resumed_rng)
-
+        trainer.budget.start()
+        budgeted = cfg.budget_minutes > 0 or cfg.max_images > 0
+        evaluated_now = False  # whether this call ran the evaluator (its report is then current)
         for epoch in range(start_epoch, cfg.epochs):
-            start = time.perf_counter()
+            if budgeted and trainer.budget.exhausted():
+                break
+            start, before = time.perf_counter(), trainer.budget.fraction()
             _set_loader_epoch(train_loader, epoch)
-            stats = train_one_epoch(
-                train_model,
-                criterion,
-                optimizer,
-                train_loader,
-                device,
-                epoch,
-                scheduler=scheduler,
-                scaler=scaler,
-                ema=ema,
-                clip_grad_norm=cfg.clip_grad_norm,
-                amp=amp_dtype,
-                progress=cfg.progress and main,
-            )
-            global_step = scheduler.last_iter
+            stats = train_one_epoch(train_model, criterion, trainer.optimizer, train_loader, device, epoch,
+                                    scheduler=trainer.scheduler, scaler=trainer.scaler, ema=trainer.ema,
+                                    clip_grad_norm=cfg.clip_grad_norm, amp=trainer.amp_dtype,
+                                    progress=cfg.progress and main, budget=trainer.budget)  # fmt: skip
             stats = all_reduce_mean(stats, device)
             stats["skipped"] *= world_size  # a sum over processes, not a mean
             row: dict[str, float] = {"epoch": float(epoch + 1), **stats}
-
-            evaluated = val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
-            improved = stop = False
-            if evaluated and main and val_loader is not None:
-                eval_model = ema.module if ema is not None else model
-                metrics = evaluate(
-                    eval_model, criterion, postprocessor, val_loader, device, evaluator, amp_dtype, cfg.progress
-                )
-                row.update(metrics)
-                evaluated_now = evaluator is not None
-                if cfg.monitor not in metrics:
-                    raise KeyError(
-                        f"train.monitor={cfg.monitor!r} is not among the evaluation metrics {sorted(metrics)}"
-                    )
-                value = float(metrics[cfg.monitor])
-                if math.isfinite(value):
-                    if best_metric is None:
-                        improved = True
-                    elif mode == "max":
-                        improved = value > best_metric + cfg.early_stop_min_delta
-                    else:
-                        improved = value < best_metric - cfg.early_stop_min_delta
-                if improved:
-                    best_metric, best_epoch, bad_evals = value, epoch + 1, 0
-                else:
-                    bad_evals += 1
-                stop = cfg.early_stop_patience > 0 and bad_evals >= cfg.early_stop_patience
-                report = getattr(evaluator, "report", None)
-                if callable(report):
-                    write_text_atomic(run_dir / "eval_report.txt", report() + "\n")
-            row["lr"] = max(group["lr"] for group in optimizer.param_groups)
-            row["time"] = time.perf_counter() - start
+            last = epoch + 1 == cfg.epochs or trainer.budget.exhausted()
+            improved = False
+            if val_loader is not None and _evaluation_due(cfg, epoch, last, (before, trainer.budget.fraction())):
+                if main:
+                    improved = _evaluate_into(row, model, criterion, postprocessor, val_loader, device, evaluator,
+                                              trainer, cfg, run_dir)  # fmt: skip
+                    evaluated_now = evaluator is not None
+            trainer.budget.finished = budgeted and trainer.budget.exhausted()
+            row.update(lr=max(g["lr"] for g in trainer.optimizer.param_groups), time=time.perf_counter() - start,
+                       images_seen=float(trainer.budget.images_seen), time_used=trainer.budget.time_used)
             logger.log_epoch(row)
-
             rng = rng_state()
             rng_per_rank = _gather_objects(rng) if distributed else []
-            if main and (cfg.save_last or (cfg.save_best and improved)):
-                state = {
-                    "format": CHECKPOINT_FORMAT,
-                    "version": CHECKPOINT_VERSION,
-                    "epoch": epoch + 1,
-                    "global_step": global_step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "rng": rng,
-                    "rng_per_rank": rng_per_rank,
-                    "best_metric": best_metric,
-                    "best_epoch": best_epoch,
-                    "bad_evals": bad_evals,
-                    "monitor": cfg.monitor,
-                    "history": logger.history,
-                    "train_config": to_dict(cfg),
-                    "extra": dict(extra_state or {}),
-                }
-                if cfg.save_last:
-                    save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
-                if cfg.save_best and improved:
-                    save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
-                    logger.print(f"best {cfg.monitor} {best_metric:.4f} at epoch {epoch + 1}")
-            if broadcast_object(stop):
-                logger.print(
-                    f"early stop at epoch {epoch + 1}: {cfg.monitor} did not improve for {bad_evals} evaluations"
-                )
+            if main:
+                _save(trainer, model, epoch, rng, rng_per_rank, logger.history, cfg, extra_state, run_dir,
+                      improved, logger)  # fmt: skip
+            if broadcast_object(trainer.stopping.should_stop):
+                logger.print(f"early stop at epoch {epoch + 1}: {cfg.monitor} did not improve for "
+                             f"{trainer.stopping.bad_evals} evaluations")  # fmt: skip
+                break
+            if broadcast_object(trainer.budget.finished):
+                logger.print(f"budget used up at epoch {epoch + 1}: {trainer.budget.images_seen} images in "
+                             f"{trainer.budget.time_used / 60:.1f} min")  # fmt: skip
                 break
             barrier()
-
         report = getattr(evaluator, "report", None)
         if main and evaluated_now and callable(report):
             logger.print(report())
@@ -387,6 +377,46 @@ def fit(
         set_deterministic(previous_deterministic)
 
 
+def _evaluate_into(row: dict[str, float], model: nn.Module, criterion: Any, postprocessor: Any, val_loader: Any,
+                   device: torch.device, evaluator: Any, trainer: _Trainer, cfg: TrainConfig, run_dir: Path) -> bool:
+    """Evaluate (the EMA weights when kept) into ``row``; update early stopping; True when the metric improved."""
+    start = time.perf_counter()
+    eval_model = trainer.ema.module if trainer.ema is not None else model
+    metrics = evaluate(eval_model, criterion, postprocessor, val_loader, device, evaluator, trainer.amp_dtype,
+                       cfg.progress)  # fmt: skip
+    trainer.budget.record_evaluation(time.perf_counter() - start)
+    row.update(metrics)
+    if cfg.monitor not in metrics:
+        raise KeyError(f"train.monitor={cfg.monitor!r} is not among the evaluation metrics {sorted(metrics)}")
+    improved = trainer.stopping.update(float(metrics[cfg.monitor]), int(row["epoch"]))
+    report = getattr(evaluator, "report", None)
+    if callable(report):
+        write_text_atomic(run_dir / "eval_report.txt", report() + "\n")
+    return improved
+
+
+def _save(trainer: _Trainer, model: nn.Module, epoch: int, rng: dict[str, Any], rng_per_rank: list[Any],
+          history: list[dict[str, float]], cfg: TrainConfig, extra_state: Mapping[str, Any] | None, run_dir: Path,
+          improved: bool, logger: RunLogger) -> None:  # fmt: skip
+    """Write last.pt (and best.pt when the monitored metric improved) as one TrainingState."""
+    if not (cfg.save_last or (cfg.save_best and improved)):
+        return
+    stop = trainer.stopping
+    state = TrainingState(
+        model=model.state_dict(), optimizer=trainer.optimizer.state_dict(), scheduler=trainer.scheduler.state_dict(),
+        epoch=epoch + 1, global_step=trainer.scheduler.last_iter, scaler=trainer.scaler.state_dict(),
+        ema=trainer.ema.state_dict() if trainer.ema is not None else None, rng=rng, rng_per_rank=rng_per_rank,
+        best_metric=stop.best, best_epoch=stop.best_epoch, bad_evals=stop.bad_evals, monitor=cfg.monitor,
+        budget=trainer.budget.state_dict(), history=history, train_config=to_dict(cfg),
+        extra=dict(extra_state or {}),
+    ).to_dict()  # fmt: skip
+    if cfg.save_last:
+        save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
+    if cfg.save_best and improved:
+        save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
+        logger.print(f"best {cfg.monitor} {stop.best:.4f} at epoch {epoch + 1}")
+
+
 def _table_metrics(val_loader: Any, evaluator: Any, monitor: str) -> list[str]:
     """Validation columns of the console table: val_loss, the evaluator's headline metrics, the monitor."""
     if val_loader is None:
@@ -395,6 +425,15 @@ def _table_metrics(val_loader: Any, evaluator: Any, monitor: str) -> list[str]:
     if evaluator is not None:
         names += list(getattr(evaluator, "table_metrics", ("AP", "AP50")))
     return names + ([monitor] if monitor not in names else [])
+
+
+def _world_size() -> int:
+    return get_world_size()
+
+
+def _broadcast_flag(flag: bool) -> bool:
+    """``flag`` as rank 0 sees it (every rank leaves an epoch at the same step); the flag itself otherwise."""
+    return bool(broadcast_object(flag)) if get_world_size() > 1 else flag
 
 
 def _gather_objects(obj: Any) -> list[Any]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from cvkit.engine.checkpoint import CHECKPOINT_FORMAT, checkpoint_weights, load_checkpoint
+from cvkit.checkpoint import CHECKPOINT_FORMAT, checkpoint_weights, load_checkpoint
 from cvkit.models.backbones._load import state_dict_problems
 from cvkit.models.classification import zoo
 from cvkit.models.classification.config import ClassifierConfig

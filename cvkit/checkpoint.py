@@ -1,0 +1,160 @@
+"""Checkpoints: atomic writes and safe loads.
+
+``save_checkpoint(path, state)`` writes ``torch.save(state)`` to a temporary file in the same folder,
+flushes it to disk, then ``os.replace`` s it onto ``path``: a reader (or a crash) sees either the old
+file or the new one, never half a file. ``load_checkpoint(path)`` reads only with
+``torch.load(..., weights_only=True)``: tensors, numbers, strings, lists, tuples and dicts load; any
+other pickled object (a class, a function, a ``__reduce__`` payload) is refused with
+:class:`CheckpointError` before it can run.
+
+What :func:`cvkit.engine.train.fit` stores is a :class:`TrainingState` (``CHECKPOINT_FORMAT``, version 2;
+version 1 files, which lack the ``budget`` entry, still load)::
+
+    format, version        "cvkit-checkpoint", 2
+    epoch                  completed epochs (training resumes at this epoch index)
+    global_step            optimizer steps taken
+    model                  state_dict of the (unwrapped) model
+    optimizer, scheduler   their state_dicts
+    scaler                 GradScaler state_dict ({} when AMP is off)
+    ema                    {"module": state_dict, "updates": int} or None
+    rng                    python / numpy / torch / CUDA RNG states (cvkit.engine.seed.rng_state)
+    rng_per_rank           under torchrun: every rank's RNG states (rank r resumes from entry r), else []
+    best_metric, best_epoch, bad_evals, monitor   best-checkpoint and early-stopping bookkeeping
+    budget                 {"time_used": seconds, "images_seen": int, "finished": bool} of train.budget_minutes
+    history                the per-epoch rows logged so far (list of dicts of floats)
+    train_config           the train: section as a plain dict
+    extra                  the caller's extra_state (resolved config, class names, preprocessing, ...)
+
+``best.pt`` holds the same keys as ``last.pt`` of the epoch it was written. Inference weights:
+:func:`checkpoint_weights` (the EMA weights when the run kept them, as evaluated, else ``model``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "CheckpointError",
+    "TrainingState",
+    "save_checkpoint",
+    "load_checkpoint",
+    "checkpoint_weights",
+]
+
+CHECKPOINT_FORMAT = "cvkit-checkpoint"
+CHECKPOINT_VERSION = 2
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or holds something other than plain data."""
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``; refuses anything but plain data."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused to load (not plain tensors and containers): {first}") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict at the top level, got {type(state).__name__}")
+    return state
+
+
+def checkpoint_weights(state: dict[str, Any], prefer_ema: bool = True) -> dict[str, torch.Tensor]:
+    """The model state_dict to run inference with: the EMA weights when the run kept them (those are what
+    was evaluated and what ``best.pt`` was chosen by) and ``prefer_ema``, else the trained weights."""
+    ema = state.get("ema")
+    if prefer_ema and isinstance(ema, dict) and "module" in ema:
+        return ema["module"]
+    if "model" not in state:
+        raise CheckpointError("the checkpoint has no 'model' weights")
+    return state["model"]
+
+
+@dataclass
+class TrainingState:
+    """Everything a training checkpoint holds (see the module docstring for each field).
+
+    ``to_dict()`` is what :func:`save_checkpoint` writes; ``TrainingState.from_dict(state, source)`` checks
+    the format and version of what :func:`load_checkpoint` read and fills the fields older versions lack.
+    """
+
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    epoch: int = 0
+    global_step: int = 0
+    scaler: dict[str, Any] = field(default_factory=dict)
+    ema: dict[str, Any] | None = None
+    rng: dict[str, Any] = field(default_factory=dict)
+    rng_per_rank: list[Any] = field(default_factory=list)
+    best_metric: float | None = None
+    best_epoch: int = 0
+    bad_evals: int = 0
+    monitor: str = ""
+    budget: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_config: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint dict: ``format``, ``version`` and every field."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **fields}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any], source: str | os.PathLike = "checkpoint") -> TrainingState:
+        """Read a training checkpoint dict; :class:`CheckpointError` when it is not one (or from a newer cvkit)."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{source}: not a cvkit training checkpoint (format {state.get('format')!r})")
+        version = int(state.get("version", 1))
+        if version > CHECKPOINT_VERSION:
+            raise CheckpointError(f"{source}: checkpoint version {version} is newer than this cvkit's "
+                                  f"({CHECKPOINT_VERSION}); upgrade cvkit")  # fmt: skip
+        missing = [name for name in ("model", "optimizer", "scheduler") if name not in state]
+        if missing:
+            raise CheckpointError(f"{source}: training checkpoint without {', '.join(missing)}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        nullable = ("ema", "best_metric")
+        values = {k: v for k, v in state.items() if k in names and (v is not None or k in nullable)}
+        values["history"] = [dict(row) for row in state.get("history") or []]
+        values["extra"] = dict(state.get("extra") or {})
+        for name in ("epoch", "global_step", "best_epoch", "bad_evals"):
+            values[name] = int(state.get(name, 0))
+        return cls(**values)
