@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from cvkit.engine.config import TrainConfig
+from cvkit.models.param_groups import NORM_LAYERS, part_param_groups
 
 __all__ = [
     "NORM_LAYERS",
@@ -44,40 +45,20 @@ __all__ = [
     "build_schedule",
 ]
 
-NORM_LAYERS: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._BatchNorm,
-    nn.GroupNorm,
-    nn.LayerNorm,
-    nn.modules.instancenorm._InstanceNorm,
-    nn.LocalResponseNorm,
-)
-
-
 def default_param_groups(
     model: nn.Module, lr: float, weight_decay: float, no_decay_norm_bias: bool = True
 ) -> list[dict[str, Any]]:
     """Trainable parameters of ``model`` as optimizer groups; frozen ones (``requires_grad=False``) are left out.
 
-    ``no_decay_norm_bias``: two groups, ``decay`` (weight_decay) and ``no_decay`` (0.0: parameters of
-    :data:`NORM_LAYERS` and every parameter named ``bias``); otherwise one group ``all``. Empty groups are dropped.
+    ``no_decay_norm_bias``: two groups, ``decay`` (weight_decay) and ``no_decay`` (0.0: the parameters
+    :func:`cvkit.models.param_groups.skips_weight_decay` names); otherwise one group ``all``. Empty groups
+    are dropped.
     """
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    seen: set[int] = set()
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad or id(param) in seen:
-                continue
-            seen.add(id(param))
-            if no_decay_norm_bias and (isinstance(module, NORM_LAYERS) or name == "bias"):
-                no_decay.append(param)
-            else:
-                decay.append(param)
-    groups: list[dict[str, Any]] = [
-        {"name": "decay" if no_decay_norm_bias else "all", "params": decay, "lr": lr, "weight_decay": weight_decay},
-        {"name": "no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
+    groups = part_param_groups(model, lr, weight_decay, no_decay_norm_bias, parts=(("decay", 1.0),))
+    for g in groups:
+        g["name"] = {"decay": "decay" if no_decay_norm_bias else "all", "decay_no_decay": "no_decay"}[g["name"]]
+        del g["lr_mult"]
+    return groups
 
 
 def model_param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:

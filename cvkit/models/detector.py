@@ -25,9 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cvkit.models.backbones.base import Backbone, L2Norm
+from cvkit.models.backbones.base import Backbone
 from cvkit.models.backbones.extras import SSDExtras
 from cvkit.models.heads.ssd import SSDHead
+from cvkit.models.param_groups import part_param_groups
 from cvkit.ops.anchors import AnchorGenerator
 
 __all__ = ["BACKGROUND_INDEX", "SSDDetector"]
@@ -35,7 +36,6 @@ __all__ = ["BACKGROUND_INDEX", "SSDDetector"]
 #: Index of the background logit; foreground label ``l`` is logit ``l + 1``.
 BACKGROUND_INDEX: int = 0
 
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
 class SSDDetector(nn.Module):
@@ -166,28 +166,9 @@ class SSDDetector(nn.Module):
         "weight_decay" and "lr_mult" (its lr / ``lr``, for schedulers that rescale the base lr).
         """
         backbone_ids = {id(p) for m in self.backbone.pretrained_modules() for p in m.parameters()}
-        no_decay_ids: set[int] = set()
-        if no_decay_norm_bias:
-            for module in self.modules():
-                for name, p in module.named_parameters(recurse=False):
-                    if isinstance(module, (*_NORM_TYPES, L2Norm)) or name == "bias" or p.dim() <= 1:
-                        no_decay_ids.add(id(p))
-        groups: dict[str, dict[str, Any]] = {}
-        for part, mult in (("backbone", self.backbone_lr_mult), ("head", 1.0)):
-            for suffix, decay in (("", weight_decay), ("_no_decay", 0.0)):
-                groups[part + suffix] = {
-                    "name": part + suffix,
-                    "params": [],
-                    "lr": lr * mult,
-                    "weight_decay": decay,
-                    "lr_mult": mult,
-                }
-        for p in self.parameters():
-            if not p.requires_grad:
-                continue
-            part = "backbone" if id(p) in backbone_ids else "head"
-            groups[part + ("_no_decay" if id(p) in no_decay_ids else "")]["params"].append(p)
-        return [g for g in groups.values() if g["params"]]
+        return part_param_groups(self, lr, weight_decay, no_decay_norm_bias,
+                                 parts=(("backbone", self.backbone_lr_mult), ("head", 1.0)),
+                                 part_of=lambda p: "backbone" if id(p) in backbone_ids else "head")  # fmt: skip
 
 
 class _FeaturesOf(nn.Module):

@@ -37,8 +37,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from cvkit.engine.optim import NORM_LAYERS
 from cvkit.models.backbones._load import load_torchvision_state
+from cvkit.models.param_groups import part_param_groups
 
 __all__ = ["Classifier", "lenet", "lenet_bn", "mlp", "alexnet", "vgg11", "vgg16", "nin", "googlenet", "resnet18",
            "resnet34",
@@ -89,27 +89,13 @@ class Classifier(nn.Module):
 
     def param_groups(self, lr: float, weight_decay: float, no_decay_norm_bias: bool = True) -> list[dict[str, Any]]:
         """Optimizer groups: ``backbone`` at ``lr``, ``head`` (the classifier layer ``head.fc``) at
-        ``lr * head_lr_mult``, each split into decay / ``*_no_decay`` (normalization weights, biases)
-        when ``no_decay_norm_bias``. Frozen parameters are left out; empty groups are dropped."""
+        ``lr * head_lr_mult``, each split into decay / ``*_no_decay`` (the rule of
+        :func:`cvkit.models.param_groups.skips_weight_decay`) when ``no_decay_norm_bias``. Frozen parameters
+        are left out; empty groups are dropped."""
         fc_params = {id(p) for p in self.head.get_submodule("fc").parameters()}
-        groups: dict[str, dict[str, Any]] = {}
-        for module in self.modules():
-            for pname, param in module.named_parameters(recurse=False):
-                if not param.requires_grad:
-                    continue
-                part = "head" if id(param) in fc_params else "backbone"
-                no_decay = no_decay_norm_bias and (isinstance(module, NORM_LAYERS) or pname == "bias")
-                key = f"{part}_no_decay" if no_decay else part
-                if key not in groups:
-                    groups[key] = {
-                        "name": key,
-                        "params": [],
-                        "lr": lr * (self.head_lr_mult if part == "head" else 1.0),
-                        "weight_decay": 0.0 if no_decay else weight_decay,
-                    }
-                groups[key]["params"].append(param)
-        order = ["backbone", "backbone_no_decay", "head", "head_no_decay"]
-        return [groups[k] for k in order if k in groups]
+        return part_param_groups(self, lr, weight_decay, no_decay_norm_bias,
+                                 parts=(("backbone", 1.0), ("head", self.head_lr_mult)),
+                                 part_of=lambda p: "head" if id(p) in fc_params else "backbone")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
