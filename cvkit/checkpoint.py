@@ -49,6 +49,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_weights",
+    "read_weights_file",
 ]
 
 CHECKPOINT_FORMAT = "cvkit-checkpoint"
@@ -105,6 +106,35 @@ def checkpoint_weights(state: dict[str, Any], prefer_ema: bool = True) -> dict[s
     if "model" not in state:
         raise CheckpointError("the checkpoint has no 'model' weights")
     return state["model"]
+
+
+def read_weights_file(path: str | os.PathLike, setting: str = "pretrained") -> dict[str, torch.Tensor]:
+    """The state_dict in a local weights file, for fine-tuning (the one reader models use).
+
+    Accepts a cvkit training checkpoint (its :func:`checkpoint_weights`: the EMA weights when the run kept
+    them), a dict wrapping a state_dict under ``model`` or ``state_dict``, or a bare state_dict; DDP's
+    ``module.`` prefixes are removed. Read with :func:`load_checkpoint` (plain data only). A missing file
+    raises ``FileNotFoundError`` naming ``setting`` (nothing is ever downloaded); anything else that is not
+    a state_dict raises :class:`CheckpointError`.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{setting}: pretrained weights file not found: {path} (weights are never "
+                                "downloaded: give a local torchvision state_dict or a cvkit checkpoint)")  # fmt: skip
+    try:
+        state: Any = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{setting}: cannot read pretrained weights from {exc}") from None
+    if state.get("format") == CHECKPOINT_FORMAT:
+        state = checkpoint_weights(state)
+    else:
+        for key in ("model", "state_dict"):  # common wrappers around a state_dict
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{setting}: {path} holds no state_dict (tensors by name, or a checkpoint's 'model')")
+    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 @dataclass

@@ -39,9 +39,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
+from cvkit.checkpoint import read_weights_file
 from cvkit.losses.multibox import MultiBoxLoss
 from cvkit.models.backbones import (
     Backbone,
@@ -80,26 +80,10 @@ def _lookup(table: Mapping[str, Any], name: str, what: str) -> Any:
 
 
 def load_weights_file(path: str | Path) -> tuple[str, dict[str, Tensor]]:
-    """Read a weights file safely: ``("checkpoint", detector_state)`` or ``("torchvision", state_dict)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"pretrained weights file not found: {path} (model.pretrained must be a local file: a torchvision "
-            f"state_dict or a cvkit checkpoint; nothing is downloaded)"
-        )
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, non-tensor objects refused by weights_only, truncated files
-        raise ValueError(f"cannot read pretrained weights from {path}: {exc}") from exc
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: expected a state_dict or a checkpoint dict, got {type(data).__name__}")
-    if isinstance(data.get("model"), Mapping):
-        state = {k.removeprefix("module."): v for k, v in data["model"].items()}
-        return "checkpoint", state
-    if not all(isinstance(v, Tensor) for v in data.values()):
-        raise ValueError(f"{path}: not a state_dict (values must be tensors) and no 'model' entry of a checkpoint")
-    state = {k.removeprefix("module."): v for k, v in data.items()}
-    if any(k.startswith("head.cls_convs.") for k in state):  # a bare cvkit detector state_dict
+    """``("checkpoint", detector_state)`` or ``("torchvision", state_dict)`` of a weights file, read by
+    :func:`cvkit.checkpoint.read_weights_file`; a cvkit detector's keys (``head.cls_convs.``) decide."""
+    state = read_weights_file(path, "model.pretrained")
+    if any(k.startswith("head.cls_convs.") for k in state):
         return "checkpoint", state
     return "torchvision", state
 

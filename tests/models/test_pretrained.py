@@ -4,6 +4,7 @@ import pytest
 import torch
 import torchvision
 
+from cvkit.checkpoint import CheckpointError
 from cvkit.models import ModelConfig, build_ssd, load_weights_file
 from tests.models._small import SMALL, SMALL_ANCHORS, one_thread, small_model_cfg
 
@@ -91,7 +92,7 @@ def test_missing_file_and_wrong_architecture_are_clear_errors(tmp_path):
         build_ssd(small_model_cfg("resnet18", pretrained=str(path)), SMALL_ANCHORS, 3)
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="cannot read pretrained weights"):
+    with pytest.raises(CheckpointError, match="model.pretrained: cannot read pretrained weights from .*bad.pth"):
         load_weights_file(bad)
 
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 from torch import Tensor
 
-from cvkit.checkpoint import CHECKPOINT_FORMAT, checkpoint_weights, load_checkpoint
+from cvkit.checkpoint import read_weights_file
 from cvkit.models.backbones._load import state_dict_problems
 from cvkit.models.classification import zoo
 from cvkit.models.classification.config import ClassifierConfig
@@ -54,22 +53,11 @@ def uses_small_input(cfg: ClassifierConfig, image_size: Sequence[int] | None) ->
 
 
 def read_pretrained(path: str | os.PathLike) -> tuple[str, dict[str, Tensor]]:
-    """``("torchvision" | "cvkit", state_dict)`` of a local weights file; a missing file raises
-    ``FileNotFoundError`` (nothing is downloaded)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"classifier.pretrained: {path} does not exist (weights are never downloaded: give a local "
-            "torchvision-format state_dict or a cvkit checkpoint)"
-        )
-    state = load_checkpoint(path)
-    if state.get("format") == CHECKPOINT_FORMAT:
-        return "cvkit", dict(checkpoint_weights(state))
+    """``("torchvision" | "cvkit", state_dict)`` of a local weights file, read by
+    :func:`cvkit.checkpoint.read_weights_file`; a cvkit classifier's keys (``stages.``, ``head.``) decide."""
+    state = read_weights_file(path, "classifier.pretrained")
     if any(k.startswith(("stages.", "head.")) for k in state):
-        return "cvkit", dict(state)
-    for key in ("state_dict", "model"):  # common wrappers around a torchvision state_dict
-        if isinstance(state.get(key), Mapping):
-            state = dict(state[key])
+        return "cvkit", state
     return "torchvision", state
 
 

@@ -57,7 +57,7 @@ def test_wrong_torchvision_file_and_cvkit_only_models(tmp_path, tv_resnet18):
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist.*never downloaded"):
+    with pytest.raises(FileNotFoundError, match="classifier.pretrained: .* not found: .*nope.pth.*never downloaded"):
         build_classifier(ClassifierConfig(name="resnet18", pretrained=str(tmp_path / "nope.pth")), 3)
 
 
