@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cvkit.ops.anchors import AnchorGenerator
+from cvkit.ops.anchors import AnchorGrid
 from cvkit.ops.assign import MatcherConfig, pad_gt_boxes
 
 __all__ = ["SIZE_BUCKETS", "STATUSES", "CoverageReport", "anchor_coverage"]
@@ -235,7 +235,7 @@ def _as_boxes(boxes: Any) -> torch.Tensor:
 
 def anchor_coverage(
     samples: Iterable[tuple[Sequence[int], Any]],
-    generator: AnchorGenerator,
+    generator: AnchorGrid,
     feature_sizes: Sequence[Sequence[int]],
     image_size: Sequence[int],
     matcher: MatcherConfig | None = None,

@@ -11,7 +11,7 @@ Glossary: B batch, A anchors, C foreground classes, (H, W) the input tensor's si
     "cls_logits":  (B, A, C + 1) raw logits, background at index 0
     "bbox_deltas": (B, A, 4) box deltas relative to the anchors (BoxCoder weights, see cvkit.ops.coder)
     "anchors":     (A, 4) xyxy anchors in pixels of the input tensor, built from the actual feature
-                   map sizes and the input size (cached by the AnchorGenerator, so free after the first call)
+                   map sizes and the input size (cached by the anchor generator, so free after the first call)
 
 The loss (cvkit.losses.MultiBoxLoss) and the decoding (cvkit.postprocess.DetectionPostprocessor) are
 separate objects; resizing and normalization happen in the data pipeline, never in ``forward``.
@@ -29,7 +29,7 @@ from cvkit.models.backbones.base import Backbone
 from cvkit.models.backbones.extras import SSDExtras
 from cvkit.models.heads.ssd import SSDHead
 from cvkit.models.param_groups import part_param_groups
-from cvkit.ops.anchors import AnchorGenerator
+from cvkit.ops.anchors import AnchorGrid
 
 __all__ = ["BACKGROUND_INDEX", "SSDDetector"]
 
@@ -58,7 +58,7 @@ class SSDDetector(nn.Module):
         backbone: Backbone,
         extras: SSDExtras,
         head: SSDHead,
-        anchor_generator: AnchorGenerator,
+        anchor_generator: AnchorGrid,
         num_classes: int,
         *,
         freeze_stages: int = 0,

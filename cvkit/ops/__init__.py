@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # --- anchors, matching and box coding (issue 3) ---
-from cvkit.ops.anchors import AnchorConfig, AnchorGenerator, multibox_prior  # noqa: E402
+from cvkit.ops.anchors import AnchorConfig, AnchorGenerator, AnchorGrid, DefaultBoxGenerator, multibox_prior  # noqa: E402
 from cvkit.ops.assign import (  # noqa: E402
     BACKGROUND,
     IGNORE,
@@ -48,6 +48,8 @@ from cvkit.ops.coder import BoxCoder, decode_boxes, encode_boxes, multibox_detec
 __all__ += [
     "AnchorConfig",
     "AnchorGenerator",
+    "AnchorGrid",
+    "DefaultBoxGenerator",
     "multibox_prior",
     "BACKGROUND",
     "IGNORE",

@@ -1,4 +1,8 @@
-"""Anchors: the multi-scale ``AnchorGenerator`` (absolute-pixel xyxy) and the d2l book's ``multibox_prior``.
+"""Anchors: multi-scale generators in absolute-pixel xyxy and the d2l book's ``multibox_prior``.
+
+Two generators share one base (cache, level bookkeeping, the build), as torchvision has two:
+``AnchorGenerator`` (explicit sizes in pixels) and ``DefaultBoxGenerator`` (SSD's default boxes, scales
+relative to the image).
 
 Glossary: A anchors, K anchors per location of a level, (H, W) a feature map's size, image sizes are
 ``(height, width)`` in pixels.
@@ -35,7 +39,7 @@ from torch import Tensor
 
 from cvkit.ops.assign import MatcherConfig
 
-__all__ = ["AnchorGenerator", "AnchorConfig", "multibox_prior", "SSD300_SETTINGS"]
+__all__ = ["AnchorGrid", "AnchorGenerator", "DefaultBoxGenerator", "AnchorConfig", "multibox_prior", "SSD300_SETTINGS"]
 
 #: torchvision's ``ssd300_vgg16`` default boxes (feature maps 38, 19, 10, 5, 3, 1 on a 300x300 input).
 SSD300_SETTINGS: dict[str, Any] = {
@@ -93,7 +97,7 @@ def _size_pair(value: Any, what: str) -> tuple[int, int]:
     return height, width
 
 
-def _per_level(value: Any, num_levels: int, name: str) -> list[Any]:
+def _per_level(value: Any, num_levels: int) -> list[Any]:
     """A per-level list: a sequence of sequences is taken as is; a flat sequence is shared by all levels."""
     if len(value) and isinstance(value[0], (list, tuple)):
         return [tuple(v) for v in value]
@@ -122,165 +126,16 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-class AnchorGenerator:
-    """Multi-scale anchors in absolute-pixel xyxy for a list of feature maps.
+class AnchorGrid:
+    """What both generators share: cell shapes per level, the cache, the level bookkeeping and the build.
 
-    Two ways to describe the anchor shapes of each level:
-
-    - explicit sizes (this constructor): level ``l`` has the cell shapes ``w = s * sqrt(r)``,
-      ``h = s / sqrt(r)`` for every ratio ``r`` of ``aspect_ratios[l]`` (outer loop) and every size ``s``
-      of ``sizes[l]`` in pixels (inner loop), so ``K = len(sizes[l]) * len(aspect_ratios[l])``;
-    - SSD default boxes (:meth:`ssd`): scales relative to the image, as torchvision's
-      ``DefaultBoxGenerator``.
-
-    Args:
-        sizes: per level, anchor sizes in pixels (sqrt of the area), e.g. ``((32,), (64,), ...)``.
-        aspect_ratios: per level ratios (width / height), or one sequence shared by every level.
-        strides: per level ``stride`` or ``(stride_y, stride_x)`` in pixels; ``None``: ``image / feature``
-            per axis (a float, so the centres span the whole image).
-        offset: centre offset in cells (0.5: cell centres; 0: cell corners, as torchvision's
-            ``AnchorGenerator``).
-        round_cells: round the zero-centred cell anchors ``(-w/2, -h/2, w/2, h/2)`` to whole pixels
-            (torchvision's ``AnchorGenerator`` does).
-
-    Call ``gen(feature_sizes, image_size)`` -> ``[A, 4]`` with ``A = sum_l H_l * W_l * K_l``.
-    ``feature_sizes`` is one ``(H, W)`` per level (or the feature tensors themselves, NCHW).
+    A subclass sets ``self._cells`` (per level, the K cell shapes) and writes one level's anchors in
+    :meth:`_fill_level`; :meth:`level_strides` says where its centres are.
     """
 
-    sizes: list[tuple[float, ...]] | None
-    aspect_ratios: list[tuple[float, ...]]
-    strides: list[tuple[float, float]] | None
-    steps: list[float] | None
-    scales: list[float] | None
-
-    def __init__(
-        self,
-        sizes: Sequence[Sequence[float]] | Sequence[float],
-        aspect_ratios: Sequence[Sequence[float]] | Sequence[float] = (0.5, 1.0, 2.0),
-        *,
-        strides: Sequence[int | float | Sequence[float]] | None = None,
-        offset: float = 0.5,
-        round_cells: bool = False,
-    ) -> None:
-        if not len(sizes):
-            raise ValueError("sizes must name at least one level")
-        size_levels = [tuple(s) if isinstance(s, (list, tuple)) else (s,) for s in sizes]
-        num_levels = len(size_levels)
-        ratio_levels = _per_level(aspect_ratios, num_levels, "aspect_ratios")
-        if len(ratio_levels) != num_levels:
-            raise ValueError(
-                f"aspect_ratios has {len(ratio_levels)} levels but sizes has {num_levels}; expected one "
-                f"sequence of ratios per level (or a single sequence shared by all levels)"
-            )
-        cells = []
-        for level, (level_sizes, level_ratios) in enumerate(zip(size_levels, ratio_levels, strict=True)):
-            if not level_sizes or not level_ratios:
-                raise ValueError(f"level {level}: sizes and aspect_ratios must not be empty")
-            if min(level_sizes) <= 0 or min(level_ratios) <= 0:
-                raise ValueError(f"level {level}: sizes and aspect ratios must be positive")
-            cells.append([(s * math.sqrt(r), s / math.sqrt(r)) for r in level_ratios for s in level_sizes])
-        self._mode = "sizes"
+    def __init__(self, cells: list[list[tuple[float, float]]]) -> None:
         self._cells = cells
-        self.sizes = size_levels
-        self.aspect_ratios = ratio_levels
-        self.strides = self._check_strides(strides, num_levels)
-        self.offset = float(offset)
-        self.round_cells = bool(round_cells)
-        self.steps = None
-        self.scales = None
-        self.clip = False
         self._cache = _TensorCache()
-
-    @staticmethod
-    def _check_strides(strides: Any, num_levels: int) -> list[tuple[float, float]] | None:
-        if strides is None:
-            return None
-        if len(strides) != num_levels:
-            raise ValueError(
-                f"strides has {len(strides)} entries but there are {num_levels} levels; expected {num_levels}"
-            )
-        out = []
-        for s in strides:
-            sy, sx = (float(s[0]), float(s[1])) if isinstance(s, (list, tuple)) else (float(s), float(s))
-            if sy <= 0 or sx <= 0:
-                raise ValueError(f"strides must be positive, got {s!r}")
-            out.append((sy, sx))
-        return out
-
-    @classmethod
-    def ssd(
-        cls,
-        aspect_ratios: Sequence[Sequence[float]],
-        *,
-        min_ratio: float = 0.15,
-        max_ratio: float = 0.9,
-        scales: Sequence[float] | None = None,
-        steps: Sequence[float] | None = None,
-        clip: bool = True,
-    ) -> AnchorGenerator:
-        """SSD default boxes, value for value torchvision's ``DefaultBoxGenerator`` (in float32).
-
-        Level ``k`` has ``K = 2 + 2 * len(aspect_ratios[k])`` shapes, in this order (relative to the
-        image's width and height): ``(s_k, s_k)``, ``(s'_k, s'_k)`` with ``s'_k = sqrt(s_k * s_{k+1})``,
-        then ``(s_k sqrt(r), s_k / sqrt(r))`` and ``(s_k / sqrt(r), s_k sqrt(r))`` for each ratio ``r``.
-
-        Args:
-            aspect_ratios: per level the extra ratios (e.g. ``[[2], [2, 3], ...]``).
-            min_ratio, max_ratio: when ``scales`` is None, ``s_k`` is spaced linearly from min to max
-                over the levels, with a final 1.0 (a single level: ``[min_ratio, max_ratio]``).
-            scales: explicit ``num_levels + 1`` scales.
-            steps: per level stride in pixels; the centres are ``(j + 0.5) * step / image`` (relative);
-                ``None``: the feature map tiles the image, ``(j + 0.5) / W``.
-            clip: clip the relative sizes to [0, 1] (not the boxes).
-        """
-        num_levels = len(aspect_ratios)
-        if num_levels == 0:
-            raise ValueError("aspect_ratios must name at least one level")
-        if steps is not None and len(steps) != num_levels:
-            raise ValueError(
-                f"steps has {len(steps)} entries but aspect_ratios has {num_levels} levels; expected {num_levels}"
-            )
-        if scales is None:
-            if num_levels > 1:
-                span = max_ratio - min_ratio
-                scales = [min_ratio + span * k / (num_levels - 1.0) for k in range(num_levels)] + [1.0]
-            else:
-                scales = [min_ratio, max_ratio]
-        scales = [float(s) for s in scales]
-        if len(scales) != num_levels + 1:
-            raise ValueError(
-                f"scales has {len(scales)} entries but {num_levels} levels need {num_levels + 1} "
-                f"(one per level plus the next scale used for the extra square box)"
-            )
-        cells = []
-        for k, ratios in enumerate(aspect_ratios):
-            s_k = scales[k]
-            s_prime = math.sqrt(scales[k] * scales[k + 1])
-            shapes = [(s_k, s_k), (s_prime, s_prime)]
-            for r in ratios:
-                if r <= 0:
-                    raise ValueError(f"level {k}: aspect ratios must be positive, got {r}")
-                sq = math.sqrt(r)
-                shapes += [(s_k * sq, s_k / sq), (s_k / sq, s_k * sq)]
-            cells.append(shapes)
-        self = cls.__new__(cls)
-        self._mode = "ssd"
-        self._cells = cells
-        self.sizes = None
-        self.aspect_ratios = [tuple(r) for r in aspect_ratios]
-        self.strides = None
-        self.steps = None if steps is None else [float(s) for s in steps]
-        self.scales = scales
-        self.clip = bool(clip)
-        self.offset = 0.5
-        self.round_cells = False
-        self._cache = _TensorCache()
-        return self
-
-    @classmethod
-    def ssd300(cls) -> AnchorGenerator:
-        """torchvision's ``ssd300_vgg16`` default boxes: 8732 anchors for a 300x300 input."""
-        return cls.ssd(**SSD300_SETTINGS)
 
     # -- description -----------------------------------------------------------------------------
 
@@ -297,24 +152,13 @@ class AnchorGenerator:
         sizes = self._feature_sizes(feature_sizes)
         return [h * w * len(c) for (h, w), c in zip(sizes, self._cells, strict=True)]
 
-    def __repr__(self) -> str:
-        if self._mode == "ssd":
-            return (
-                f"AnchorGenerator.ssd(aspect_ratios={self.aspect_ratios}, scales={self.scales}, "
-                f"steps={self.steps}, clip={self.clip})"
-            )
-        return (
-            f"AnchorGenerator(sizes={self.sizes}, aspect_ratios={self.aspect_ratios}, "
-            f"strides={self.strides}, offset={self.offset}, round_cells={self.round_cells})"
-        )
-
     def _feature_sizes(self, feature_sizes: Sequence[Any]) -> list[tuple[int, int]]:
         if isinstance(feature_sizes, Tensor) or not isinstance(feature_sizes, Sequence):
             raise TypeError("feature_sizes must be a list with one (H, W) pair or feature tensor per level")
         if len(feature_sizes) != self.num_levels:
             raise ValueError(
-                f"this AnchorGenerator has {self.num_levels} levels, so it expects {self.num_levels} feature "
-                f"maps (one (H, W) per level), got {len(feature_sizes)}"
+                f"this {type(self).__name__} has {self.num_levels} levels, so it expects {self.num_levels} "
+                f"feature maps (one (H, W) per level), got {len(feature_sizes)}"
             )
         return [_size_pair(f, f"feature_sizes[{i}]") for i, f in enumerate(feature_sizes)]
 
@@ -358,22 +202,16 @@ class AnchorGenerator:
         return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
 
     def level_strides(self, feature_sizes: Sequence[Any], image_size: Any) -> list[tuple[float, float]]:
-        """``(stride_y, stride_x)`` in pixels of every level's centre grid."""
+        """``(stride_y, stride_x)`` in pixels of every level's centre grid (by default ``image / feature``)."""
         sizes = self._feature_sizes(feature_sizes)
         img_h, img_w = _size_pair(image_size, "image_size")
-        if self._mode == "ssd":
-            if self.steps is not None:
-                return [(s, s) for s in self.steps]
-        elif self.strides is not None:
-            return list(self.strides)
         return [(img_h / fh, img_w / fw) for fh, fw in sizes]
 
     def clear_cache(self) -> None:
         self._cache.clear()
 
     def _build(self, sizes: list[tuple[int, int]], image: tuple[int, int], dtype: torch.dtype) -> Tensor:
-        # numpy, written level by level into one preallocated array: a first call costs about as much as
-        # one torchvision forward, or less (small torch ops cost microseconds each, numpy ones less).
+        # numpy, written level by level into one preallocated array (small torch ops cost more each)
         np_dtype = np.float64 if _compute_dtype(dtype) == torch.float64 else np.float32
         counts = [h * w * len(c) for (h, w), c in zip(sizes, self._cells)]
         out = np.empty((sum(counts), 4), dtype=np_dtype)
@@ -386,27 +224,107 @@ class AnchorGenerator:
         return torch.from_numpy(out)
 
     def _fill_level(self, k: int, feature: tuple[int, int], image: tuple[int, int], view: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class AnchorGenerator(AnchorGrid):
+    """Multi-scale anchors in absolute-pixel xyxy for a list of feature maps, from sizes in pixels.
+
+    Level ``l`` has the cell shapes ``w = s * sqrt(r)``, ``h = s / sqrt(r)`` for every ratio ``r`` of
+    ``aspect_ratios[l]`` (outer loop) and every size ``s`` of ``sizes[l]`` in pixels (inner loop), so
+    ``K = len(sizes[l]) * len(aspect_ratios[l])``. SSD's default boxes, with scales relative to the image,
+    are :class:`DefaultBoxGenerator` (also reachable as ``AnchorGenerator.ssd(...)``).
+
+    Args:
+        sizes: per level, anchor sizes in pixels (sqrt of the area), e.g. ``((32,), (64,), ...)``.
+        aspect_ratios: per level ratios (width / height), or one sequence shared by every level.
+        strides: per level ``stride`` or ``(stride_y, stride_x)`` in pixels; ``None``: ``image / feature``
+            per axis (a float, so the centres span the whole image).
+        offset: centre offset in cells (0.5: cell centres; 0: cell corners, as torchvision's
+            ``AnchorGenerator``).
+        round_cells: round the zero-centred cell anchors ``(-w/2, -h/2, w/2, h/2)`` to whole pixels
+            (torchvision's ``AnchorGenerator`` does).
+
+    Call ``gen(feature_sizes, image_size)`` -> ``[A, 4]`` with ``A = sum_l H_l * W_l * K_l``.
+    ``feature_sizes`` is one ``(H, W)`` per level (or the feature tensors themselves, NCHW).
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[Sequence[float]] | Sequence[float],
+        aspect_ratios: Sequence[Sequence[float]] | Sequence[float] = (0.5, 1.0, 2.0),
+        *,
+        strides: Sequence[int | float | Sequence[float]] | None = None,
+        offset: float = 0.5,
+        round_cells: bool = False,
+    ) -> None:
+        if not len(sizes):
+            raise ValueError("sizes must name at least one level")
+        size_levels = [tuple(s) if isinstance(s, (list, tuple)) else (s,) for s in sizes]
+        num_levels = len(size_levels)
+        ratio_levels = _per_level(aspect_ratios, num_levels)
+        if len(ratio_levels) != num_levels:
+            raise ValueError(
+                f"aspect_ratios has {len(ratio_levels)} levels but sizes has {num_levels}; expected one "
+                f"sequence of ratios per level (or a single sequence shared by all levels)"
+            )
+        cells = []
+        for level, (level_sizes, level_ratios) in enumerate(zip(size_levels, ratio_levels, strict=True)):
+            if not level_sizes or not level_ratios:
+                raise ValueError(f"level {level}: sizes and aspect_ratios must not be empty")
+            if min(level_sizes) <= 0 or min(level_ratios) <= 0:
+                raise ValueError(f"level {level}: sizes and aspect ratios must be positive")
+            cells.append([(s * math.sqrt(r), s / math.sqrt(r)) for r in level_ratios for s in level_sizes])
+        super().__init__(cells)
+        self.sizes: list[tuple[float, ...]] = size_levels
+        self.aspect_ratios: list[tuple[float, ...]] = ratio_levels
+        self.strides = self._check_strides(strides, num_levels)
+        self.offset = float(offset)
+        self.round_cells = bool(round_cells)
+
+    @staticmethod
+    def _check_strides(strides: Any, num_levels: int) -> list[tuple[float, float]] | None:
+        if strides is None:
+            return None
+        if len(strides) != num_levels:
+            raise ValueError(
+                f"strides has {len(strides)} entries but there are {num_levels} levels; expected {num_levels}"
+            )
+        out = []
+        for s in strides:
+            sy, sx = (float(s[0]), float(s[1])) if isinstance(s, (list, tuple)) else (float(s), float(s))
+            if sy <= 0 or sx <= 0:
+                raise ValueError(f"strides must be positive, got {s!r}")
+            out.append((sy, sx))
+        return out
+
+    @staticmethod
+    def ssd(aspect_ratios: Sequence[Sequence[float]], **kwargs: Any) -> DefaultBoxGenerator:
+        """SSD default boxes: ``DefaultBoxGenerator(aspect_ratios, **kwargs)``."""
+        return DefaultBoxGenerator(aspect_ratios, **kwargs)
+
+    @staticmethod
+    def ssd300() -> DefaultBoxGenerator:
+        """torchvision's ``ssd300_vgg16`` default boxes: ``DefaultBoxGenerator.ssd300()``."""
+        return DefaultBoxGenerator.ssd300()
+
+    def __repr__(self) -> str:
+        return (
+            f"AnchorGenerator(sizes={self.sizes}, aspect_ratios={self.aspect_ratios}, "
+            f"strides={self.strides}, offset={self.offset}, round_cells={self.round_cells})"
+        )
+
+    def level_strides(self, feature_sizes: Sequence[Any], image_size: Any) -> list[tuple[float, float]]:
+        """``(stride_y, stride_x)`` in pixels of every level's centre grid."""
+        if self.strides is not None:
+            self._feature_sizes(feature_sizes)
+            return list(self.strides)
+        return super().level_strides(feature_sizes, image_size)
+
+    def _fill_level(self, k: int, feature: tuple[int, int], image: tuple[int, int], view: np.ndarray) -> None:
         fh, fw = feature
         img_h, img_w = image
-        t = view.dtype.type
         cells = np.asarray(self._cells[k], dtype=np.float64)  # [K, 2] (w, h)
-        if self._mode == "ssd":
-            # torchvision's arithmetic, step for step, so float32 results agree to the last bit:
-            # centres (j + 0.5) / x_f, sizes clipped to [0, 1], corners (c -/+ 0.5 * size) * image size
-            x_f = img_w / self.steps[k] if self.steps is not None else fw
-            y_f = img_h / self.steps[k] if self.steps is not None else fh
-            cx = (np.arange(fw, dtype=view.dtype) + t(0.5)) / t(x_f)
-            cy = (np.arange(fh, dtype=view.dtype) + t(0.5)) / t(y_f)
-            wh = cells.astype(view.dtype)
-            if self.clip:
-                wh = np.clip(wh, t(0), t(1))
-            half_w = t(0.5) * wh[:, 0]
-            half_h = t(0.5) * wh[:, 1]
-            view[..., 0] = ((cx[:, None] - half_w[None, :]) * t(img_w))[None]
-            view[..., 2] = ((cx[:, None] + half_w[None, :]) * t(img_w))[None]
-            view[..., 1] = ((cy[:, None] - half_h[None, :]) * t(img_h))[:, None]
-            view[..., 3] = ((cy[:, None] + half_h[None, :]) * t(img_h))[:, None]
-            return
         exact = np.stack((-cells[:, 0], -cells[:, 1], cells[:, 0], cells[:, 1]), axis=1) / 2  # [K, 4]
         half = (np.round(exact.astype(np.float32)) if self.round_cells else exact).astype(view.dtype)
         if self.strides is not None:
@@ -416,6 +334,108 @@ class AnchorGenerator:
         cx = ((np.arange(fw, dtype=np.float64) + self.offset) * stride_x).astype(view.dtype)
         cy = ((np.arange(fh, dtype=np.float64) + self.offset) * stride_y).astype(view.dtype)
         _fill_centred(view, cx, cy, half)
+
+
+class DefaultBoxGenerator(AnchorGrid):
+    """SSD default boxes, value for value torchvision's ``DefaultBoxGenerator`` (in float32).
+
+    Level ``k`` has ``K = 2 + 2 * len(aspect_ratios[k])`` shapes, in this order (relative to the image's
+    width and height): ``(s_k, s_k)``, ``(s'_k, s'_k)`` with ``s'_k = sqrt(s_k * s_{k+1})``, then
+    ``(s_k sqrt(r), s_k / sqrt(r))`` and ``(s_k / sqrt(r), s_k sqrt(r))`` for each ratio ``r``.
+
+    Args:
+        aspect_ratios: per level the extra ratios (e.g. ``[[2], [2, 3], ...]``).
+        min_ratio, max_ratio: when ``scales`` is None, ``s_k`` is spaced linearly from min to max over the
+            levels, with a final 1.0 (a single level: ``[min_ratio, max_ratio]``).
+        scales: explicit ``num_levels + 1`` scales.
+        steps: per level stride in pixels; the centres are ``(j + 0.5) * step / image`` (relative);
+            ``None``: the feature map tiles the image, ``(j + 0.5) / W``.
+        clip: clip the relative sizes to [0, 1] (not the boxes).
+    """
+
+    def __init__(
+        self,
+        aspect_ratios: Sequence[Sequence[float]],
+        *,
+        min_ratio: float = 0.15,
+        max_ratio: float = 0.9,
+        scales: Sequence[float] | None = None,
+        steps: Sequence[float] | None = None,
+        clip: bool = True,
+    ) -> None:
+        num_levels = len(aspect_ratios)
+        if num_levels == 0:
+            raise ValueError("aspect_ratios must name at least one level")
+        if steps is not None and len(steps) != num_levels:
+            raise ValueError(
+                f"steps has {len(steps)} entries but aspect_ratios has {num_levels} levels; expected {num_levels}"
+            )
+        if scales is None:
+            if num_levels > 1:
+                span = max_ratio - min_ratio
+                scales = [min_ratio + span * k / (num_levels - 1.0) for k in range(num_levels)] + [1.0]
+            else:
+                scales = [min_ratio, max_ratio]
+        scales = [float(s) for s in scales]
+        if len(scales) != num_levels + 1:
+            raise ValueError(
+                f"scales has {len(scales)} entries but {num_levels} levels need {num_levels + 1} "
+                f"(one per level plus the next scale used for the extra square box)"
+            )
+        cells = []
+        for k, ratios in enumerate(aspect_ratios):
+            s_k = scales[k]
+            s_prime = math.sqrt(scales[k] * scales[k + 1])
+            shapes = [(s_k, s_k), (s_prime, s_prime)]
+            for r in ratios:
+                if r <= 0:
+                    raise ValueError(f"level {k}: aspect ratios must be positive, got {r}")
+                sq = math.sqrt(r)
+                shapes += [(s_k * sq, s_k / sq), (s_k / sq, s_k * sq)]
+            cells.append(shapes)
+        super().__init__(cells)
+        self.aspect_ratios: list[tuple[float, ...]] = [tuple(r) for r in aspect_ratios]
+        self.steps: list[float] | None = None if steps is None else [float(s) for s in steps]
+        self.scales: list[float] = scales
+        self.clip = bool(clip)
+
+    @classmethod
+    def ssd300(cls) -> DefaultBoxGenerator:
+        """torchvision's ``ssd300_vgg16`` default boxes: 8732 anchors for a 300x300 input."""
+        return cls(**SSD300_SETTINGS)
+
+    def __repr__(self) -> str:
+        return (
+            f"DefaultBoxGenerator(aspect_ratios={self.aspect_ratios}, scales={self.scales}, "
+            f"steps={self.steps}, clip={self.clip})"
+        )
+
+    def level_strides(self, feature_sizes: Sequence[Any], image_size: Any) -> list[tuple[float, float]]:
+        """``(stride_y, stride_x)`` in pixels of every level's centre grid."""
+        if self.steps is not None:
+            self._feature_sizes(feature_sizes)
+            return [(s, s) for s in self.steps]
+        return super().level_strides(feature_sizes, image_size)
+
+    def _fill_level(self, k: int, feature: tuple[int, int], image: tuple[int, int], view: np.ndarray) -> None:
+        # torchvision's arithmetic, step for step, so float32 results agree to the last bit:
+        # centres (j + 0.5) / x_f, sizes clipped to [0, 1], corners (c -/+ 0.5 * size) * image size
+        fh, fw = feature
+        img_h, img_w = image
+        t = view.dtype.type
+        x_f = img_w / self.steps[k] if self.steps is not None else fw
+        y_f = img_h / self.steps[k] if self.steps is not None else fh
+        cx = (np.arange(fw, dtype=view.dtype) + t(0.5)) / t(x_f)
+        cy = (np.arange(fh, dtype=view.dtype) + t(0.5)) / t(y_f)
+        wh = np.asarray(self._cells[k], dtype=np.float64).astype(view.dtype)
+        if self.clip:
+            wh = np.clip(wh, t(0), t(1))
+        half_w = t(0.5) * wh[:, 0]
+        half_h = t(0.5) * wh[:, 1]
+        view[..., 0] = ((cx[:, None] - half_w[None, :]) * t(img_w))[None]
+        view[..., 2] = ((cx[:, None] + half_w[None, :]) * t(img_w))[None]
+        view[..., 1] = ((cy[:, None] - half_h[None, :]) * t(img_h))[:, None]
+        view[..., 3] = ((cy[:, None] + half_h[None, :]) * t(img_h))[:, None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,10 +466,10 @@ class AnchorConfig:
     offset: float = 0.5  # style sizes: centre offset in cells
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
 
-    def build(self) -> AnchorGenerator:
-        """The configured :class:`AnchorGenerator` (errors name the offending key)."""
+    def build(self) -> AnchorGrid:
+        """The configured generator: :class:`DefaultBoxGenerator` (``style: ssd``) or :class:`AnchorGenerator`."""
         if self.style == "ssd":
-            return AnchorGenerator.ssd(
+            return DefaultBoxGenerator(
                 [list(r) for r in self.aspect_ratios],
                 min_ratio=self.min_ratio,
                 max_ratio=self.max_ratio,

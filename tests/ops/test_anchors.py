@@ -200,3 +200,16 @@ def test_anchor_config_from_yaml_dict():
     assert gen.num_anchors_per_location() == [3, 3, 3]
     with pytest.raises(ValueError, match="sizes is required"):
         AnchorConfig(style="sizes").build()
+
+
+def test_the_two_generators_share_one_base_and_the_ssd_aliases_build_default_boxes():
+    from cvkit.ops.anchors import AnchorGrid, DefaultBoxGenerator
+
+    ssd = AnchorGenerator.ssd300()
+    sizes = AnchorGenerator([[32], [64]], [1.0, 2.0])
+    assert type(ssd) is DefaultBoxGenerator and isinstance(sizes, AnchorGrid) and isinstance(ssd, AnchorGrid)
+    assert torch.equal(ssd([(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)], (300, 300)),
+                       DefaultBoxGenerator.ssd300()([(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)], (300, 300)))
+    assert repr(ssd).startswith("DefaultBoxGenerator(") and repr(sizes).startswith("AnchorGenerator(")
+    assert ssd.level_strides([(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)], (300, 300))[-1] == (300, 300)
+    assert sizes.level_strides([(4, 4), (2, 2)], (64, 64)) == [(16.0, 16.0), (32.0, 32.0)]

@@ -4,7 +4,7 @@ Glossary: B batch, L levels, K_l anchors per location of level l, (H_l, W_l) its
 A = sum_l H_l * W_l * K_l anchors, C + 1 logits per anchor (background at index 0, see detector.py).
 
 Anchor order of the outputs: level by level, then row-major over locations, then the K_l anchors of a
-location: the order of :class:`cvkit.ops.AnchorGenerator`.
+location: the order of the anchor generators (:mod:`cvkit.ops.anchors`).
 """
 
 from __future__ import annotations
