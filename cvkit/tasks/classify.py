@@ -22,7 +22,6 @@ interpolation, cls_resize_ratio}}`` so ``infer`` needs nothing else.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -202,24 +201,9 @@ def run_kfold(cfg: Any, run_dir: str | os.PathLike, k: int, classifier: Classifi
     return out
 
 
-def replace_section(cfg: Any, **sections: Any) -> Any:
-    """``dataclasses.replace`` for the root config (tests and callers that tweak one section)."""
-    return dataclasses.replace(cfg, **sections)
-
-
 def load_classify_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Any, Any]:
-    """``(RunConfig, ClassifierConfig)`` of a classification YAML file with ``a.b=c`` overrides, whether or not
-    the root config has a ``classifier`` section yet (if not, the section is split off and read here)."""
-    from cvkit.config import apply_overrides, from_dict, load_yaml
-    from cvkit.run_config import RunConfig, run_config_from_dict
+    """``(RunConfig, ClassifierConfig)`` of a classification YAML file with ``a.b=c`` overrides."""
+    from cvkit.run_config import load_run_config
 
-    raw = apply_overrides(load_yaml(Path(path)), overrides)
-    if "classifier" in {f.name for f in dataclasses.fields(RunConfig)}:
-        cfg = run_config_from_dict(raw, str(path))
-        return cfg, cfg.classifier
-    section = raw.pop("classifier", None) or {}
-    try:
-        classifier = from_dict(ClassifierConfig, section, "classifier")
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return run_config_from_dict(raw, str(path)), classifier
+    cfg = load_run_config(Path(path), list(overrides))
+    return cfg, cfg.classifier
