@@ -5,7 +5,8 @@ Glossary: B batch, A anchors, C foreground classes, K = max_detections. Logit 0 
 
 Order of the steps, for the whole batch at once:
 
-1. softmax over the C + 1 logits, drop the background column -> scores (B, A, C);
+1. softmax over the C + 1 logits, drop the background column -> scores (B, A, C) (``score_activation``
+   "softmax", SSD); or the sigmoid of each of the C logits ("sigmoid", the dense detector);
 2. decode the deltas against the anchors (``cvkit.ops.BoxCoder``, weights of the loss) -> xyxy boxes in
    input-tensor pixels, clipped to each image's ``image_sizes`` (``0 <= x <= w``, ``0 <= y <= h``);
 3. ``cvkit.ops.multiclass_nms`` (one call for the batch): per image and class, ``score > score_thresh``,
@@ -55,6 +56,8 @@ class DetectionPostprocessor:
     Args:
         cfg: the ``postprocess:`` section.
         box_weights: the BoxCoder weights the deltas were trained with.
+        score_activation: "softmax" (C + 1 logits, background at 0) or "sigmoid" (C logits); the model's
+            ``score_activation``.
 
     Call arguments: ``outputs`` the model's dict; ``image_sizes`` and ``orig_sizes`` int (B, 2) as
     ``(height, width)``: each image's size in the input tensor and in the original file. Returns per image
@@ -62,12 +65,16 @@ class DetectionPostprocessor:
     ``n <= max_detections``, sorted by decreasing score.
     """
 
-    def __init__(self, cfg: PostprocessConfig | None = None, box_weights: Sequence[float] = DEFAULT_WEIGHTS) -> None:
+    def __init__(self, cfg: PostprocessConfig | None = None, box_weights: Sequence[float] = DEFAULT_WEIGHTS,
+                 score_activation: str = "softmax") -> None:  # fmt: skip
+        if score_activation not in ("softmax", "sigmoid"):
+            raise ValueError(f"score_activation must be 'softmax' or 'sigmoid', got {score_activation!r}")
         self.cfg = cfg or PostprocessConfig()
         self.coder = BoxCoder(box_weights)
+        self.score_activation = score_activation
 
     def __repr__(self) -> str:
-        return f"DetectionPostprocessor({self.cfg}, {self.coder})"
+        return f"DetectionPostprocessor({self.cfg}, {self.coder}, score_activation={self.score_activation!r})"
 
     @torch.no_grad()
     def __call__(
@@ -81,7 +88,11 @@ class DetectionPostprocessor:
         device = cls_logits.device
         image_hw = _sizes(image_sizes, batch, device, "image_sizes")
         orig_hw = image_hw if orig_sizes is None else _sizes(orig_sizes, batch, device, "orig_sizes")
-        scores = torch.softmax(cls_logits.float(), dim=-1)[..., 1:]  # (B, A, C + 1) -> (B, A, C), background dropped
+        if self.score_activation == "sigmoid":
+            scores = torch.sigmoid(cls_logits.float())  # (B, A, C)
+        else:
+            # (B, A, C + 1) -> (B, A, C), background dropped
+            scores = torch.softmax(cls_logits.float(), dim=-1)[..., 1:]
         boxes = self.coder.decode(outputs["bbox_deltas"].float(), outputs["anchors"].float())  # (B, A, 4)
         image_whwh = image_hw.flip(-1).repeat(1, 2)[:, None, :]  # (B, 1, 4): (w, h, w, h)
         boxes = torch.minimum(boxes.clamp(min=0), image_whwh)

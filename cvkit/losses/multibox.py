@@ -13,7 +13,7 @@ Per batch, with ``N = max(1, P)``::
                 focal: sum over positives and negatives of alpha_t * (1 - p_t)^gamma * CE / N
                        (softmax focal loss; alpha for positives, 1 - alpha for negatives)
     loss_box    smooth_l1: sum over positives and the 4 coordinates of smooth_l1(deltas - encode(gt, anchor)) / N
-                giou:      sum over positives of (1 - GIoU(decode(deltas, anchor), gt)) / N
+                giou:      sum over positives of (1 - GIoU(decode(deltas, anchor), gt)) / N (diou: DIoU)
     loss        cls_weight * loss_cls + box_weight * loss_box
 
 Anchors in the matcher's IGNORE band are neither positives nor negatives.
@@ -32,7 +32,7 @@ from cvkit.losses.config import LossConfig
 from cvkit.ops.assign import IGNORE, MatcherConfig, hard_negative_mining
 from cvkit.ops.coder import BoxCoder
 
-__all__ = ["MultiBoxLoss", "MatchedTargets", "build_targets", "elementwise_giou"]
+__all__ = ["MultiBoxLoss", "MatchedTargets", "build_targets", "elementwise_giou", "elementwise_diou"]
 
 
 class MatchedTargets(NamedTuple):
@@ -96,6 +96,19 @@ def elementwise_giou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
     return iou - (hull - union) / (hull + eps)
 
 
+def elementwise_diou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    """DIoU of matching rows: ``iou - d^2 / c^2`` (centre distance over the enclosing box's diagonal), (N,)."""
+    area1 = (boxes1[:, 2] - boxes1[:, 0]).clamp(min=0) * (boxes1[:, 3] - boxes1[:, 1]).clamp(min=0)
+    area2 = (boxes2[:, 2] - boxes2[:, 0]).clamp(min=0) * (boxes2[:, 3] - boxes2[:, 1]).clamp(min=0)
+    inter = (torch.minimum(boxes1[:, 2:], boxes2[:, 2:]) - torch.maximum(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
+    inter = inter.prod(dim=1)
+    iou = inter / (area1 + area2 - inter + eps)
+    hull = (torch.maximum(boxes1[:, 2:], boxes2[:, 2:]) - torch.minimum(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
+    diag = (hull**2).sum(dim=1) + eps
+    centre = ((boxes1[:, :2] + boxes1[:, 2:]) - (boxes2[:, :2] + boxes2[:, 2:])) / 2
+    return iou - (centre**2).sum(dim=1) / diag
+
+
 class MultiBoxLoss:
     """``criterion(outputs, targets) -> {"loss", "loss_cls", "loss_box"}`` (see the module docstring).
 
@@ -108,6 +121,8 @@ class MultiBoxLoss:
         self.cfg = cfg or LossConfig()
         self.matcher = matcher or MatcherConfig()
         self.coder = BoxCoder(self.cfg.box_weights)
+        if self.cfg.cls_loss not in ("ce", "focal"):
+            raise ValueError(f"loss.cls_loss={self.cfg.cls_loss!r} is for arch dense; arch ssd takes ce or focal")
         if self.cfg.neg_pos_ratio < 0:
             raise ValueError(f"loss.neg_pos_ratio must be >= 0, got {self.cfg.neg_pos_ratio}")
 
@@ -154,7 +169,8 @@ class MultiBoxLoss:
             )
         else:
             pred_boxes = self.coder.decode(pos_deltas.float(), pos_anchors.float())
-            loss_box = (1.0 - elementwise_giou(pred_boxes, pos_gt.float())).sum()
+            overlap = elementwise_diou if self.cfg.box_loss == "diou" else elementwise_giou
+            loss_box = (1.0 - overlap(pred_boxes, pos_gt.float())).sum()
         loss_box = loss_box / normalizer
         loss = self.cfg.cls_weight * loss_cls + self.cfg.box_weight * loss_box
         return {"loss": loss, "loss_cls": loss_cls, "loss_box": loss_box}

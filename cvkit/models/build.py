@@ -42,6 +42,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from cvkit.checkpoint import read_weights_file
+from cvkit.losses.dense import DenseLoss
 from cvkit.losses.multibox import MultiBoxLoss
 from cvkit.models.backbones import (
     Backbone,
@@ -54,12 +55,14 @@ from cvkit.models.backbones import (
     vgg16_bn,
 )
 from cvkit.models.config import LossConfig, ModelConfig, PostprocessConfig
-from cvkit.models.detector import SSDDetector
-from cvkit.models.heads import SSDHead
+from cvkit.models.detector import DenseDetector, SingleShotDetector, SSDDetector
+from cvkit.models.heads import SharedHead, SSDHead
+from cvkit.models.necks import FPN
 from cvkit.ops.anchors import AnchorConfig
 from cvkit.postprocess import DetectionPostprocessor
 
-__all__ = ["BACKBONES", "DETECTORS", "build_backbone", "build_ssd", "build_detector", "load_weights_file"]
+__all__ = ["BACKBONES", "DETECTORS", "build_backbone", "build_ssd", "build_dense", "build_detector",
+           "load_weights_file"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,7 @@ def load_weights_file(path: str | Path) -> tuple[str, dict[str, Tensor]]:
     """``("checkpoint", detector_state)`` or ``("torchvision", state_dict)`` of a weights file, read by
     :func:`cvkit.checkpoint.read_weights_file`; a cvkit detector's keys (``head.cls_convs.``) decide."""
     state = read_weights_file(path, "model.pretrained")
-    if any(k.startswith("head.cls_convs.") for k in state):
+    if any(k.startswith(("head.cls_convs.", "head.cls_out.")) for k in state):
         return "checkpoint", state
     return "torchvision", state
 
@@ -95,7 +98,7 @@ def build_backbone(name: str, state_dict: Mapping[str, Tensor] | None = None) ->
 
 def _load_detector_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     expected = model.state_dict()
-    new_head = [k for k in expected if k.startswith("head.cls_convs.")]
+    new_head = [k for k in expected if k.startswith(("head.cls_convs.", "head.cls_out."))]  # sized by the classes
     head_mismatch = any(k in state and tuple(state[k].shape) != tuple(expected[k].shape) for k in new_head)
     skip = set(new_head) if head_mismatch else set()
     missing = sorted(k for k in expected if k not in state and k not in skip)
@@ -176,7 +179,48 @@ def _finish(model: SSDDetector, kind: str, state: Any, model_cfg: ModelConfig) -
     return model
 
 
-DETECTORS: dict[str, Callable[[ModelConfig, AnchorConfig, int], nn.Module]] = {"ssd": build_ssd}
+def build_dense(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: int) -> DenseDetector:
+    """A :class:`DenseDetector`: the backbone's taps (strides 8, 16, 32 for ResNet), a light FPN / PAN of
+    ``model.neck_channels`` channels (plus ``model.extra_levels``), and a head shared across the levels.
+
+    The anchors need one level per pyramid level and the same number of anchors per location on every level
+    (e.g. ``style: sizes``, ``sizes: [[32], [64], [128]]``, ``aspect_ratios: [[1.0]]``, ``steps: [8, 16, 32]``).
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1 (foreground classes), got {num_classes}")
+    if model_cfg.neck not in ("fpn", "pan"):
+        raise ValueError(f"model.neck must be 'fpn' or 'pan', got {model_cfg.neck!r}")
+    kind, state = ("", None)
+    if model_cfg.pretrained:
+        kind, state = load_weights_file(model_cfg.pretrained)
+    backbone = build_backbone(model_cfg.backbone, state if kind == "torchvision" else None)
+    generator = anchor_cfg.build()
+    neck = FPN(backbone.out_channels, model_cfg.neck_channels, pan=model_cfg.neck == "pan",
+               extra_levels=model_cfg.extra_levels, norm=model_cfg.head_norm)  # fmt: skip
+    per_location = set(generator.num_anchors_per_location())
+    if len(per_location) != 1:
+        raise ValueError(f"a shared head needs the same anchors per location on every level, got "
+                         f"{generator.num_anchors_per_location()} (anchors.aspect_ratios / sizes)")  # fmt: skip
+    head = SharedHead(model_cfg.neck_channels, len(neck.out_channels), per_location.pop(), num_classes,
+                      model_cfg.head_convs, model_cfg.head_norm, model_cfg.prior_prob)  # fmt: skip
+    model = DenseDetector(backbone, neck, head, generator, num_classes, freeze_stages=model_cfg.freeze_stages,
+                          freeze_bn=model_cfg.freeze_bn, backbone_lr_mult=model_cfg.backbone_lr_mult,
+                          channels_last=model_cfg.channels_last)  # fmt: skip
+    if anchor_cfg.steps is not None or anchor_cfg.feature_sizes is not None:
+        expected = anchor_cfg.resolved_feature_sizes()
+        actual = model.feature_sizes(anchor_cfg.image_size)
+        if actual != expected:
+            raise ValueError(
+                f"the {model_cfg.backbone!r} pyramid gives feature maps {actual} for a "
+                f"{tuple(anchor_cfg.image_size)} input, but the anchors expect {expected}; change anchors.steps / "
+                "anchors.feature_sizes (or the input size)"
+            )
+    if kind == "checkpoint" and state is not None:
+        _load_detector_state(model, state, model_cfg.pretrained)
+    return model
+
+
+DETECTORS: dict[str, Callable[[ModelConfig, AnchorConfig, int], nn.Module]] = {"ssd": build_ssd, "dense": build_dense}
 
 
 def build_detector(
@@ -185,9 +229,15 @@ def build_detector(
     post_cfg: PostprocessConfig,
     anchor_cfg: AnchorConfig,
     num_classes: int,
-) -> tuple[SSDDetector, MultiBoxLoss, DetectionPostprocessor]:
-    """The model, its criterion and its postprocessor: three separate objects (DETR style)."""
+) -> tuple[SingleShotDetector, MultiBoxLoss | DenseLoss, DetectionPostprocessor]:
+    """The model, its criterion and its postprocessor: three separate objects (DETR style). ``arch: ssd``
+    pairs with :class:`MultiBoxLoss` (softmax), ``arch: dense`` with :class:`DenseLoss` (sigmoid)."""
     model = _lookup(DETECTORS, model_cfg.arch, "detector")(model_cfg, anchor_cfg, num_classes)
-    criterion = MultiBoxLoss(loss_cfg, anchor_cfg.matcher)
-    postprocessor = DetectionPostprocessor(post_cfg, box_weights=loss_cfg.box_weights)
+    activation = getattr(model, "score_activation", "softmax")
+    criterion: MultiBoxLoss | DenseLoss
+    if activation == "sigmoid":
+        criterion = DenseLoss(loss_cfg, anchor_cfg.matcher)
+    else:
+        criterion = MultiBoxLoss(loss_cfg, anchor_cfg.matcher)
+    postprocessor = DetectionPostprocessor(post_cfg, box_weights=loss_cfg.box_weights, score_activation=activation)
     return model, criterion, postprocessor

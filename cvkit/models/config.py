@@ -20,7 +20,7 @@ __all__ = ["ModelConfig", "LossConfig", "PostprocessConfig"]
 class ModelConfig:
     """The ``model:`` section: which detector, which backbone, how it is initialised and fine-tuned."""
 
-    arch: str = "ssd"  # detector: a key of cvkit.models.DETECTORS
+    arch: str = "ssd"  # detector: a key of cvkit.models.DETECTORS (ssd | dense)
     backbone: str = "resnet18"  # a key of cvkit.models.BACKBONES: vgg16[_bn], resnet18/34/50, densenet121
     pretrained: str = ""  # local file: torchvision classifier state_dict or cvkit checkpoint; "" = random init
     freeze_stages: int = 0  # freeze (no grad, BatchNorm in eval) the first k backbone stages (stage 0 = the stem)
@@ -31,4 +31,10 @@ class ModelConfig:
     num_valid_extras: int = 2  # the last k extra layers use an unpadded stride-1 3x3 conv (SSD300: 5 -> 3 -> 1)
     extra_bn: bool = True  # BatchNorm in the extra layers (SSD's VGG original has none)
     head_kernel_size: int = 3  # kernel of the per-level class and box convolutions
+    neck: str = "pan"  # dense: fpn (top-down) | pan (top-down + bottom-up)
+    neck_channels: int = 96  # dense: channels of every pyramid level and of the head
+    extra_levels: int = 0  # dense: stride-2 pyramid levels after the last backbone tap
+    head_convs: int = 2  # dense: convolutions of each tower of the shared head
+    head_norm: str = "bn"  # dense: bn | gn | none, in the neck and the head
+    prior_prob: float = 0.01  # dense: initial foreground probability of every class (class bias init)
     channels_last: bool = True  # run the convolutions in NHWC memory format (faster oneDNN kernels on CPU)

@@ -31,47 +31,30 @@ from cvkit.models.heads.ssd import SSDHead
 from cvkit.models.param_groups import part_param_groups
 from cvkit.ops.anchors import AnchorGrid
 
-__all__ = ["BACKGROUND_INDEX", "SSDDetector"]
+__all__ = ["BACKGROUND_INDEX", "SingleShotDetector", "SSDDetector", "DenseDetector"]
 
 #: Index of the background logit; foreground label ``l`` is logit ``l + 1``.
 BACKGROUND_INDEX: int = 0
 
 
 
-class SSDDetector(nn.Module):
-    """Single-shot detector (see the module docstring for the outputs).
+class SingleShotDetector(nn.Module):
+    """What SSD and the dense detector share: backbone freezing, train mode, param groups, the forward.
 
-    Args:
-        backbone: feature extractor (its taps are the first levels).
-        extras: extra layers after the last tap (the remaining levels).
-        head: per-level class and box convolutions.
-        anchor_generator: anchors for the levels (one level per feature map).
-        num_classes: foreground classes C.
-        freeze_stages: the first k backbone stages get no gradient and keep their BatchNorm in eval mode.
-        freeze_bn: every backbone BatchNorm stays in eval mode (running statistics fixed).
-        backbone_lr_mult: learning-rate factor of the pretrained backbone stages in :meth:`param_groups`.
-        channels_last: run in NHWC memory format (the head's permute is then free).
+    A subclass sets the modules its :meth:`features` uses and its ``head``; ``score_activation`` says how
+    the class logits become scores (``softmax`` over C + 1 logits with background at 0, or per-class
+    ``sigmoid`` over C logits).
     """
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        extras: SSDExtras,
-        head: SSDHead,
-        anchor_generator: AnchorGrid,
-        num_classes: int,
-        *,
-        freeze_stages: int = 0,
-        freeze_bn: bool = False,
-        backbone_lr_mult: float = 1.0,
-        channels_last: bool = False,
-    ) -> None:
-        super().__init__()
-        num_levels = len(backbone.out_channels) + len(extras.out_channels)
+    score_activation = "softmax"
+
+    def _setup(self, backbone: Backbone, head: nn.Module, anchor_generator: AnchorGrid, num_classes: int,
+               num_levels: int, what: str, freeze_stages: int, freeze_bn: bool, backbone_lr_mult: float,
+               channels_last: bool) -> None:  # fmt: skip
         if anchor_generator.num_levels != num_levels:
             raise ValueError(
                 f"the anchor generator has {anchor_generator.num_levels} levels but the model has {num_levels} "
-                f"feature maps ({len(backbone.out_channels)} backbone taps + {len(extras.out_channels)} extra layers)"
+                f"feature maps ({what})"
             )
         if not 0 <= freeze_stages <= backbone.num_pretrained_stages:
             raise ValueError(
@@ -81,7 +64,6 @@ class SSDDetector(nn.Module):
         if backbone_lr_mult < 0:
             raise ValueError(f"backbone_lr_mult must be >= 0, got {backbone_lr_mult}")
         self.backbone = backbone
-        self.extras = extras
         self.head = head
         self.anchor_generator = anchor_generator
         self.num_classes = int(num_classes)
@@ -96,22 +78,14 @@ class SSDDetector(nn.Module):
             self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
         self.train()
 
-    # -- forward ---------------------------------------------------------------------------------
-
     def features(self, images: Tensor) -> list[Tensor]:
-        """All feature levels: backbone taps, then extra layers."""
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        taps = self.backbone(images)
-        return taps + self.extras(taps[-1])
+        raise NotImplementedError
+
+    # -- forward ---------------------------------------------------------------------------------
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """Raw outputs for normalized float ``images`` (B, 3, H, W) (see the module docstring)."""
-        if not isinstance(images, Tensor) or images.dim() != 4:
-            raise ValueError(
-                "images must be one float tensor (B, 3, H, W) of equally sized images, got "
-                + (f"shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__)
-            )
+        _check_images(images)
         features = self.features(images)
         cls_logits, bbox_deltas = self.head(features)
         anchors = self.anchor_generator(features, images.shape[-2:], dtype=torch.float32)
@@ -142,7 +116,7 @@ class SSDDetector(nn.Module):
 
     # -- training mode and fine-tuning -------------------------------------------------------------
 
-    def train(self, mode: bool = True) -> SSDDetector:
+    def train(self, mode: bool = True) -> SingleShotDetector:
         """Set train/eval mode; frozen stages and (with ``freeze_bn``) all backbone BatchNorms stay in eval."""
         super().train(mode)
         if mode:
@@ -171,10 +145,109 @@ class SSDDetector(nn.Module):
                                  part_of=lambda p: "backbone" if id(p) in backbone_ids else "head")  # fmt: skip
 
 
+class SSDDetector(SingleShotDetector):
+    """Single-shot detector (see the module docstring for the outputs).
+
+    Args:
+        backbone: feature extractor (its taps are the first levels).
+        extras: extra layers after the last tap (the remaining levels).
+        head: per-level class and box convolutions.
+        anchor_generator: anchors for the levels (one level per feature map).
+        num_classes: foreground classes C.
+        freeze_stages: the first k backbone stages get no gradient and keep their BatchNorm in eval mode.
+        freeze_bn: every backbone BatchNorm stays in eval mode (running statistics fixed).
+        backbone_lr_mult: learning-rate factor of the pretrained backbone stages in :meth:`param_groups`.
+        channels_last: run in NHWC memory format (the head's permute is then free).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        extras: SSDExtras,
+        head: SSDHead,
+        anchor_generator: AnchorGrid,
+        num_classes: int,
+        *,
+        freeze_stages: int = 0,
+        freeze_bn: bool = False,
+        backbone_lr_mult: float = 1.0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.extras = extras
+        num_levels = len(backbone.out_channels) + len(extras.out_channels)
+        what = f"{len(backbone.out_channels)} backbone taps + {len(extras.out_channels)} extra layers"
+        self._setup(backbone, head, anchor_generator, num_classes, num_levels, what, freeze_stages, freeze_bn,
+                    backbone_lr_mult, channels_last)  # fmt: skip
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        """All feature levels: backbone taps, then extra layers."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        taps = self.backbone(images)
+        return taps + self.extras(taps[-1])
+
+
+class DenseDetector(SingleShotDetector):
+    """A modern single-stage anchor detector: backbone taps -> feature pyramid -> head shared across levels.
+
+    Outputs as SSD's (module docstring) except ``cls_logits``: ``(B, A, C)`` per-class sigmoid logits, no
+    background logit (``score_activation = "sigmoid"``); ``num_anchors_per_level`` int64 ``(L,)`` is added
+    for level-aware assigners (ATSS). Args as :class:`SSDDetector`, with ``neck`` (a
+    :class:`cvkit.models.necks.FPN`) instead of the extra layers and a
+    :class:`cvkit.models.heads.SharedHead`.
+    """
+
+    score_activation = "sigmoid"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        neck: nn.Module,
+        head: nn.Module,
+        anchor_generator: AnchorGrid,
+        num_classes: int,
+        *,
+        freeze_stages: int = 0,
+        freeze_bn: bool = False,
+        backbone_lr_mult: float = 1.0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.neck = neck
+        num_levels = len(getattr(neck, "out_channels", backbone.out_channels))
+        self._setup(backbone, head, anchor_generator, num_classes, num_levels, f"{num_levels} pyramid levels",
+                    freeze_stages, freeze_bn, backbone_lr_mult, channels_last)  # fmt: skip
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        """The pyramid's levels over the backbone's taps."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.neck(self.backbone(images))
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """Raw outputs for normalized float ``images`` (B, 3, H, W) (see the class docstring)."""
+        _check_images(images)
+        features = self.features(images)
+        cls_logits, bbox_deltas = self.head(features)
+        anchors = self.anchor_generator(features, images.shape[-2:], dtype=torch.float32)
+        counts = torch.tensor(self.anchor_generator.num_anchors_per_level(features), dtype=torch.int64)
+        return {"cls_logits": cls_logits, "bbox_deltas": bbox_deltas, "anchors": anchors,
+                "num_anchors_per_level": counts}  # fmt: skip
+
+
+def _check_images(images: Tensor) -> None:
+    if not isinstance(images, Tensor) or images.dim() != 4:
+        raise ValueError(
+            "images must be one float tensor (B, 3, H, W) of equally sized images, got "
+            + (f"shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__)
+        )
+
+
 class _FeaturesOf(nn.Module):
     """``forward = detector.features``, so that ``functional_call`` can run only the convolutions."""
 
-    def __init__(self, detector: SSDDetector) -> None:
+    def __init__(self, detector: SingleShotDetector) -> None:
         super().__init__()
         self.detector = detector
 
