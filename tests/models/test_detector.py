@@ -41,7 +41,7 @@ def _targets(batch: int, size: int) -> list[dict]:
 
 def test_registry_is_complete_and_unknown_names_list_valid_ones():
     assert sorted(BACKBONES) == sorted(ALL_BACKBONES)
-    assert list(DETECTORS) == ["ssd"]
+    assert list(DETECTORS) == ["ssd", "dense"]
     with pytest.raises(ValueError, match="resnet18") as err:
         build_backbone("resnet19")
     assert "densenet121" in str(err.value) and "vgg16_bn" in str(err.value)
