@@ -41,7 +41,7 @@ from torch import nn
 
 from cvkit.config import to_dict
 from cvkit.data.loader import batch_images
-from cvkit.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from cvkit.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, require_training_checkpoint, save_checkpoint
 from cvkit.engine.config import TrainConfig
 from cvkit.engine.distributed import (
     all_reduce_mean,
@@ -247,8 +247,7 @@ def fit(
         resumed_rng: dict[str, Any] | None = None
         if resume is not None:
             state = load_checkpoint(resume, map_location="cpu")
-            if state.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"{resume}: not a cvkit training checkpoint (format {state.get('format')!r})")
+            require_training_checkpoint(state, resume)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
