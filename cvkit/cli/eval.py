@@ -8,6 +8,9 @@ the split and prints the validation losses and the metrics:
   ``metrics.json`` and the detections as a COCO results file (``detections_coco.json``);
 - classification (``task: classify``): top-1 / top-k accuracy, the per-class accuracy table and the
   confusion matrix; ``--out`` also saves ``metrics.json`` and ``confusion.png``.
+
+Under ``data.on_error=skip`` an image that cannot be decoded is dropped: the metrics are those of the other
+images, the header says how many were evaluated, and the skipped ones are listed per kind.
 """
 
 from __future__ import annotations

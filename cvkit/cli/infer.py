@@ -8,7 +8,7 @@ one JSON per image (``<stem>.json``: boxes xyxy in pixels, scores, labels, class
 stem are named ``<folder>_<stem>``), and
 ``detections_coco.json`` (COCO results format with the dataset's original category ids; ``image_id`` is
 the image's position in the input order unless the file name is an integer). Unreadable images are
-reported and skipped; the run goes on.
+reported and skipped; the run goes on. Exit status 2 when no input exists or none could be read.
 """
 
 from __future__ import annotations
