@@ -34,7 +34,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import re
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,7 @@ __all__ = [
     "load_checkpoint",
     "checkpoint_weights",
     "read_weights_file",
+    "require_training_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "cvkit-checkpoint"
@@ -57,7 +60,73 @@ CHECKPOINT_VERSION = 2
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or holds something other than plain data."""
+    """A checkpoint that cannot be read or holds something other than plain data: one line naming the file.
+
+    ``kind``: ``missing_file`` (no such file), ``unsafe_checkpoint`` (pickled Python objects that a
+    ``weights_only`` load refuses), ``unreadable_checkpoint`` (not a torch file: truncated, corrupted or
+    something else), ``not_cvkit_checkpoint`` (a torch file without what cvkit needs). ``hint``: how to fix
+    it, or ``None``.
+    """
+
+    def __init__(self, message: str, kind: str = "unreadable_checkpoint", hint: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.hint = hint
+
+    def __reduce__(self):  # picklable with its kind and hint
+        return (CheckpointError, (str(self), self.kind, self.hint))
+
+
+_UNSAFE_HINT = (
+    "re-save it from plain data (tensors, dicts, lists, numbers, strings), e.g. "
+    "torch.save({'model': model.state_dict()}, path); cvkit never loads with weights_only=False"
+)
+
+
+def _missing(path: Path) -> CheckpointError:
+    """The error for a checkpoint path that is not a file, with the likely file when there is one."""
+    if path.is_dir():
+        found = sorted(str(p) for p in (*path.glob("*.pt"), *path.glob("checkpoints/*.pt")))
+        hint = f"give a file, e.g. {found[0]}" if found else "give the checkpoint file (last.pt / best.pt)"
+        return CheckpointError(f"checkpoint {path} is a folder, not a file", "missing_file", hint)
+    nearby = path.parent / "checkpoints" / path.name  # runs/NAME/last.pt for runs/NAME/checkpoints/last.pt
+    guess = f"did you mean {nearby}?" if nearby.is_file() else None
+    return CheckpointError(f"checkpoint {path} does not exist", "missing_file", guess)
+
+
+def _refused(path: Path, exc: Exception) -> CheckpointError:
+    """torch's several-sentence ``weights_only`` refusal as one line naming what the file holds."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        what = f"it holds a pickled Python object ({found.group(1)}), not only tensors and plain containers"
+    else:  # e.g. "Unsupported operand 205": a pickle operation a weights_only load never runs (or no pickle at all)
+        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+        why = detail.group(1).strip() if detail else "refused"
+        what = f"its pickle asks for more than tensors and plain containers ({why})"
+    return CheckpointError(f"{path}: refused to load: {what} (loading it could run code)", "unsafe_checkpoint",
+                           _UNSAFE_HINT)  # fmt: skip
+
+
+def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", " ".join(str(exc).split()))
+    first = text.split(". ")[0].rstrip(".") or "the file ends early"  # torch's first sentence says what failed
+    return CheckpointError(
+        f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})",
+        "unreadable_checkpoint",
+        "the file is truncated or not a torch checkpoint: copy it again, or use the run's other checkpoint "
+        "(checkpoints/last.pt or best.pt)",
+    )
+
+
+def require_training_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` is a cvkit training checkpoint (what resume reads)."""
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a cvkit training checkpoint (format {state.get('format')!r})",
+            "not_cvkit_checkpoint",
+            "resume from the last.pt or best.pt in a cvkit run's checkpoints/ folder",
+        )
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -80,20 +149,31 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; refuses anything but plain data."""
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``; refuses anything but plain data.
+
+    ``mmap=True`` maps the tensors' storage instead of reading it: a cheap check that a file is a readable,
+    safe checkpoint (and of its keys) before expensive work. Every failure is a one-line
+    :class:`CheckpointError` naming the file (see its ``kind``).
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise _missing(path)
+    mmap = mmap and zipfile.is_zipfile(path)  # only the zip format maps; others are read (and fail) normally
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused to load (not plain tensors and containers): {first}") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        if "weights only load failed" in str(exc).lower() or "weightsunpickler" in str(exc).lower():
+            raise _refused(path, exc) from None
+        raise _unreadable(path, exc) from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, TypeError) as exc:
+        # garbage, truncated or non-torch files fail deep inside torch.load with any of these
+        raise _unreadable(path, exc) from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a dict at the top level, got {type(state).__name__}")
+        raise CheckpointError(f"{path}: expected a dict at the top level, got {type(state).__name__}",
+                              "not_cvkit_checkpoint")  # fmt: skip
     return state
 
 
@@ -104,7 +184,7 @@ def checkpoint_weights(state: dict[str, Any], prefer_ema: bool = True) -> dict[s
     if prefer_ema and isinstance(ema, dict) and "module" in ema:
         return ema["module"]
     if "model" not in state:
-        raise CheckpointError("the checkpoint has no 'model' weights")
+        raise CheckpointError("the checkpoint has no 'model' weights", "not_cvkit_checkpoint")
     return state["model"]
 
 
@@ -124,7 +204,7 @@ def read_weights_file(path: str | os.PathLike, setting: str = "pretrained") -> d
     try:
         state: Any = load_checkpoint(path)
     except CheckpointError as exc:
-        raise CheckpointError(f"{setting}: cannot read pretrained weights from {exc}") from None
+        raise CheckpointError(f"{setting}: cannot read pretrained weights from {exc}", exc.kind, exc.hint) from None
     if state.get("format") == CHECKPOINT_FORMAT:
         state = checkpoint_weights(state)
     else:
@@ -133,7 +213,8 @@ def read_weights_file(path: str | os.PathLike, setting: str = "pretrained") -> d
                 state = state[key]
                 break
     if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{setting}: {path} holds no state_dict (tensors by name, or a checkpoint's 'model')")
+        raise CheckpointError(f"{setting}: {path} holds no state_dict (tensors by name, or a checkpoint's 'model')",
+                              "not_cvkit_checkpoint")  # fmt: skip
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -171,15 +252,14 @@ class TrainingState:
     @classmethod
     def from_dict(cls, state: dict[str, Any], source: str | os.PathLike = "checkpoint") -> TrainingState:
         """Read a training checkpoint dict; :class:`CheckpointError` when it is not one (or from a newer cvkit)."""
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{source}: not a cvkit training checkpoint (format {state.get('format')!r})")
+        require_training_checkpoint(state, source)
         version = int(state.get("version", 1))
         if version > CHECKPOINT_VERSION:
             raise CheckpointError(f"{source}: checkpoint version {version} is newer than this cvkit's "
-                                  f"({CHECKPOINT_VERSION}); upgrade cvkit")  # fmt: skip
+                                  f"({CHECKPOINT_VERSION})", "not_cvkit_checkpoint", "upgrade cvkit")  # fmt: skip
         missing = [name for name in ("model", "optimizer", "scheduler") if name not in state]
         if missing:
-            raise CheckpointError(f"{source}: training checkpoint without {', '.join(missing)}")
+            raise CheckpointError(f"{source}: training checkpoint without {', '.join(missing)}", "not_cvkit_checkpoint")
         names = {f.name for f in dataclasses.fields(cls)}
         nullable = ("ema", "best_metric")
         values = {k: v for k, v in state.items() if k in names and (v is not None or k in nullable)}

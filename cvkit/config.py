@@ -8,7 +8,8 @@ generator its anchor section, ...); this module only maps plain YAML onto them:
 Rules: every key must be a field of the target dataclass (unknown keys raise :class:`ConfigError` naming
 the key path and the closest valid names); missing keys take the dataclass default; nested dataclasses,
 lists/tuples and Optional fields are converted recursively; values are type-checked loosely (ints are
-accepted for floats, lists for tuples). YAML is read with ``yaml.safe_load`` only.
+accepted for floats, lists for tuples). YAML is read with ``yaml.safe_load`` only. An error names where the
+bad value came from: the file, or the ``--set`` override that set it (:func:`located`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,76 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "load_yaml", "apply_overrides", "load_config"]
+__all__ = [
+    "ConfigError",
+    "from_dict",
+    "to_dict",
+    "load_yaml",
+    "apply_overrides",
+    "load_config",
+    "check_choice",
+    "located",
+]
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A config file or override that does not fit its dataclass; the message names the key path."""
+    """A config file or override that does not fit its dataclass; the message names the key path.
+
+    ``keys``: the dotted key paths the error is about (``("train.lr",)``; empty when it is about no key), so
+    that :func:`located` can name the ``--set`` override that set one of them rather than the YAML file.
+    ``kind`` (``config``, or ``missing_file`` for a config file that does not exist) and ``hint`` (how to fix
+    it, or ``None``) are what the command line prints with it.
+    """
+
+    kind = "config"
+
+    def __init__(self, message: str, *keys: str, kind: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.keys = tuple(keys)
+        self.hint = hint
+        if kind is not None:
+            self.kind = kind
+
+
+def _override_key(item: str) -> str:
+    """The dotted key of an override ``a.b.c=value`` (``""`` when it has none)."""
+    return ".".join(p for p in item.split("=", 1)[0].strip().split(".") if p)
+
+
+def _sets(override_key: str, key: str) -> bool:
+    """Whether an override of ``override_key`` sets ``key``, a section holding it, or a key inside it."""
+    return (
+        key == override_key
+        or key.startswith((f"{override_key}.", f"{override_key}["))
+        or override_key.startswith(f"{key}.")
+    )
+
+
+def located(exc: ConfigError, source: str | Path, overrides: Iterable[str] = ()) -> ConfigError:
+    """``exc`` with its origin in front: ``--set ITEM`` when an override set one of ``exc.keys`` (the last
+    such override: it is the one that took effect), else ``source`` (the YAML file, the checkpoint, ...)."""
+    culprit = None
+    for item in overrides:
+        if any(_sets(_override_key(item), key) for key in exc.keys):
+            culprit = item
+    message = str(exc)
+    if culprit is None:
+        where = str(source)
+    else:
+        where = f"--set {culprit}"
+        message = message.removeprefix(f"{_override_key(culprit)}: ")  # the override already names the key
+    return ConfigError(f"{where}: {message}", *exc.keys, kind=exc.kind, hint=exc.hint)
+
+
+def check_choice(value: str, choices: Iterable[str], key: str) -> None:
+    """Raise :class:`ConfigError` for ``key`` unless ``value`` is one of ``choices`` (with a "did you mean")."""
+    names = sorted(choices)
+    if value not in names:
+        raise ConfigError(
+            f"{key}: unknown name {value!r}{_suggest(str(value), names)} (valid: {', '.join(names)})", key
+        )
 
 
 def _suggest(key: str, valid: Iterable[str]) -> str:
@@ -105,12 +169,17 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            raise ConfigError(f"unknown config key {path!r}{_suggest(str(key), fields)}")
-        kwargs[key] = _convert(value, hints[key], path)
+            raise ConfigError(f"unknown config key {path!r}{_suggest(str(key), fields)}", path)
+        try:
+            kwargs[key] = _convert(value, hints[key], path)
+        except ConfigError as exc:
+            if not exc.keys:  # the innermost field path (a nested from_dict has set its own)
+                exc.keys = (path,)
+            raise
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing
-        raise ConfigError(f"{where or 'config'}: {exc}") from None
+        raise ConfigError(f"{where or 'config'}: {exc}", *((where,) if where else ())) from None
 
 
 def to_dict(obj: Any) -> Any:
@@ -129,6 +198,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist", kind="missing_file") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
@@ -143,31 +214,42 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, returning a new dict."""
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, returning a new dict.
+
+    Errors name the override as the command line spells it: ``--set ITEM: what is wrong``.
+    """
     import copy
 
     out = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.path=value")
+            raise ConfigError(f"--set {item}: an override must look like key.path=value")
         key, raw = item.split("=", 1)
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
-            raise ConfigError(f"override {item!r} has an empty key")
+            raise ConfigError(f"--set {item}: the key is empty (an override looks like key.path=value)")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({problem})") from None
         node = out
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+                section = ".".join(parts[: i + 1])
+                raise ConfigError(f"--set {item}: {section!r} is a value, not a section", section)
             node = child
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = value
     return out
 
 
 def load_config(path: str | Path, cls: type[T], overrides: Iterable[str] = ()) -> T:
-    """Load a YAML file onto dataclass ``cls`` after applying dotted overrides."""
+    """Load a YAML file onto dataclass ``cls`` after applying dotted overrides (errors name the file, or the
+    override that set the bad value)."""
+    overrides = list(overrides)
     data = apply_overrides(load_yaml(path), overrides)
     try:
         return from_dict(cls, data)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise located(exc, path, overrides) from None

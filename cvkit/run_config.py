@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cvkit.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from cvkit.config import ConfigError, apply_overrides, check_choice, from_dict, load_yaml, located, to_dict
 from cvkit.data.config import DataConfig
 from cvkit.engine.config import TrainConfig
 from cvkit.models.classification.config import ClassifierConfig
@@ -43,23 +43,47 @@ class RunConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)  # task: classify
 
 
-def run_config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
-    """Strictly map a plain dict onto :class:`RunConfig` (errors name ``source`` and the key path)."""
+def run_config_from_dict(
+    raw: dict[str, Any], source: str = "config", overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
+    """Strictly map a plain dict onto :class:`RunConfig` and check the names it picks (``model.backbone``,
+    ``model.arch``, ``classifier.name``) before anything is built.
+
+    Errors name the key path and where its value came from: the ``--set`` override among ``overrides`` (already
+    applied to ``raw``) that set it, else ``source``.
+    """
     try:
-        cfg = from_dict(RunConfig, raw)
-    except (ConfigError, ValueError) as exc:
+        return _checked(raw)
+    except ConfigError as exc:
+        raise located(exc, source, overrides) from None
+    except ValueError as exc:  # a section's own __post_init__ check
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def _checked(raw: dict[str, Any]) -> RunConfig:
+    from cvkit.models.build import BACKBONES, DETECTORS
+    from cvkit.models.classification.build import MODELS
+
+    cfg = from_dict(RunConfig, raw)
     if cfg.data.format not in ("synthetic", "synthetic_cls") and not cfg.data.root:
-        raise ConfigError(f"{source}: data.root must name the dataset folder for data.format={cfg.data.format!r}")
-    if cfg.task == "detect" and tuple(cfg.anchors.image_size) != tuple(cfg.transforms.size):
-        raise ConfigError(
-            f"{source}: anchors.image_size {list(cfg.anchors.image_size)} must equal transforms.size "
-            f"{list(cfg.transforms.size)} (the network input the anchors are made for)"
-        )
+        raise ConfigError(f"data.root must name the dataset folder for data.format={cfg.data.format!r}",
+                          "data.root", "data.format")  # fmt: skip
+    if cfg.task == "detect":
+        check_choice(cfg.model.arch, DETECTORS, "model.arch")
+        check_choice(cfg.model.backbone, BACKBONES, "model.backbone")
+        if tuple(cfg.anchors.image_size) != tuple(cfg.transforms.size):
+            raise ConfigError(
+                f"anchors.image_size {list(cfg.anchors.image_size)} must equal transforms.size "
+                f"{list(cfg.transforms.size)} (the network input the anchors are made for)",
+                "anchors.image_size", "transforms.size",
+            )
+    else:
+        check_choice(cfg.classifier.name, MODELS, "classifier.name")
     return cfg
 
 
 def load_run_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Load a YAML run config, apply ``a.b=c`` overrides, validate every section."""
+    """Load a YAML run config, apply ``a.b=c`` overrides, validate every section (errors name the file, or the
+    override that set the bad value)."""
     raw = apply_overrides(load_yaml(path), overrides)
-    return run_config_from_dict(raw, str(path))
+    return run_config_from_dict(raw, str(path), overrides)

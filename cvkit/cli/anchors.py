@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from cvkit.config import ConfigError, apply_overrides, from_dict, load_yaml
+from cvkit.cli._errors import cli_errors
+from cvkit.config import ConfigError, apply_overrides, from_dict, load_yaml, located
 
 __all__ = ["main", "read_coco_boxes", "load_anchor_config"]
 
@@ -55,8 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_anchor_config(raw: dict[str, Any], where: str = "config") -> Any:
-    """The strict :class:`~cvkit.ops.AnchorConfig` of a loaded YAML mapping (absent section: defaults)."""
+def load_anchor_config(raw: dict[str, Any], where: str = "config", overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """The strict :class:`~cvkit.ops.AnchorConfig` of a loaded YAML mapping (absent section: defaults); errors name
+    ``where``, or the override among ``overrides`` that set the bad value."""
     from cvkit.ops.anchors import AnchorConfig
 
     section = raw.get("anchors")
@@ -65,7 +67,7 @@ def load_anchor_config(raw: dict[str, Any], where: str = "config") -> Any:
     try:
         return from_dict(AnchorConfig, section, "anchors")
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise located(exc, where, overrides) from None
 
 
 def read_coco_boxes(path: str | Path) -> list[tuple[tuple[int, int], np.ndarray]]:
@@ -104,13 +106,15 @@ def read_coco_boxes(path: str | Path) -> list[tuple[tuple[int, int], np.ndarray]
     return [(sizes[k], np.asarray(boxes[k], dtype=np.float32).reshape(-1, 4)) for k in sizes]
 
 
-def _samples_from_data(raw: dict[str, Any], where: str, split: str) -> tuple[Iterator[Any], str]:
+def _samples_from_data(
+    raw: dict[str, Any], where: str, split: str, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Iterator[Any], str]:
     """Ground truth of the config's data section, and a description of where it came from."""
     try:
         from cvkit.data import DetectionDataset, build_dataset, data_config_from, is_detection
     except ImportError:
         return _samples_from_coco_section(raw, where, split)
-    cfg = data_config_from(raw, where)
+    cfg = data_config_from(raw, where, overrides)
     dataset = build_dataset(cfg, split) if is_detection(cfg) else None
     if not isinstance(dataset, DetectionDataset):
         raise ConfigError(f"{where}: data.format={cfg.format!r} is a classification dataset; anchors need boxes")
@@ -135,6 +139,7 @@ def _samples_from_coco_section(raw: dict[str, Any], where: str, split: str) -> t
     return iter(samples), f"{ann} ({len(samples)} images)"
 
 
+@cli_errors("cvkit anchors")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.config is None and args.ann_file is None:
@@ -144,12 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         raw = load_yaml(args.config) if args.config is not None else {}
         raw = apply_overrides(raw, args.overrides)
         where = str(args.config or "overrides")
-        cfg = load_anchor_config(raw, where)
+        cfg = load_anchor_config(raw, where, args.overrides)
         if args.ann_file is not None:
             samples_list = read_coco_boxes(args.ann_file)
             samples, source = iter(samples_list), f"{args.ann_file} ({len(samples_list)} images)"
         else:
-            samples, source = _samples_from_data(raw, where, args.split)
+            samples, source = _samples_from_data(raw, where, args.split, args.overrides)
         generator = cfg.build()
         feature_sizes = cfg.resolved_feature_sizes()
         generator.num_anchors_per_level(feature_sizes)  # validates the level count, with the expected number

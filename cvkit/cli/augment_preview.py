@@ -13,8 +13,9 @@ from pathlib import Path
 
 import cv2
 
-from cvkit.config import ConfigError, apply_overrides, load_yaml
-from cvkit.data import DataError, build_dataset
+from cvkit.cli._errors import CliError, cli_errors
+from cvkit.config import apply_overrides, load_yaml
+from cvkit.data import build_dataset
 from cvkit.data.config import data_config_from
 from cvkit.data.loader import sample_seed
 from cvkit.transforms import PRESETS, build_transform, transforms_config_from
@@ -36,21 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli_errors("cvkit augment-preview")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        raw = apply_overrides(load_yaml(args.config) if args.config else {}, args.overrides)
-        data_cfg = data_config_from(raw, args.config or "defaults")
-        tf_cfg = transforms_config_from(raw, args.config or "defaults")
-    except ConfigError as exc:
-        print(f"cvkit augment-preview: {exc}", file=sys.stderr)
-        return 2
+    raw = apply_overrides(load_yaml(args.config) if args.config else {}, args.overrides)
+    data_cfg = data_config_from(raw, args.config or "defaults", args.overrides)
+    tf_cfg = transforms_config_from(raw, args.config or "defaults", args.overrides)
     preset = args.preset or tf_cfg.train_preset
-    try:
-        dataset = build_dataset(data_cfg, args.split)
-    except DataError as exc:
-        print(f"cvkit augment-preview: {exc}", file=sys.stderr)
-        return 2
+    dataset = build_dataset(data_cfg, args.split)
     pipeline = build_transform(preset, tf_cfg)
     names = dataset.class_names
     tiles = []
@@ -75,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             tiles.append(cv2.resize(original, size, interpolation=cv2.INTER_AREA))
         tiles.append(drawn)
     if not tiles:
-        print("cvkit augment-preview: no samples to show", file=sys.stderr)
-        return 1
+        raise CliError(f"no samples to show: none of the first {args.num} {args.split} images could be read",
+                       "unreadable_image")  # fmt: skip
     cols = args.cols * (2 if args.originals else 1)
     path = save_image(Path(args.out), make_grid(tiles, cols=cols))
     print(f"preset {preset} on {len(tiles) // (2 if args.originals else 1)} {args.split} samples of {dataset!r}")

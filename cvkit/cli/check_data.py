@@ -14,8 +14,9 @@ from collections import Counter
 
 import numpy as np
 
-from cvkit.config import ConfigError, apply_overrides, load_yaml
-from cvkit.data import DataError, DataReport, build_dataset
+from cvkit.cli._errors import cli_errors
+from cvkit.config import apply_overrides, load_yaml
+from cvkit.data import DataReport, build_dataset
 from cvkit.data.config import DataConfig, data_config_from
 from cvkit.data.dataset import DetectionDataset
 
@@ -56,23 +57,16 @@ def summarize_detection(dataset: DetectionDataset) -> list[str]:
     return lines
 
 
+@cli_errors("cvkit check-data")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        raw = apply_overrides(load_yaml(args.config) if args.config else {}, args.overrides)
-        cfg: DataConfig = data_config_from(raw, args.config or "defaults")
-    except ConfigError as exc:
-        print(f"cvkit check-data: {exc}", file=sys.stderr)
-        return 2
+    raw = apply_overrides(load_yaml(args.config) if args.config else {}, args.overrides)
+    cfg: DataConfig = data_config_from(raw, args.config or "defaults", args.overrides)
     print(f"data: format={cfg.format} root={cfg.root or '(built-in)'} on_error={cfg.on_error}")
     total_problems = 0
     for split in args.splits:
         report = DataReport("skip")  # collect every problem, whatever the policy
-        try:
-            dataset = build_dataset(cfg, split, report=report, progress=not args.quiet)
-        except DataError as exc:
-            print(f"[{split}] cannot be read: {exc}", file=sys.stderr)
-            return 2
+        dataset = build_dataset(cfg, split, report=report, progress=not args.quiet)  # a top-level file: exit 2
         print(f"[{split}] {dataset!r}")
         if not args.no_decode:
             dataset.validate_images(progress=not args.quiet, drop_bad=False)

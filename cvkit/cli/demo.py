@@ -15,10 +15,11 @@ again (``--retrain`` forces it); an interrupted one resumes from its ``last.pt``
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from cvkit.cli._errors import CliError, cli_errors
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
@@ -31,7 +32,7 @@ def _load_config(path: Path | None, overrides: list[str]) -> Any:
         return load_run_config(path, overrides)
     if DEFAULT_CONFIG.is_file():  # a source checkout (the README's case)
         return load_run_config(DEFAULT_CONFIG, overrides)
-    return run_config_from_dict(apply_overrides(to_dict(RunConfig()), overrides), "defaults")
+    return run_config_from_dict(apply_overrides(to_dict(RunConfig()), overrides), "defaults", overrides)
 
 
 def training_state(run_dir: Path, cfg: Any) -> str:
@@ -53,6 +54,7 @@ def training_state(run_dir: Path, cfg: Any) -> str:
     return "done" if finished or int(state.get("epoch", 0)) >= cfg.train.epochs else "resume"
 
 
+@cli_errors("cvkit demo")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cvkit demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,16 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain", action="store_true", help="train even when a finished run exists")
     args = parser.parse_args(argv)
 
-    from cvkit.config import ConfigError
-
-    try:
-        cfg = _load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"cvkit demo: {exc}", file=sys.stderr)
-        return 2
+    cfg = _load_config(args.config, args.overrides)  # a ConfigError names the file or the --set override
     if cfg.task != "detect":
-        print("cvkit demo: the demo trains a detector (task: detect)", file=sys.stderr)
-        return 2
+        raise CliError("the demo trains a detector (task: detect)")
     from cvkit.cli import eval as eval_cli
     from cvkit.cli import infer as infer_cli
     from cvkit.data.build import dataset_root

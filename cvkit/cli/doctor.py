@@ -7,6 +7,8 @@ import importlib
 import platform
 import sys
 
+from cvkit.cli._errors import cli_errors
+
 _TV_OPS_HINT = """\
 torchvision's compiled operators did not load ("operator torchvision::nms does not exist").
 This means torch and torchvision come from different builds: typically a CPU-only torch
@@ -77,6 +79,7 @@ def diagnose() -> tuple[list[tuple[str, str]], list[str]]:
     return rows, problems
 
 
+@cli_errors("cvkit doctor")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cvkit doctor", description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 when a problem is found")

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cvkit.cli._errors import CliError, cli_errors
+
 
 class ExportWrapper(nn.Module):
     """The detector with a tuple output (tracing and ONNX want tensors, not dicts).
@@ -39,7 +41,7 @@ class ExportWrapper(nn.Module):
 
 
 def load_for_export(checkpoint: Path) -> tuple[nn.Module, tuple[int, int]]:
-    from cvkit.engine.checkpoint import checkpoint_weights, load_checkpoint
+    from cvkit.engine.checkpoint import CheckpointError, checkpoint_weights, load_checkpoint
     from cvkit.models.build import build_detector
     from cvkit.models.fuse import fold_batchnorm
     from cvkit.run_config import run_config_from_dict
@@ -47,7 +49,7 @@ def load_for_export(checkpoint: Path) -> tuple[nn.Module, tuple[int, int]]:
     state = load_checkpoint(checkpoint)
     extra = state.get("extra") or {}
     if extra.get("task", "detect") != "detect" or "config" not in extra:
-        raise ValueError(f"{checkpoint}: not a cvkit detection checkpoint")
+        raise CheckpointError(f"{checkpoint}: not a cvkit detection checkpoint", "not_cvkit_checkpoint")
     cfg = run_config_from_dict(extra["config"], str(checkpoint))
     model, _, _ = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors,
                                  num_classes=len(extra["class_names"]))
@@ -81,6 +83,7 @@ def max_difference(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> 
     return max(float((x - y).abs().max()) if x.numel() else 0.0 for x, y in zip(a, b))
 
 
+@cli_errors("cvkit export")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cvkit export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         expected = wrapper(example)
     suffix = ".ts" if args.format == "torchscript" else ".onnx"
     out = args.out or args.checkpoint.with_suffix(suffix)
+    out.parent.mkdir(parents=True, exist_ok=True)  # both formats create the output folder
     if args.format == "torchscript":
         export_torchscript(wrapper, example, out)
         with torch.no_grad():
@@ -106,9 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             import onnx  # noqa: F401
             import onnxruntime as ort
         except ImportError:
-            print("cvkit export: ONNX export needs the `onnx`, `onnxscript` and `onnxruntime` packages "
-                  "(pip install onnx onnxscript onnxruntime)", file=sys.stderr)
-            return 2
+            raise CliError("ONNX export needs the `onnx`, `onnxscript` and `onnxruntime` packages", "missing_package",
+                           hint="pip install onnx onnxscript onnxruntime") from None
         export_onnx(wrapper, example, out)
         session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         got = tuple(torch.from_numpy(v) for v in session.run(None, {"images": example.numpy()}))

@@ -8,7 +8,7 @@ one JSON per image (``<stem>.json``: boxes xyxy in pixels, scores, labels, class
 stem are named ``<folder>_<stem>``), and
 ``detections_coco.json`` (COCO results format with the dataset's original category ids; ``image_id`` is
 the image's position in the input order unless the file name is an integer). Unreadable images are
-reported and skipped; the run goes on.
+reported and skipped; the run goes on. Exit status 2 when no input exists or none could be read.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from cvkit.cli._errors import CliError, cli_errors
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -70,14 +71,15 @@ class Predictor:
                  iou_thresh: float | None = None, max_det: int | None = None):
         import dataclasses
 
-        from cvkit.engine.checkpoint import checkpoint_weights, load_checkpoint
+        from cvkit.engine.checkpoint import CheckpointError, checkpoint_weights, load_checkpoint
         from cvkit.models.build import build_detector
         from cvkit.run_config import run_config_from_dict
 
         state = load_checkpoint(checkpoint, map_location="cpu")
         extra = state.get("extra") or {}
         if "config" not in extra or "class_names" not in extra:
-            raise ValueError(f"{checkpoint}: not a cvkit detection checkpoint (no config / class names inside)")
+            raise CheckpointError(f"{checkpoint}: not a cvkit detection checkpoint (no config / class names inside)",
+                                  "not_cvkit_checkpoint")  # fmt: skip
         cfg = run_config_from_dict(extra["config"], f"{checkpoint} (stored config)")
         post = cfg.postprocess
         changes: dict[str, Any] = {k: v for k, v in (("score_thresh", score_thresh), ("iou_thresh", iou_thresh),
@@ -131,6 +133,19 @@ def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
         yield paths[i : i + size]
 
 
+def missing_inputs(inputs: Sequence[str], paths: Sequence[Path]) -> CliError | None:
+    """The error to stop with before loading the model: no input names an image, or none of them exists."""
+    if not paths:
+        return CliError(f"no input images found in {' '.join(inputs)}", "missing_file",
+                        hint="give image files, folders of images or glob patterns")  # fmt: skip
+    missing = [p for p in paths if not p.exists()]
+    if len(missing) < len(paths):
+        return None
+    more = f" (and {len(missing) - 1} more inputs)" if len(missing) > 1 else ""
+    return CliError(f"{missing[0]}: no such file{more}", "missing_file")
+
+
+@cli_errors("cvkit infer")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cvkit infer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -159,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     from cvkit.viz.draw import draw_boxes, save_image
 
     paths = expand_inputs(args.inputs)
-    if not paths:
-        print("cvkit infer: no input images found", file=sys.stderr)
-        return 2
+    failure = missing_inputs(args.inputs, paths)
+    if failure is not None:
+        raise failure
     predictor = Predictor(args.checkpoint, args.device, args.score_thresh, args.iou_thresh, args.max_det)
     args.out.mkdir(parents=True, exist_ok=True)
     coco_results: list[dict[str, Any]] = []
@@ -205,4 +220,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped {len(skipped)} unreadable images:")
         for p, why in skipped:
             print(f"  {p}: {why}")
+    if not done:  # nothing processed: a non-zero status, so that scripts can tell
+        raise CliError(f"none of the {len(paths)} input images could be read (listed above)", "unreadable_image")
     return 0

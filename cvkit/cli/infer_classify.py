@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cvkit.cli._errors import CliError, cli_errors
+
 __all__ = ["ClassifierPredictor", "build_parser", "main"]
 
 
@@ -28,7 +30,7 @@ class ClassifierPredictor:
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu"):
         from cvkit.config import from_dict
-        from cvkit.engine.checkpoint import checkpoint_weights, load_checkpoint
+        from cvkit.engine.checkpoint import CheckpointError, checkpoint_weights, load_checkpoint
         from cvkit.models.classification import ClassifierConfig, build_classifier
         from cvkit.transforms.config import TransformsConfig
         from cvkit.transforms.presets import cls_eval
@@ -36,7 +38,8 @@ class ClassifierPredictor:
         state = load_checkpoint(checkpoint, map_location="cpu")
         extra = state.get("extra") or {}
         if extra.get("task") != "classify" or "class_names" not in extra:
-            raise ValueError(f"{checkpoint}: not a cvkit classification checkpoint (extra.task != 'classify')")
+            raise CheckpointError(f"{checkpoint}: not a cvkit classification checkpoint (extra.task != 'classify')",
+                                  "not_cvkit_checkpoint")  # fmt: skip
         self.class_names = tuple(extra["class_names"])
         section = dict((extra.get("config") or {}).get("classifier") or {})
         section["pretrained"] = ""  # the checkpoint's own weights are loaded below
@@ -103,19 +106,19 @@ def build_parser(prog: str = "cvkit infer") -> argparse.ArgumentParser:
     return parser
 
 
+@cli_errors("cvkit infer")
 def main(argv: list[str] | None = None) -> int:
-    from cvkit.cli.infer import expand_inputs, output_stems
+    from cvkit.cli.infer import expand_inputs, missing_inputs, output_stems
     from cvkit.data.errors import DataError
     from cvkit.data.io import read_image
     from cvkit.viz.draw import save_image
 
     args = build_parser().parse_args(argv)
-    try:
-        predictor = ClassifierPredictor(args.checkpoint, args.device)
-    except (ValueError, OSError, RuntimeError) as exc:
-        print(f"cvkit infer: {exc}", file=sys.stderr)
-        return 2
     paths = expand_inputs(args.inputs)
+    failure = missing_inputs(args.inputs, paths)
+    if failure is not None:
+        raise failure
+    predictor = ClassifierPredictor(args.checkpoint, args.device)
     stems = output_stems(paths)
     results: list[dict[str, Any]] = []
     failed = 0
@@ -135,4 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "predictions.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"{len(results)} images classified ({failed} unreadable); results in {args.out}")
-    return 0 if results or not paths else 1
+    if not results:  # nothing processed: a non-zero status, so that scripts can tell
+        raise CliError(f"none of the {len(paths)} input images could be read (listed above)", "unreadable_image")
+    return 0

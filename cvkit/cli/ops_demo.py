@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cvkit import ops
+from cvkit.cli._errors import cli_errors
 
 
 def _objects(num_objects: int, size: int, g: torch.Generator) -> torch.Tensor:
@@ -76,6 +77,7 @@ def _draw(boxes: torch.Tensor, dets: torch.Tensor, size: int, path: Path) -> Non
     cv2.imwrite(str(path), canvas)
 
 
+@cli_errors("cvkit ops-demo")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cvkit ops-demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from cvkit.config import ConfigError
+from cvkit.cli._errors import CliError, cli_errors
 from cvkit.tasks.detect import run as run_detection
 
 EXAMPLES = """examples:
@@ -31,7 +30,8 @@ def build_parser(prog: str = "cvkit train") -> argparse.ArgumentParser:
     parser.add_argument("config", type=Path, help="YAML run config (see configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.epochs=5 (repeatable)")
-    parser.add_argument("--resume", type=Path, default=None, help="checkpoint to resume from (last.pt / best.pt)")
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="checkpoint to resume from (runs/<name>/checkpoints/last.pt or best.pt)")
     parser.add_argument("--run-dir", type=Path, default=None, help="run folder (default: runs/<name>)")
     parser.add_argument("--kfold", type=int, default=None, metavar="K",
                         help="task classify: K-fold cross-validation on the train split (per-fold and mean +- std)")
@@ -47,23 +47,22 @@ def run(cfg: Any, run_dir: Path, resume: Path | None = None) -> list[dict[str, f
     return run_detection(cfg, run_dir, resume=resume)
 
 
+@cli_errors("cvkit train")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from cvkit.run_config import load_run_config
 
-    try:
-        cfg = load_run_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"cvkit train: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_run_config(args.config, args.overrides)  # a ConfigError names the file or the --set override
     run_dir = args.run_dir or Path(getattr(cfg.train, "output_dir", "runs")) / cfg.name
+    if args.resume is not None and not args.kfold:  # a bad --resume fails now, not after data and model are built
+        from cvkit.checkpoint import load_checkpoint, require_training_checkpoint
+
+        require_training_checkpoint(load_checkpoint(args.resume, mmap=True), args.resume)
     if args.kfold:
         if cfg.task != "classify":
-            print("cvkit train: --kfold is for task: classify", file=sys.stderr)
-            return 2
+            raise CliError("--kfold is for task: classify")
         if args.resume is not None:
-            print("cvkit train: --kfold trains every fold from scratch; it cannot --resume", file=sys.stderr)
-            return 2
+            raise CliError("--kfold trains every fold from scratch; it cannot --resume")
         from cvkit.tasks.classify import run as run_classification
 
         run_classification(cfg, run_dir, resume=args.resume, kfold=args.kfold)

@@ -6,12 +6,12 @@ with a suggestion by :mod:`cvkit.config`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cvkit.config import ConfigError, from_dict
+from cvkit.config import ConfigError, from_dict, located
 from cvkit.data.synthetic import SyntheticConfig
 
 __all__ = ["DataConfig", "DATA_FORMATS", "DETECTION_FORMATS", "data_config_from"]
@@ -42,15 +42,19 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # built-in shapes generator
 
 
-def data_config_from(raw: Mapping[str, Any], path: str | Path = "config") -> DataConfig:
-    """The strict :class:`DataConfig` of a loaded YAML mapping's ``data`` section (absent: defaults)."""
+def data_config_from(raw: Mapping[str, Any], path: str | Path = "config", overrides: Sequence[str] = ()) -> DataConfig:
+    """The strict :class:`DataConfig` of a loaded YAML mapping's ``data`` section (absent: defaults).
+
+    Errors name ``path``, or the override among ``overrides`` (already applied to ``raw``) that set the bad value.
+    """
     section = raw.get("data", {})
     if section is None:
         section = {}
     try:
         cfg = from_dict(DataConfig, section, "data")
+        if cfg.format not in ("synthetic", "synthetic_cls") and not cfg.root:
+            raise ConfigError(f"data.root must name the dataset folder for data.format={cfg.format!r}",
+                              "data.root", "data.format")  # fmt: skip
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    if cfg.format not in ("synthetic", "synthetic_cls") and not cfg.root:
-        raise ConfigError(f"{path}: data.root must name the dataset folder for data.format={cfg.format!r}")
+        raise located(exc, path, overrides) from None
     return cfg

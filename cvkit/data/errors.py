@@ -50,21 +50,25 @@ class DataError(ValueError):
     """A problem in a dataset's files: ``str(err)`` reads ``FILE[: WHERE]: WHAT [KIND]``.
 
     Attributes: ``kind`` (a key of :data:`ERROR_KINDS`), ``file`` (path as given), ``where`` (place inside
-    the file or ``None``), ``detail`` (what is wrong).
+    the file or ``None``), ``detail`` (what is wrong), ``hint`` (how to fix it, or ``None``), ``skippable``
+    (True when a :class:`DataReport` raised it under ``on_error="raise"``: ``skip`` would drop the item).
     """
 
-    def __init__(self, kind: str, file: object, detail: str, where: str | None = None):
+    skippable = False
+
+    def __init__(self, kind: str, file: object, detail: str, where: str | None = None, hint: str | None = None):
         if kind not in ERROR_KINDS:
             raise ValueError(f"unknown DataError kind {kind!r}")
         self.kind = kind
         self.file = str(file)
         self.where = where
         self.detail = detail
+        self.hint = hint
         place = f"{self.file}: {where}" if where else self.file
         super().__init__(f"{place}: {detail} [{kind}]")
 
     def __reduce__(self):  # picklable across DataLoader workers
-        return (DataError, (self.kind, self.file, self.detail, self.where))
+        return (DataError, (self.kind, self.file, self.detail, self.where, self.hint))
 
 
 @dataclass
@@ -88,6 +92,7 @@ class DataReport:
     def handle(self, err: DataError) -> None:
         """Raise ``err`` (policy ``raise``) or count it as skipped (policy ``skip``)."""
         if self.on_error == "raise":
+            err.skippable = True
             raise err
         self.errors[err.kind] += 1
         shown = self.examples.setdefault(err.kind, [])

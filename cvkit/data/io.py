@@ -34,7 +34,8 @@ def resolve_root(root: str | os.PathLike) -> Path:
     """The dataset root as an absolute, symlink-free path; raises ``missing_file`` if it is no folder."""
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise DataError("missing_file", path, "dataset root is not a folder")
+        what = "dataset root is a file, not a folder" if path.exists() else "dataset root does not exist"
+        raise DataError("missing_file", path, what, hint="set data.root to the dataset folder (--set data.root=PATH)")
     return path.resolve()
 
 

@@ -8,6 +8,7 @@ from cvkit.checkpoint import (
     TrainingState,
     checkpoint_weights,
     load_checkpoint,
+    require_training_checkpoint,
     save_checkpoint,
 )
 
@@ -18,5 +19,6 @@ __all__ = [
     "TrainingState",
     "checkpoint_weights",
     "load_checkpoint",
+    "require_training_checkpoint",
     "save_checkpoint",
 ]

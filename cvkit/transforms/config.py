@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from cvkit.config import ConfigError, from_dict
+from cvkit.config import ConfigError, from_dict, located
 
 __all__ = ["TransformsConfig", "transforms_config_from"]
 
@@ -65,11 +65,14 @@ class TransformsConfig:
             raise ConfigError("; ".join(problems))
 
 
-def transforms_config_from(raw: Mapping[str, Any], path: str | Path = "config") -> TransformsConfig:
-    """The strict :class:`TransformsConfig` of a loaded YAML mapping's ``transforms`` section."""
+def transforms_config_from(
+    raw: Mapping[str, Any], path: str | Path = "config", overrides: Sequence[str] = ()
+) -> TransformsConfig:
+    """The strict :class:`TransformsConfig` of a loaded YAML mapping's ``transforms`` section (errors name
+    ``path``, or the override among ``overrides`` that set the bad value)."""
     section = raw.get("transforms", {}) or {}
     try:
         cfg = from_dict(TransformsConfig, section, "transforms")
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise located(exc, path, overrides) from None
     return cfg
