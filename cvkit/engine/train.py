@@ -280,7 +280,8 @@ def fit(
 
     Each row: ``epoch`` (1-based), the mean train loss terms, ``skipped``, and on evaluated epochs
     ``val_*`` losses and the evaluator's metrics, then ``lr`` (largest group lr at the epoch's end),
-    ``time`` (seconds of the epoch), ``images_seen`` and ``time_used`` (over the whole run). ``resume``: a
+    ``time`` (seconds of the epoch, ``eval_time`` of them evaluating), ``images_seen`` and ``time_used`` (over
+    the whole run). ``resume``: a
     ``last.pt``/``best.pt`` to continue from; ``cfg.epochs`` (or the budget) may be larger than the
     checkpoint's run. ``extra_state`` is stored in every checkpoint under ``extra``; its ``config`` entry
     (the resolved root config as a dict), when present, is written to ``run_dir/config.yaml``, otherwise
@@ -384,8 +385,10 @@ def _evaluate_into(row: dict[str, float], model: nn.Module, criterion: Any, post
     eval_model = trainer.ema.module if trainer.ema is not None else model
     metrics = evaluate(eval_model, criterion, postprocessor, val_loader, device, evaluator, trainer.amp_dtype,
                        cfg.progress)  # fmt: skip
-    trainer.budget.record_evaluation(time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    trainer.budget.record_evaluation(seconds)
     row.update(metrics)
+    row["eval_time"] = seconds
     if cfg.monitor not in metrics:
         raise KeyError(f"train.monitor={cfg.monitor!r} is not among the evaluation metrics {sorted(metrics)}")
     improved = trainer.stopping.update(float(metrics[cfg.monitor]), int(row["epoch"]))
