@@ -18,6 +18,11 @@ What it writes (``--out``, default ``runs/anchors``): ``anchor_coverage.json`` (
 config or dataset (the message names the file and key).
 
     cvkit anchors --config configs/default.yaml --set anchors.matcher.pos_thresh=0.6
+
+``--fit`` proposes anchor sizes that cover the boxes better (:mod:`cvkit.evaluation.anchor_fit`: one factor for
+every level, then per-level moves; the structure stays), prints the coverage per size bucket before and after
+and the new ``anchors.scales`` (``style: ssd``) or ``anchors.sizes`` (``style: sizes``); ``--write`` also puts
+that value into the config file, on the key's own line (its comment kept).
 """
 
 from __future__ import annotations
@@ -53,7 +58,49 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/anchors"), help="output folder (default: runs/anchors)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--json", action="store_true", help="print the JSON summary instead of the text table")
+    p.add_argument("--fit", action="store_true", help="propose anchor sizes that cover the boxes better")
+    p.add_argument("--write", action="store_true", help="with --fit: write the proposal into --config")
     return p
+
+
+def format_fit(fit: Any) -> str:
+    """Coverage per size bucket before and after a fit, and the proposed value."""
+    before, after = fit.before.by_size(), fit.after.by_size()
+    lines = [f"{'bucket':<8} {'boxes':>6} {'matched before':>15} {'after':>7} {'median IoU before':>18} {'after':>7}"]
+    for name, row in before.items():
+        new = after[name]
+        if not row["boxes"]:
+            continue
+        lines.append(f"{name:<8} {row['boxes']:>6} {row['matched']:>15.1%} {new['matched']:>7.1%} "
+                     f"{row['median_best_iou']:>18.3f} {new['median_best_iou']:>7.3f}")  # fmt: skip
+    lines.append(f"proposed anchors.{fit.key}: {_flow(fit.value)}")
+    return "\n".join(lines)
+
+
+def _flow(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    return f"{float(value):g}"
+
+
+def write_anchor_value(path: Path, key: str, value: Any) -> None:
+    """Replace ``anchors.<key>``'s value on its own line of the YAML file ``path``, keeping its comment."""
+    import re
+
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    inside = False
+    for i, line in enumerate(lines):
+        if re.match(r"^anchors:\s*(#.*)?$", line.rstrip("\n")):
+            inside = True
+            continue
+        if inside and re.match(r"^\S", line):
+            break
+        match = re.match(rf"^(\s+{key}:\s*)([^#\n]*?)(\s+#.*)?(\n?)$", line) if inside else None
+        if match:
+            lines[i] = f"{match.group(1)}{_flow(value)}{match.group(3) or ''}{match.group(4)}"
+            path.write_text("".join(lines), encoding="utf-8")
+            return
+    raise ConfigError(f"{path}: no 'anchors.{key}:' line to write the fitted value into; add the key first")
 
 
 def load_anchor_config(raw: dict[str, Any], where: str = "config", overrides: list[str] | tuple[str, ...] = ()) -> Any:
@@ -173,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     try:
+        if args.fit and args.ann_file is None:
+            samples_list = list(samples)  # the fit walks the boxes many times
+            samples = iter(samples_list)
         report = anchor_coverage(
             samples,
             generator,
@@ -185,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, OSError) as exc:  # e.g. a DataError while reading annotations
         print(f"cvkit anchors: {exc}", file=sys.stderr)
         return 2
+    if args.fit:
+        return _fit(args, samples_list, cfg, source)
     summary = {"source": source, **report.to_dict()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "anchor_coverage.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -202,3 +254,24 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _fit(args: argparse.Namespace, samples_list: list[Any], cfg: Any, source: str) -> int:
+    from cvkit.evaluation.anchor_fit import fit_anchors
+
+    fit = fit_anchors(samples_list, cfg, max_images=args.max_images, batch_size=args.batch_size)
+    print(f"source: {source}")
+    print(format_fit(fit))
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {"source": source, "key": fit.key, "value": fit.value, "before": fit.before.to_dict(),
+               "after": fit.after.to_dict()}  # fmt: skip
+    (args.out / "anchor_fit.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if not args.no_plot:
+        fit.after.save_plot(args.out / "anchor_coverage_fitted.png")
+    if args.write:
+        if args.config is None:
+            print("cvkit anchors: --write needs --config", file=sys.stderr)
+            return 2
+        write_anchor_value(args.config, fit.key, fit.value)
+        print(f"wrote anchors.{fit.key} into {args.config}", file=sys.stderr)
+    return 0

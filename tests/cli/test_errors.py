@@ -43,9 +43,9 @@ PROGRESS = re.compile(r"\d+/\d+ \[|it/s\]|s/it\]")  # a tqdm bar on stderr
 def setup(tmp_path_factory):
     """``(root, config, checkpoint)``: the COCO set (plus instances_bad.json, a non-positive box in
     annotations[1]), the YAML run config pointing at it, a checkpoint of an untrained detector for it."""
-    from cvkit.tasks.detect import checkpoint_extra
     from cvkit.models.build import build_detector
     from cvkit.run_config import load_run_config
+    from cvkit.tasks.detect import checkpoint_extra
 
     base = tmp_path_factory.mktemp("errors").resolve()
     root = base / "coco"
@@ -194,7 +194,8 @@ def test_an_unknown_backbone_is_refused_when_the_config_is_loaded(setup, capsys,
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "model": {"arch": "sdd"}}))
     lines = failure(capsys, ["train", str(bad), "--run-dir", str(tmp_path)])
-    assert lines == [f"cvkit train: {bad}: model.arch: unknown name 'sdd'; did you mean 'ssd'? (valid: dense, ssd) [config]"]
+    want = f"cvkit train: {bad}: model.arch: unknown name 'sdd'; did you mean 'ssd'? (valid: dense, ssd) [config]"
+    assert lines == [want]
     lines = failure(capsys, ["eval", "--checkpoint", str(checkpoint), "--set", "model.backbone=vgg"])
     assert lines[0].startswith("cvkit eval: --set model.backbone=vgg: unknown name 'vgg'; did you mean 'vgg16'")
 
