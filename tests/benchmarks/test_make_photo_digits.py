@@ -211,3 +211,32 @@ def test_package_sources():
     pool = pd.split_instances(sources.labels, 1 / 6, 0)["val"]
     scene = pd.render_image(np.random.default_rng(0), TINY, sources, pool)
     assert 1 <= len(scene.boxes) <= 6
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_photo_digits_config_is_the_default_recipe_at_320():
+    from cvkit.models.build import build_detector
+    from cvkit.run_config import load_run_config, to_dict
+
+    default = _flat(to_dict(load_run_config(REPO / "configs" / "default.yaml")))
+    cfg = load_run_config(REPO / "configs" / "photo_digits.yaml")
+    ours = _flat(to_dict(cfg))
+    assert set(ours) == set(default)
+    assert {k for k in ours if ours[k] != default[k]} == {
+        "name", "data.format", "data.root", "data.class_names", "transforms.size", "anchors.image_size",
+        "anchors.steps",
+    }  # fmt: skip
+    assert tuple(cfg.data.class_names) == pd.DIGIT_CLASSES
+    model, _, _ = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors, num_classes=10)
+    assert model.feature_sizes((320, 320)) == cfg.anchors.resolved_feature_sizes() == [
+        (40, 40), (20, 20), (10, 10), (5, 5), (3, 3), (1, 1)
+    ]  # fmt: skip
