@@ -33,8 +33,9 @@ What one image is (``render_image``), in this order, all drawn from ``default_rn
    opacity in ``[0.7, 1]``; its colour is a random RGB colour whose luma differs from the background's
    mean under the digit by at least ``min_contrast`` (after the opacity), so strokes are light or dark,
    saturated or grey, never "always white". Placed fully inside the image, its box overlapping each
-   earlier box by at most ``max_overlap`` of the smaller box's area (50 tries, else the digit is dropped;
-   the first digit always fits). Later digits are drawn over earlier ones.
+   earlier box by at most ``max_overlap`` of the smaller box's area (50 positions, else another digit is
+   drawn in its place, up to 10 replacements per image; the first digit always fits). Later digits are drawn
+   over earlier ones.
 3. Box: the tight box of the digit's stroke pixels, the pasted pixels with alpha >= ``stroke_thresh``
    (before the opacity), as integer pixel edges ``[x1, y1, x2, y2)`` (cvkit's continuous xyxy; the faint
    interpolation fringe below the threshold lies outside it).
@@ -384,7 +385,9 @@ def render_image(
     canvas = _background(rng, bg, size).astype(np.float32)
     scene = Scene(np.empty(0), [], [], [], bg.name, [])
     num_objects = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-    for _ in range(num_objects):
+    for _candidate in range(num_objects + 10):  # a digit that finds no place is replaced by another
+        if len(scene.boxes) == num_objects:
+            break
         instance = int(pool[int(rng.integers(len(pool)))])
         sized = _sized_digit(rng, sources.digits[instance], cfg)
         if sized is None:
