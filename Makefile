@@ -36,6 +36,7 @@ test-cuda: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cvkit tests benchmarks tools
 	$(VENV)/bin/mypy
+	if [ -f ../shared/tools/check_layers.py ]; then $(PY) ../shared/tools/check_layers.py cvkit; fi
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_iou.py

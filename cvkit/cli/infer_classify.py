@@ -108,7 +108,7 @@ def build_parser(prog: str = "cvkit infer") -> argparse.ArgumentParser:
 
 @cli_errors("cvkit infer")
 def main(argv: list[str] | None = None) -> int:
-    from cvkit.cli.infer import expand_inputs, missing_inputs, output_stems
+    from cvkit.cli._inputs import expand_inputs, missing_inputs, output_stems
     from cvkit.data.errors import DataError
     from cvkit.data.io import read_image
     from cvkit.viz.draw import save_image
