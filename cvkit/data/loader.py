@@ -136,8 +136,9 @@ class AugmentedDataset(Dataset):
 
         The images are decoded a group at a time (up to ``DECODE_GROUP_BYTES`` of decoded pixels), then their
         random draws and boxes are computed (``Pipeline.prepare``), then their pixels (``Pipeline.finish``):
-        running the decoder, the compiled box work and the pixel work each on many images in a row keeps their
-        code and tables in the CPU caches (the decode/augment split alone: about 8% faster per 300x300 image on
+        running the decoder, the compiled box work (``ssd_train``'s
+        :class:`~cvkit.transforms.ssd_fast.SSDTrainPipeline`) and the pixel work each on many images in a row
+        keeps their code and tables in the CPU caches (the decode/augment split alone is faster per image on
         one core than alternating them).
         """
         transform: Any = self.transform

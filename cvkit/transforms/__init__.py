@@ -14,11 +14,13 @@ from cvkit.transforms.config import TransformsConfig, transforms_config_from
 from cvkit.transforms.pipeline import Normalize, Pipeline, StepStats, to_chw_tensor, to_normalized_tensor
 from cvkit.transforms.presets import PRESETS, build_transform, cls_eval, cls_train, ssd_eval, ssd_train
 from cvkit.transforms.ssd import MinIoURandomCrop, PhotometricDistort, ZoomOut, hue_matrix, photometric_matrix
+from cvkit.transforms.ssd_fast import SSDTrainPipeline
 
 __all__ = [
     "TransformsConfig",
     "transforms_config_from",
     "Pipeline",
+    "SSDTrainPipeline",
     "StepStats",
     "Normalize",
     "to_chw_tensor",

@@ -8,6 +8,8 @@ of the draws (the rule is in :mod:`cvkit.transforms.ssd`).
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple, get_type_hints
+
 import numba
 import numpy as np
 
@@ -24,6 +26,9 @@ __all__ = [
     "zoom_out_params",
     "ssd_sample",
     "ssd_finish",
+    "SSDConfig",
+    "SSD_CONFIG_DTYPE",
+    "SSDDraws",
     "PHOTOMETRIC_DRAWS",
     "ZOOM_OUT_DRAWS",
     "CROP_DRAWS",
@@ -379,112 +384,151 @@ def _count_filter(
     return rows
 
 
-#: the layout of :func:`ssd_sample`'s ``config`` array (flags as 0/1, sizes as whole numbers)
-SSD_CONFIG = (
-    "width", "height", "photometric", "brightness_lo", "brightness_hi", "contrast_lo", "contrast_hi",
-    "saturation_lo", "saturation_hi", "hue", "p_each", "channel_shuffle", "zoom_out", "max_ratio", "min_scale",
-    "max_aspect", "trials", "max_rounds", "out_width", "out_height", "flip", "min_size", "min_visibility",
-)  # fmt: skip
+class SSDConfig(NamedTuple):
+    """The settings of one :func:`ssd_sample` call, by name: the input image's size, which probabilistic steps
+    fire, and the parameters of the five steps (cvkit's ``ssd_train`` transforms and the pipeline's box rules).
+
+    Its fields, in this order and with these types, define :data:`SSD_CONFIG_DTYPE`, the record the kernel
+    reads them from (``cfg.width``, ...): construct it with keywords (a missing or unknown name raises
+    ``TypeError``) and pass :meth:`record`.
+    """
+
+    width: int  # input image size, pixels
+    height: int
+    photometric: bool  # PhotometricDistort fires
+    brightness_lo: float
+    brightness_hi: float
+    contrast_lo: float
+    contrast_hi: float
+    saturation_lo: float
+    saturation_hi: float
+    hue: float
+    channel_shuffle: bool
+    p_each: float  # probability of each photometric step
+    zoom_out: bool  # ZoomOut fires
+    max_ratio: float
+    min_scale: float  # MinIoURandomCrop
+    max_aspect: float
+    trials: int
+    max_rounds: int
+    out_width: int  # Resize
+    out_height: int
+    flip: bool  # HorizontalFlip fires
+    min_size: float  # the box rules after every geometric step
+    min_visibility: float
+
+    def record(self) -> np.ndarray:
+        """This config as a one-element array of :data:`SSD_CONFIG_DTYPE` (what :func:`ssd_sample` takes)."""
+        return np.array([self], dtype=SSD_CONFIG_DTYPE)
+
+
+def _record_dtype(fields: Any) -> np.dtype:
+    """The numpy record of a NamedTuple of int, float and bool fields: its names in its order, as int64,
+    float64 and bool."""
+    hints = get_type_hints(fields)
+    numpy_types = {int: np.int64, float: np.float64, bool: np.bool_}
+    return np.dtype([(name, numpy_types[hints[name]]) for name in fields._fields])
+
+
+#: the record :func:`ssd_sample` reads its settings from (field by field, by name): :class:`SSDConfig`'s fields
+SSD_CONFIG_DTYPE = _record_dtype(SSDConfig)
+
+
+class SSDDraws(NamedTuple):
+    """What :func:`ssd_sample` drew for one sample, named as the transforms' ``params``: the photometric
+    parameters (neutral when the step does not fire), the zoom-out canvas ``(height, width)`` and the image's
+    offset on it (the input size and 0, 0 without zoom-out), and the crop window ``(x0, y0, x1, y1)`` on the
+    canvas with the search's status (1 window, 0 whole image chosen, -1 none found: the whole canvas)."""
+
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    permutation: tuple[int, int, int]
+    canvas: tuple[int, int]
+    top: int
+    left: int
+    crop_status: int
+    crop: tuple[int, int, int, int]
 
 
 @numba.njit(cache=True, nogil=True)
 def ssd_sample(
     u: np.ndarray, boxes: np.ndarray, min_ious: np.ndarray, config: np.ndarray, totals: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`ssd_sample_steps` for xyxy pixel ``boxes [N, 4]`` of a ``config`` array laid out as
-    :data:`SSD_CONFIG` (one argument instead of twenty: numba's per-call cost grows with the arguments)."""
-    c = config
-    width, height = int(c[0]), int(c[1])
-    return ssd_sample_steps(
-        u, rows_from_boxes(boxes, width, height), width, height, c[2] != 0.0, c[3:11].copy(), c[11] != 0.0,
-        c[12] != 0.0, c[13], min_ious, c[14], c[15], int(c[16]), int(c[17]), int(c[18]), int(c[19]), c[20] != 0.0,
-        c[21], c[22], totals,
-    )  # fmt: skip
+) -> tuple[SSDDraws, np.ndarray]:
+    """:func:`ssd_sample_steps` for xyxy pixel ``boxes [N, 4]``, with its settings in ``config``: one record
+    of :data:`SSD_CONFIG_DTYPE` (:meth:`SSDConfig.record`; one argument instead of twenty: numba's per-call
+    cost grows with the arguments)."""
+    cfg = config[0]
+    rows = rows_from_boxes(boxes, cfg.width, cfg.height)
+    return ssd_sample_steps(u, rows, cfg, min_ious, totals)
 
 
 @numba.njit(cache=True, nogil=True)
 def ssd_sample_steps(
-    u: np.ndarray,
-    rows: np.ndarray,
-    width: int,
-    height: int,
-    photometric: bool,
-    photometric_args: np.ndarray,
-    channel_shuffle: bool,
-    zoom_out: bool,
-    max_ratio: float,
-    min_ious: np.ndarray,
-    min_scale: float,
-    max_aspect: float,
-    trials: int,
-    max_rounds: int,
-    out_width: int,
-    out_height: int,
-    flip: bool,
-    min_size: float,
-    min_visibility: float,
-    totals: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
+    u: np.ndarray, rows: np.ndarray, cfg: Any, min_ious: np.ndarray, totals: np.ndarray
+) -> tuple[SSDDraws, np.ndarray]:
     """The box side of cvkit's ``ssd_train`` steps (PhotometricDistort -> ZoomOut -> MinIoURandomCrop -> Resize
     -> HorizontalFlip) for one sample in one call, with the draws and arithmetic of running them one by one.
 
-    ``u``: the uniforms of the block (``PHOTOMETRIC_DRAWS`` if ``photometric`` fires, ``ZOOM_OUT_DRAWS`` if
-    ``zoom_out`` fires, then ``CROP_DRAWS`` for the crop search); ``rows [N, 5]`` normalized to
-    ``width x height``; ``photometric_args`` = (brightness lo, hi, contrast lo, hi, saturation lo, hi, hue,
-    p_each). Returns ``(params [16], rows)``: params = (brightness, contrast, saturation, hue, p0, p1, p2,
-    canvas_h, canvas_w, top, left, crop status, x0, y0, x1, y1). The statistics of the six steps (the input
-    and the five transforms) are added to ``totals [6, 5]``: samples, times applied, boxes in, clipped, dropped.
+    ``u``: the uniforms of the block (``PHOTOMETRIC_DRAWS`` if ``cfg.photometric`` fires, ``ZOOM_OUT_DRAWS``
+    if ``cfg.zoom_out`` fires, then ``CROP_DRAWS`` for the crop search); ``rows [N, 5]`` normalized to
+    ``cfg.width x cfg.height``; ``cfg``: a record of :data:`SSD_CONFIG_DTYPE`. Returns ``(draws, rows)``
+    (:class:`SSDDraws`, the rows left after the flip). The statistics of the six steps (the input and the five
+    transforms) are added to ``totals [6]``, a record array with int fields ``calls`` (samples), ``applied``,
+    ``boxes_in``, ``clipped`` and ``dropped`` (:class:`cvkit.transforms.pipeline.StepStats`' names).
     """
-    params = np.zeros(16)
+    if totals.shape[0] < 6:
+        raise ValueError("totals needs six rows: the input and the five steps")
+    width, height, min_size, min_visibility = cfg.width, cfg.height, cfg.min_size, cfg.min_visibility
     counts = np.zeros((6, 3), dtype=np.int64)
     counts[0, 0] = rows.shape[0]
     rows = _count_filter(rows, width, height, min_size, min_visibility, counts, 0, rows.shape[0])
     k = 0
-    params[0], params[1], params[2] = 1.0, 1.0, 1.0
-    params[4], params[5], params[6] = 0.0, 1.0, 2.0
+    brightness, contrast, saturation, hue, p0, p1, p2 = 1.0, 1.0, 1.0, 0.0, 0, 1, 2
     counts[1, 0] = rows.shape[0]
-    if photometric:
-        a = photometric_args
-        b, c, s, h, p0, p1, p2 = photometric_params(
-            u[k:], a[0], a[1], a[2], a[3], a[4], a[5], a[6], channel_shuffle, a[7]
-        )
-        params[0], params[1], params[2], params[3], params[4], params[5], params[6] = b, c, s, h, p0, p1, p2
+    if cfg.photometric:
+        brightness, contrast, saturation, hue, p0, p1, p2 = photometric_params(
+            u[k:], cfg.brightness_lo, cfg.brightness_hi, cfg.contrast_lo, cfg.contrast_hi, cfg.saturation_lo,
+            cfg.saturation_hi, cfg.hue, cfg.channel_shuffle, cfg.p_each,
+        )  # fmt: skip
         k += PHOTOMETRIC_DRAWS
-    canvas_h, canvas_w = height, width
+    canvas_h, canvas_w, top, left = height, width, 0, 0
     counts[2, 0] = rows.shape[0]
-    if zoom_out:
-        canvas_h, canvas_w, top, left = zoom_out_params(u[k:], width, height, max_ratio)
-        params[9], params[10] = top, left
+    if cfg.zoom_out:
+        canvas_h, canvas_w, top, left = zoom_out_params(u[k:], width, height, cfg.max_ratio)
         k += ZOOM_OUT_DRAWS
         if rows.shape[0]:
             rows = shift_scale_rows(rows, width / canvas_w, left / canvas_w, height / canvas_h, top / canvas_h)
-    params[7], params[8] = canvas_h, canvas_w
     status, x0, y0, x1, y1 = search_crop_window(
         u[k],
         min_ious,
         rows,
         canvas_w,
         canvas_h,
-        min_scale,
-        max_aspect,
-        trials,
-        max_rounds,
+        cfg.min_scale,
+        cfg.max_aspect,
+        cfg.trials,
+        cfg.max_rounds,
         float(canvas_w),
         float(canvas_h),
     )
     if status < 0:  # no window accepted: keep the whole image
         x0, y0, x1, y1 = 0, 0, canvas_w, canvas_h
-    params[11], params[12], params[13], params[14], params[15] = status, x0, y0, x1, y1
-    rows = ssd_finish(rows, canvas_w, canvas_h, x0, y0, x1, y1, out_width, out_height, flip, min_size,
+    rows = ssd_finish(rows, canvas_w, canvas_h, x0, y0, x1, y1, cfg.out_width, cfg.out_height, cfg.flip, min_size,
                       min_visibility, counts)  # fmt: skip
-    applied = (False, photometric, zoom_out, True, True, flip)
+    applied = (False, cfg.photometric, cfg.zoom_out, True, True, cfg.flip)
     for step in range(6):
-        totals[step, 0] += 1
-        totals[step, 1] += applied[step]
-        totals[step, 2] += counts[step, 0]
-        totals[step, 3] += counts[step, 1]
-        totals[step, 4] += counts[step, 2]
-    return params, rows
+        totals[step].calls += 1
+        totals[step].applied += applied[step]
+        totals[step].boxes_in += counts[step, 0]
+        totals[step].clipped += counts[step, 1]
+        totals[step].dropped += counts[step, 2]
+    draws = SSDDraws(
+        brightness=brightness, contrast=contrast, saturation=saturation, hue=hue, permutation=(p0, p1, p2),
+        canvas=(canvas_h, canvas_w), top=top, left=left, crop_status=status, crop=(x0, y0, x1, y1),
+    )  # fmt: skip
+    return draws, rows
 
 
 @numba.njit(cache=True, nogil=True)
@@ -504,7 +548,7 @@ def ssd_finish(
     counts: np.ndarray,
 ) -> np.ndarray:
     """The crop window ``(x0, y0, x1, y1)`` of the ``canvas_w x canvas_h`` image applied to ``rows``, then the
-    resize to ``out_width x out_height`` and the flip (see :func:`ssd_sample`); fills ``counts[3:]``."""
+    resize to ``out_width x out_height`` and the flip (see :func:`ssd_sample_steps`); fills ``counts[3:]``."""
     n_before = rows.shape[0]
     counts[3, 0] = n_before
     if n_before:

@@ -28,9 +28,8 @@ float32 ``(x / 255 - mean) / std`` on whatever device it is on. cvkit's loaders 
 (``batch["normalize"]``) and the engine applies it after moving the batch to the training device, as
 Detectron2, MMDetection 3 and torchvision's detection models do. A worker then ships a quarter of the
 bytes (uint8, not float32) through shared memory and over PCIe, and the float pass over the pixels
-happens once per batch on the device instead of once per sample in a single-threaded worker (on a
-300x300 image it cost about as much as the whole augmentation). ``mean``/``std`` stay part of the data
-pipeline's config and of the checkpoint's ``preprocess`` block.
+happens once per batch on the device instead of once per sample in a single-threaded worker.
+``mean``/``std`` stay part of the data pipeline's config and of the checkpoint's ``preprocess`` block.
 
 Randomness: ``pipeline(sample, seed=s)`` reseeds every transform from ``s`` (same ``s``: same output);
 without ``seed`` the pipeline's own generators (seeded once at construction) advance.
@@ -41,25 +40,26 @@ Pixels of consecutive geometric steps (zoom-out, min-IoU crop, resize, horizonta
 in the same random order as an unfused run, so both give the same boxes, and the same pixels except
 where a large zoom-out canvas shows (there within one grey level, see :mod:`cvkit.transforms.geometry`).
 
-The ``ssd_train`` sequence (PhotometricDistort, ZoomOut, MinIoURandomCrop, Resize, optional HorizontalFlip)
-runs its draws, box moves, filters and statistics in one numba call instead of the step-by-step loop
-(:meth:`Pipeline._call_ssd`; the same draws, boxes, pixels and statistics, tested), and colour-maps only the
-part of the image the crop window shows. The SSD transforms draw fixed counts of numbers from their numpy
-generator so that one block serves all steps; the crop search is seeded by one of them.
+:class:`Pipeline` is the step loop: it runs any sequence of transforms, one step after another. The
+``ssd_train`` preset builds a :class:`cvkit.transforms.ssd_fast.SSDTrainPipeline`, a :class:`Pipeline` that
+runs that one sequence (PhotometricDistort, ZoomOut, MinIoURandomCrop, Resize, optional HorizontalFlip) with
+its draws, box moves, filters and statistics in one compiled call; this loop is its reference (the same
+draws, boxes, pixels and statistics, tested).
 
 For loaders: ``pipeline(sample, seed, out=slot)`` writes the output pixels straight into a slot of a batch
-buffer, and :meth:`Pipeline.prepare` / :meth:`Pipeline.finish` split a call into its draws and box work and
-its pixel work, so that a worker can run each over a group of samples (:class:`cvkit.data.AugmentedDataset`
-does both in ``__getitems__``).
+buffer, and :meth:`Pipeline.prepare` / :meth:`Pipeline.finish` split a call in two, so that a worker can run
+each half over a group of samples (:class:`cvkit.data.AugmentedDataset` does both in ``__getitems__``; the
+step loop does all its work in ``finish``, the ``ssd_train`` pipeline its draws and box work in ``prepare``).
 
-Why not ``A.Compose``: its per-step box checks and conversions cost about 0.15 ms each on one core
-(measured with albumentations 2.0.8), more than the rest of the SSD pipeline on a 300x300 image; here
-boxes are converted once and checked in one pass per step (a small numba kernel), and the statistics come
-for free. The cvkit transforms still work inside ``A.Compose`` like any albumentations transform.
+Why not ``A.Compose``: it checks and converts the boxes at every step, which costs more than the rest of the
+SSD pipeline on a 300x300 image; here boxes are converted once and checked in one pass per step (a small
+numba kernel), and the statistics come for free. The cvkit transforms still work inside ``A.Compose`` like
+any albumentations transform.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import random
@@ -73,18 +73,9 @@ import numpy as np
 import torch
 
 from cvkit._arrays import as_numpy
-from cvkit.transforms._kernels import (
-    CROP_DRAWS,
-    PHOTOMETRIC_DRAWS,
-    ZOOM_OUT_DRAWS,
-    boxes_from_rows,
-    filter_boxes,
-    hflip_rows,
-    rows_from_boxes,
-    ssd_sample,
-)
-from cvkit.transforms.geometry import IDENTITY, AxisMap, map_of, render
-from cvkit.transforms.ssd import MinIoURandomCrop, PhotometricDistort, ZoomOut
+from cvkit.transforms._kernels import boxes_from_rows, filter_boxes, hflip_rows, rows_from_boxes
+from cvkit.transforms.geometry import IDENTITY, map_of, render
+from cvkit.transforms.ssd import PhotometricDistort, ZoomOut
 
 __all__ = ["Pipeline", "StepStats", "Normalize", "BatchSlot", "to_normalized_tensor", "to_chw_tensor"]
 
@@ -160,9 +151,9 @@ class Normalize:
         return images.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).add_(shift)
 
     def _normalize_channel_last_cpu(self, images: torch.Tensor) -> torch.Tensor:
-        """The same values for a CPU batch of channel-last views (cvkit's collated batches), about twice as
-        fast as torch's transposing conversion on one thread: per image, ``cv2.split`` into uint8 planes,
-        then ``float32(x) * scale + shift`` per plane with numpy (the same two float32 roundings)."""
+        """The same values for a CPU batch of channel-last views (cvkit's collated batches), faster than
+        torch's transposing conversion on one thread: per image, ``cv2.split`` into uint8 planes, then
+        ``float32(x) * scale + shift`` per plane with numpy (the same two float32 roundings)."""
         scale, shift = _normalization(self.mean, self.std)
         batch, channels, height, width = images.shape
         out = np.empty((batch, channels, height, width), dtype=np.float32)
@@ -236,96 +227,19 @@ class Pipeline:
             _Step(name, t, map_fn, k + 1 < len(maps) and maps[k + 1] is not None)
             for k, (name, t, map_fn) in enumerate(zip(self.step_names[1:], self.transforms, maps))
         ]
-        self._ssd_steps = _is_ssd_sequence(self.transforms) and all(maps[1:])
-
-    def _call_ssd(self, sample: dict[str, Any], result: dict[str, Any], out: Out = None) -> dict[str, Any] | None:
-        """``ssd_train``'s five fused steps (PhotometricDistort, ZoomOut, MinIoURandomCrop, Resize, optional
-        HorizontalFlip) with their box work and statistics in one compiled call
-        (:func:`cvkit.transforms._kernels.ssd_sample`): the same draws, boxes, pixels and statistics as the
-        step-by-step loop of ``__call__`` (a test compares them), with a fraction of its Python. ``None`` when
-        the transforms no longer share one numpy generator. It does not set the transforms' ``params``.
-        """
-        plan = self._plan_ssd(sample)
-        return None if plan is None else self._render_ssd(plan, result, out)
-
-    def _plan_ssd(self, sample: dict[str, Any]) -> _SSDPlan | None:
-        """The draws and the box work of :meth:`_call_ssd` (everything but the pixels)."""
-        photo, zoom, crop, resize = self.transforms[:4]
-        flip = self.transforms[4] if len(self.transforms) > 4 else None
-        generator = crop.random_generator
-        if photo.random_generator is not generator or zoom.random_generator is not generator:
-            return None
-        image = sample["image"]
-        boxes, labels = _host_array(sample["boxes"], np.float64), _host_array(sample["labels"], np.int64)
-        height, width = image.shape[:2]
-        # the python-random draws of should_apply, in step order (crop and resize have p = 1: no draw)
-        fires_photo, fires_zoom = _should_apply(photo), _should_apply(zoom)
-        fires_flip = flip is not None and _should_apply(flip)
-        num_draws = (PHOTOMETRIC_DRAWS if fires_photo else 0) + (ZOOM_OUT_DRAWS if fires_zoom else 0) + CROP_DRAWS
-        config = np.array(
-            (width, height, fires_photo, *photo.numeric_args()[:7], photo.p_each, photo.channel_shuffle, fires_zoom,
-             zoom.max_ratio, crop.min_scale, crop.max_aspect, crop.trials, crop.max_rounds, resize.width,
-             resize.height, fires_flip, self.min_box_size, self.min_visibility),
-            dtype=np.float64,
-        )  # fmt: skip
-        values, rows = ssd_sample(
-            generator.random(num_draws), boxes.reshape(-1, 4), crop._min_ious, config, self._ssd_totals
-        )
-        return _SSDPlan(sample, labels, values.tolist(), rows, fires_photo, fires_zoom, fires_flip)
-
-    def _render_ssd(self, plan: _SSDPlan, result: dict[str, Any], out: Out = None) -> dict[str, Any]:
-        """The pixels of :meth:`_call_ssd` for a plan of :meth:`_plan_ssd`, and the output sample."""
-        photo, zoom, _, resize = self.transforms[:4]
-        fires_photo, fires_zoom, fires_flip = plan.fires_photo, plan.fires_zoom, plan.fires_flip
-        image = plan.sample["image"]
-        height, width = image.shape[:2]
-        (brightness, contrast, saturation, hue, p0, p1, p2, canvas_h, canvas_w, top, left, _, x0, y0, x1,
-         y1) = plan.values  # fmt: skip
-        left, top, x0, y0, x1, y1 = int(left), int(top), int(x0), int(y0), int(x1), int(y1)
-        # pixels: the colour map into the reused buffer, then one resampling through the composed map
-        if fires_photo:
-            # only the part of the image the crop window shows (plus the bilinear/bicubic taps' reach) is read
-            # by the resampling below: the colour map is computed there alone (left = top = 0 without zoom-out)
-            region = (max(x0 - left - 2, 0), max(y0 - top - 2, 0), min(x1 - left + 2, width),
-                      min(y1 - top + 2, height))  # fmt: skip
-            if region[0] < region[2] and region[1] < region[3]:
-                image = photo.apply(np.ascontiguousarray(image), brightness=brightness, contrast=contrast,
-                                    saturation=saturation, hue=hue, permutation=(int(p0), int(p1), int(p2)),
-                                    dst=self._scratch(image), region=region)  # fmt: skip
-        # the composed map, as the steps' map functions (cvkit.transforms.geometry) compose it
-        amap = IDENTITY.then(AxisMap(1.0, float(left), 1.0, float(top))) if fires_zoom else IDENTITY
-        amap = amap.then(AxisMap(1.0, float(-x0), 1.0, float(-y0)))
-        amap = amap.then(AxisMap(resize.width / (x1 - x0), 0.0, resize.height / (y1 - y0), 0.0))
-        if fires_flip:
-            amap = amap.then(AxisMap(-1.0, float(resize.width), 1.0, 0.0))
-        size = (resize.height, resize.width)
-        slot = _slot(_as_array(out), size + image.shape[2:], image.dtype)
-        image = render(image, amap, size, resize.interpolation, zoom.fill if fires_zoom else None, out=slot)
-        if slot is None and self._scratch_buffer is not None and np.may_share_memory(image, self._scratch_buffer):
-            image = image.copy()  # the whole colour-mapped image came through unchanged: the output owns its pixels
-        result["image"] = self._finish_image(image, out if slot is not None else None)
-        out_boxes, out_labels = boxes_from_rows(plan.rows, size[1], size[0], plan.labels)
-        result["boxes"], result["labels"] = torch.from_numpy(out_boxes), torch.from_numpy(out_labels)
-        return result
 
     def prepare(self, sample: dict[str, Any], seed: int) -> Any:
-        """The first half of ``self(sample, seed=seed)``: every random draw and the box work, not the pixels;
-        :meth:`finish` does the rest. ``[finish(p) for p in [prepare(s, seed) for ...]]`` gives the results of
-        ``[self(s, seed=seed) for ...]``: running each half over a group of samples keeps its code in the CPU
-        caches (cvkit's loader does this per batch). Only the ``ssd_train`` steps are split; other pipelines
-        do all their work in :meth:`finish`."""
-        if self._ssd_steps and "boxes" in sample:
-            self._set_random(seed)
-            plan = self._plan_ssd(sample)
-            if plan is not None:
-                return plan
+        """The first half of ``self(sample, seed=seed)``; :meth:`finish` does the rest:
+        ``[finish(p) for p in [prepare(s, seed) for ...]]`` gives the results of ``[self(s, seed=seed) for ...]``.
+        A pipeline that separates its random draws and box work (``prepare``) from its pixel work (``finish``)
+        keeps each half's code in the CPU caches when a loader runs each over a group of samples
+        (:class:`~cvkit.transforms.ssd_fast.SSDTrainPipeline` does); the step loop does all its work in
+        :meth:`finish`."""
         return _Deferred(sample, seed)
 
     def finish(self, prepared: Any, out: Out = None) -> dict[str, Any]:
         """The output sample of a :meth:`prepare` result (``out`` as in ``__call__``)."""
-        if isinstance(prepared, _Deferred):
-            return self(prepared.sample, seed=prepared.seed, out=out)
-        return self._render_ssd(prepared, dict(prepared.sample), out)
+        return self(prepared.sample, seed=prepared.seed, out=out)
 
     def _unique_names(self) -> list[str]:
         names: list[str] = []
@@ -342,7 +256,7 @@ class Pipeline:
 
         The first call gives the transforms one ``numpy`` generator and one ``random.Random``; later calls
         reseed both in place: ``random`` from ``seed``, numpy's PCG64 from a BLAKE2b hash of ``seed``
-        (a third of the cost of building ``np.random.default_rng(seed)`` for every sample).
+        (cheaper than building ``np.random.default_rng(seed)`` for every sample).
         """
         if seed is None or not hasattr(self, "_bit_generator"):
             self._bit_generator = np.random.PCG64(seed)
@@ -363,22 +277,16 @@ class Pipeline:
 
     def reset_stats(self) -> None:
         self._stats: dict[str, StepStats] = {name: StepStats() for name in self.step_names}
-        #: the compiled SSD path's counts per step (input + 5): samples, applied, boxes in, clipped, dropped
-        self._ssd_totals = np.zeros((6, 5), dtype=np.int64)
 
     @property
     def stats(self) -> dict[str, StepStats]:
         """Per step: samples seen, times applied, boxes in, clipped (and kept), dropped (a snapshot)."""
-        totals = self._ssd_totals.tolist()
-        return {
-            name: StepStats(s.calls + t[0], s.applied + t[1], s.boxes_in + t[2], s.clipped + t[3], s.dropped + t[4])
-            for (name, s), t in zip(self._stats.items(), totals)
-        }
+        return {name: dataclasses.replace(s) for name, s in self._stats.items()}
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(t) for t in self.transforms)
         norm = "" if self.mean is None else f", mean={self.mean}, std={self.std}"
-        return f"Pipeline({self.name!r}, [\n  {inner}\n]{norm}, min_box_size={self.min_box_size})"
+        return f"{type(self).__name__}({self.name!r}, [\n  {inner}\n]{norm}, min_box_size={self.min_box_size})"
 
     # -- box rules ------------------------------------------------------------------------------
 
@@ -405,8 +313,6 @@ class Pipeline:
         image = sample["image"]
         result = dict(sample)
         stats = self._stats
-        if self._ssd_steps and "boxes" in sample and self._call_ssd(sample, result, out) is not None:
-            return result
         if "boxes" not in sample:  # classification: image only
             stats["input"].calls += 1
             for step in self._steps:
@@ -579,25 +485,6 @@ class _Step:
         return np.ascontiguousarray(self.t.apply(np.ascontiguousarray(image), **params))
 
 
-def _should_apply(t: A.BasicTransform) -> bool:
-    """``t.should_apply()`` (albumentations 2.0.8): no draw when ``p <= 0`` or ``p >= 1``, else one python-random
-    draw compared with ``p``."""
-    p = t.p
-    if p <= 0.0:
-        return False
-    return p >= 1.0 or t.py_random.random() < p
-
-
-def _host_array(values: Any, dtype: Any) -> np.ndarray:
-    """A CPU tensor's own array when it has ``dtype`` (float32 too for float64: rows_from_boxes widens it
-    exactly), else :func:`cvkit._arrays.as_numpy` (a copy in ``dtype``)."""
-    if type(values) is torch.Tensor and values.device.type == "cpu" and not values.requires_grad:
-        array = values.numpy()
-        if array.dtype == dtype or (dtype == np.float64 and array.dtype == np.float32):
-            return array
-    return as_numpy(values, dtype)
-
-
 def _as_array(out: Out) -> np.ndarray | None:
     """The array of an ``out`` buffer (a CPU tensor's own memory)."""
     if isinstance(out, BatchSlot):
@@ -612,17 +499,6 @@ def _slot(out: np.ndarray | None, shape: tuple[int, ...], dtype: Any) -> np.ndar
     return out
 
 
-def _is_ssd_sequence(transforms: Sequence[A.BasicTransform]) -> bool:
-    """``PhotometricDistort, ZoomOut, MinIoURandomCrop, Resize[, HorizontalFlip]`` with the crop and resize
-    always applied (what :meth:`Pipeline._call_ssd` runs in one compiled call)."""
-    kinds = [type(t) for t in transforms]
-    if kinds[:4] != [PhotometricDistort, ZoomOut, MinIoURandomCrop, A.Resize]:
-        return False
-    if kinds[4:] not in ([], [A.HorizontalFlip]):
-        return False
-    return transforms[2].p >= 1.0 and transforms[3].p >= 1.0
-
-
 def _same_rows(rows: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     return rows
 
@@ -633,18 +509,6 @@ def _hflip_rows(rows: np.ndarray, params: dict[str, Any]) -> np.ndarray:
 
 def _apply_to_rows(t: A.BasicTransform, rows: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     return np.asarray(t.apply_to_bboxes(rows, **params), dtype=np.float64).reshape(-1, rows.shape[1])
-
-
-class _SSDPlan(NamedTuple):
-    """What :meth:`Pipeline._plan_ssd` drew and computed for one sample."""
-
-    sample: dict[str, Any]
-    labels: np.ndarray
-    values: list[float]
-    rows: np.ndarray
-    fires_photo: bool
-    fires_zoom: bool
-    fires_flip: bool
 
 
 class _Deferred(NamedTuple):

@@ -3,7 +3,9 @@
 =============  ===============================================================================================
 ``ssd_train``  PhotometricDistort -> ZoomOut -> MinIoURandomCrop -> Resize -> HorizontalFlip (if ``hflip``)
                -> normalize. Boxes are clipped and size-filtered after every geometric step. (The flip
-               commutes with the resize; flipping after it touches fewer pixels.)
+               commutes with the resize; flipping after it touches fewer pixels.) Built as an
+               :class:`~cvkit.transforms.ssd_fast.SSDTrainPipeline`: the same results as the step loop of
+               :class:`Pipeline`, with the box work compiled.
 ``ssd_eval``   Resize -> normalize (boxes follow, so predictions map back by the size ratio).
 ``cls_train``  RandomResizedCrop -> HorizontalFlip (if ``hflip``) -> ColorJitter -> normalize
                (the classic torchvision ImageNet recipe).
@@ -18,6 +20,7 @@ collated uint8 batch, on the training device (see :mod:`cvkit.transforms.pipelin
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import albumentations as A
 import cv2
@@ -25,8 +28,11 @@ import cv2
 from cvkit.transforms.config import TransformsConfig
 from cvkit.transforms.pipeline import Pipeline
 from cvkit.transforms.ssd import MinIoURandomCrop, PhotometricDistort, ZoomOut
+from cvkit.transforms.ssd_fast import SSDTrainPipeline
 
 __all__ = ["ssd_train", "ssd_eval", "cls_train", "cls_eval", "PRESETS", "build_transform", "cv2_interpolation"]
+
+_P = TypeVar("_P", bound=Pipeline)
 
 _INTERPOLATION = {
     "nearest": cv2.INTER_NEAREST,
@@ -43,14 +49,14 @@ def cv2_interpolation(name: str) -> int:
     return _INTERPOLATION[name]
 
 
-def _pipeline(transforms: list, cfg: TransformsConfig, seed: int | None, name: str) -> Pipeline:
-    return Pipeline(
+def _pipeline(kind: type[_P], transforms: list, cfg: TransformsConfig, seed: int | None, name: str) -> _P:
+    return kind(
         transforms, mean=cfg.mean, std=cfg.std, min_box_size=cfg.min_box_size,
         min_visibility=cfg.min_visibility, seed=seed, name=name,
     )  # fmt: skip
 
 
-def ssd_train(cfg: TransformsConfig | None = None, seed: int | None = None) -> Pipeline:
+def ssd_train(cfg: TransformsConfig | None = None, seed: int | None = None) -> SSDTrainPipeline:
     """SSD training augmentation (see the module table)."""
     cfg = cfg or TransformsConfig()
     fill = tuple(round(255 * m) for m in cfg.mean)
@@ -69,13 +75,14 @@ def ssd_train(cfg: TransformsConfig | None = None, seed: int | None = None) -> P
     transforms.append(A.Resize(*cfg.size, interpolation=_INTERPOLATION[cfg.interpolation]))
     if cfg.hflip:
         transforms.append(A.HorizontalFlip(p=cfg.hflip_p))
-    return _pipeline(transforms, cfg, seed, "ssd_train")
+    return _pipeline(SSDTrainPipeline, transforms, cfg, seed, "ssd_train")
 
 
 def ssd_eval(cfg: TransformsConfig | None = None, seed: int | None = None) -> Pipeline:
     """SSD evaluation: resize to ``cfg.size`` and normalize."""
     cfg = cfg or TransformsConfig()
-    return _pipeline([A.Resize(*cfg.size, interpolation=_INTERPOLATION[cfg.interpolation])], cfg, seed, "ssd_eval")
+    resize = A.Resize(*cfg.size, interpolation=_INTERPOLATION[cfg.interpolation])
+    return _pipeline(Pipeline, [resize], cfg, seed, "ssd_eval")
 
 
 def cls_train(cfg: TransformsConfig | None = None, seed: int | None = None) -> Pipeline:
@@ -91,7 +98,7 @@ def cls_train(cfg: TransformsConfig | None = None, seed: int | None = None) -> P
     if cfg.cls_jitter > 0:
         j = cfg.cls_jitter
         transforms.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=0.0, p=1.0))
-    return _pipeline(transforms, cfg, seed, "cls_train")
+    return _pipeline(Pipeline, transforms, cfg, seed, "cls_train")
 
 
 def cls_eval(cfg: TransformsConfig | None = None, seed: int | None = None) -> Pipeline:
@@ -102,7 +109,7 @@ def cls_eval(cfg: TransformsConfig | None = None, seed: int | None = None) -> Pi
         A.SmallestMaxSize(max_size=short, interpolation=_INTERPOLATION[cfg.interpolation]),
         A.CenterCrop(*cfg.size),
     ]
-    return _pipeline(transforms, cfg, seed, "cls_eval")
+    return _pipeline(Pipeline, transforms, cfg, seed, "cls_eval")
 
 
 PRESETS: dict[str, Callable[..., Pipeline]] = {

@@ -1,5 +1,8 @@
-"""The compiled SSD path (``Pipeline._call_ssd``) against the step-by-step loop, and the draw protocol of the
-SSD transforms (fixed draw counts, the seeded crop search)."""
+"""The compiled SSD path (``SSDTrainPipeline``, :mod:`cvkit.transforms.ssd_fast`) against its reference, the
+step-by-step loop of ``Pipeline``, and the draw protocol of the SSD transforms (fixed draw counts, the seeded
+crop search)."""
+
+import functools
 
 import albumentations as A
 import numpy as np
@@ -12,19 +15,26 @@ from cvkit.transforms import (
     MinIoURandomCrop,
     PhotometricDistort,
     Pipeline,
+    SSDTrainPipeline,
     TransformsConfig,
     ZoomOut,
+    build_transform,
     ssd_train,
 )
 from cvkit.transforms._kernels import (
     CROP_DRAWS,
     PHOTOMETRIC_DRAWS,
+    SSD_CONFIG_DTYPE,
     ZOOM_OUT_DRAWS,
+    SSDConfig,
+    SSDDraws,
     photometric_params,
     search_crop_window,
     splitmix_uniforms,
+    ssd_sample,
     zoom_out_params,
 )
+from cvkit.transforms.ssd_fast import STEP_TOTALS_DTYPE, is_ssd_sequence
 from tests.transforms.test_ssd_transforms import crop_reference
 
 MASK64 = (1 << 64) - 1
@@ -127,6 +137,13 @@ def ssd_pipeline(hflip=True, p_each=0.5, zoom_p=0.5, min_box_size=1.0, min_visib
     return ssd_train(cfg)
 
 
+def step_loop(pipe):
+    """The reference of ``pipe`` (an ``SSDTrainPipeline``): the generic ``Pipeline`` on its transforms and
+    settings (the transforms move to the new pipeline's generators: ``pipe`` itself is not used any more)."""
+    return Pipeline(pipe.transforms, mean=pipe.mean, std=pipe.std, min_box_size=pipe.min_box_size,
+                    min_visibility=pipe.min_visibility, name=pipe.name)  # fmt: skip
+
+
 @st.composite
 def ssd_scenes(draw):
     height, width = draw(st.integers(10, 70)), draw(st.integers(10, 70))
@@ -147,9 +164,9 @@ def test_compiled_ssd_path_equals_the_step_by_step_loop(scene, hflip, p_each, zo
     height, width, boxes, seed = scene
     image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     sample = {"image": image, "boxes": torch.from_numpy(boxes), "labels": torch.arange(len(boxes)) * 3}
-    fast, slow = (ssd_pipeline(hflip, p_each, zoom_p, min_box_size, min_visibility) for _ in range(2))
-    assert fast._ssd_steps
-    slow._ssd_steps = False  # the generic loop, step by step (still fused)
+    fast = ssd_pipeline(hflip, p_each, zoom_p, min_box_size, min_visibility)
+    slow = step_loop(ssd_pipeline(hflip, p_each, zoom_p, min_box_size, min_visibility))
+    assert fast.compiled and type(slow) is Pipeline  # the generic loop, step by step (still fused)
     noise = np.random.default_rng(seed + 1)
 
     def poisoned(call):  # stale pixels in the reused colour buffer must never reach an output
@@ -168,11 +185,17 @@ def test_compiled_ssd_path_equals_the_step_by_step_loop(scene, hflip, p_each, zo
 
 
 def test_compiled_ssd_path_is_taken_only_for_the_ssd_sequence():
-    assert ssd_pipeline()._ssd_steps and ssd_pipeline(hflip=False)._ssd_steps
-    assert not Pipeline(ssd_pipeline().transforms, fuse_geometry=False)._ssd_steps
+    assert ssd_pipeline().compiled and ssd_pipeline(hflip=False).compiled
+    assert isinstance(build_transform("ssd_train", TransformsConfig()), SSDTrainPipeline)
+    assert not SSDTrainPipeline(ssd_pipeline().transforms, fuse_geometry=False).compiled
+    assert not ssd_train(TransformsConfig(interpolation="area")).compiled  # a resize the fusion does not do
     steps = ssd_pipeline().transforms
-    assert not Pipeline(steps[1:])._ssd_steps  # no photometric step
-    assert not Pipeline([*steps[:4], A.VerticalFlip(p=0.5)])._ssd_steps
+    assert is_ssd_sequence(steps) and is_ssd_sequence(steps[:4])
+    assert not is_ssd_sequence(steps[1:])  # no photometric step
+    assert not is_ssd_sequence([*steps[:4], A.VerticalFlip(p=0.5)])
+    for other in (steps[1:], [*steps[:4], A.VerticalFlip(p=0.5)]):
+        with pytest.raises(ValueError, match="Pipeline runs any sequence"):
+            SSDTrainPipeline(other)
     pipe = ssd_pipeline()
     sample = {"image": np.zeros((20, 20, 3), np.uint8), "boxes": torch.zeros((0, 4)), "labels": torch.zeros(0)}
     pipe.transforms[1].set_random_seed(3)  # the zoom-out no longer shares the pipeline's generator
@@ -185,7 +208,7 @@ def test_compiled_ssd_outputs_never_share_the_reused_colour_buffer():
     colour-mapped pixels must still be copied out of the buffer the next sample overwrites."""
     cfg = TransformsConfig(size=(40, 48), hflip=False, photometric_p=1.0, zoom_out_p=0.0, crop_min_ious=(1.0,))
     pipe = ssd_train(cfg)
-    assert pipe._ssd_steps
+    assert pipe.compiled
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(3)]
     outs = [
@@ -226,16 +249,73 @@ def test_out_slot_receives_the_pixels_and_is_returned():
     sample = {"image": rng.integers(0, 256, (50, 60, 3), dtype=np.uint8), "boxes": torch.tensor([[5.0, 5, 30, 40]]),
               "labels": torch.tensor([2])}  # fmt: skip
     for pipe in (ssd_pipeline(), ssd_pipeline(hflip=False)):
-        pipe._ssd_steps = True
+        assert pipe.compiled
         want = pipe(sample, seed=4)["image"]
-        for fast in (True, False):  # the compiled path and the step-by-step loop
-            pipe._ssd_steps = fast
+        for call in (pipe, functools.partial(Pipeline.__call__, pipe)):  # the compiled path and the step loop
             buffer = torch.zeros((2, 40, 48, 3), dtype=torch.uint8)
             views = buffer.permute(0, 3, 1, 2).unbind(0)
             for out, expect_view in ((BatchSlot(buffer.numpy()[1], views[1]), views[1]), (buffer[0], None)):
-                got = pipe(sample, seed=4, out=out)["image"]
+                got = call(sample, seed=4, out=out)["image"]
                 if expect_view is not None:
                     assert got is expect_view
                 assert got.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
                 assert torch.equal(got, want)
             assert torch.equal(buffer[0], buffer[1])
+
+
+def test_the_kernel_settings_are_named_once():
+    """``SSDConfig`` defines the record ``ssd_sample`` reads field by field: the same names in the same order,
+    int64 / float64 / bool; a missing or unknown name is an error, never a silent zero."""
+    assert SSD_CONFIG_DTYPE.names == SSDConfig._fields
+    kinds = {"width": np.int64, "trials": np.int64, "hue": np.float64, "min_visibility": np.float64,
+             "photometric": np.bool_, "flip": np.bool_}  # fmt: skip
+    assert all(SSD_CONFIG_DTYPE[name] == kind for name, kind in kinds.items())
+    values = {name: 3 for name in SSDConfig._fields}
+    record = SSDConfig(**values).record()
+    assert record.dtype == SSD_CONFIG_DTYPE and record.shape == (1,) and record[0]["max_rounds"] == 3
+    with pytest.raises(TypeError):
+        SSDConfig(**{**values, "trails": 50})  # unknown name
+    del values["trials"]
+    with pytest.raises(TypeError):
+        SSDConfig(**values)  # missing name
+    assert STEP_TOTALS_DTYPE.names == ("calls", "applied", "boxes_in", "clipped", "dropped")  # StepStats' fields
+    config = SSDConfig(**values, trials=5).record()
+    with pytest.raises(ValueError, match="six rows"):  # the kernel writes the input and five steps
+        ssd_sample(np.zeros(15), np.zeros((0, 4)), np.array([1.0]), config, np.zeros(5, STEP_TOTALS_DTYPE))
+
+
+@pytest.mark.slow
+def test_the_kernel_rejects_a_record_without_a_field():
+    """numba types the kernel against the record it gets: a field it reads and the record lacks is an error."""
+    names = [name for name in SSD_CONFIG_DTYPE.names if name != "max_rounds"]
+    short = np.zeros(1, np.dtype([(name, SSD_CONFIG_DTYPE[name]) for name in names]))
+    with pytest.raises(Exception, match="max_rounds"):
+        ssd_sample(np.zeros(15), np.zeros((0, 4)), np.array([1.0]), short, np.zeros(6, STEP_TOTALS_DTYPE))
+
+
+def test_compiled_draws_are_the_step_loop_parameters():
+    """``SSDDraws`` holds, by name, what the step loop's transforms draw with the same seed (their ``params``)."""
+    rng = np.random.default_rng(2)
+    sample = {"image": rng.integers(0, 256, (50, 60, 3), dtype=np.uint8),
+              "boxes": torch.tensor([[5.0, 5, 30, 40], [20, 10, 58, 30]]), "labels": torch.tensor([2, 7])}  # fmt: skip
+    fast, slow = ssd_pipeline(), step_loop(ssd_pipeline())
+    photo, zoom, crop = slow.transforms[:3]
+    seen_zoom = set()
+    for seed in range(40):
+        draws = fast.prepare(sample, seed).draws
+        assert isinstance(draws, SSDDraws)
+        slow(sample, seed=seed)
+        assert photo.params  # p = 1; each of its steps with p_each
+        assert (draws.brightness, draws.contrast, draws.saturation, draws.hue, draws.permutation) == (
+            photo.params["brightness"], photo.params["contrast"], photo.params["saturation"], photo.params["hue"],
+            photo.params["permutation"],
+        )  # fmt: skip
+        seen_zoom.add(bool(zoom.params))
+        if zoom.params:
+            assert (draws.canvas, draws.top, draws.left) == (zoom.params["canvas"], zoom.params["top"],
+                                                             zoom.params["left"])  # fmt: skip
+        else:
+            assert (draws.canvas, draws.top, draws.left) == ((50, 60), 0, 0)
+        assert draws.crop == crop.params["crop"] and draws.crop_status in (-1, 0, 1)
+        assert all(type(v) is int for v in (*draws.permutation, *draws.canvas, draws.top, draws.left, *draws.crop))
+    assert seen_zoom == {True, False}
