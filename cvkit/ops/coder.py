@@ -25,9 +25,9 @@ number, infinite ones included, and 0 where torchvision divides 0 by 0:
 
 Invariant, for anchors of positive size whose log-size ratio is below the clamp (and the 0/0 cases
 above): ``decode_boxes(encode_boxes(b, a), a) == b`` up to rounding. Decoding finite deltas on valid
-anchors gives valid boxes (``x1 <= x2``; a zero-size anchor decodes to a zero size at a shifted centre),
-finite unless the arithmetic overflows; decoding infinite deltas on a zero-size anchor multiplies inf by 0
-(NaN), as in torchvision.
+anchors gives valid boxes (``x1 <= x2``; a zero-width anchor decodes to width 0 at its own x centre, and
+likewise in y), finite unless the arithmetic overflows; decoding infinite deltas on a zero-size anchor
+multiplies inf by 0 (NaN), as in torchvision.
 """
 
 from __future__ import annotations
