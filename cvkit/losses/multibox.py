@@ -82,8 +82,12 @@ def build_targets(
 def elementwise_giou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
     """GIoU of matching rows: xyxy ``boxes1`` and ``boxes2`` (N, 4) -> (N,) in [-1, 1].
 
-    ``giou = iou - (hull - union) / hull`` with ``hull`` the area of the smallest enclosing box.
+    ``giou = iou - (hull - union) / hull`` with ``hull`` the area of the smallest enclosing box; ``eps`` in both
+    denominators (torchvision's ``generalized_box_iou_loss`` formula, ``1 - giou``), so zero-area boxes give
+    finite values and gradients. float16 and integer boxes are computed in float32 (int64: float64), as
+    ``cvkit.ops.box_iou`` computes them (float16 areas overflow past 255 x 255).
     """
+    boxes1, boxes2 = _giou_dtype(boxes1), _giou_dtype(boxes2)
     area1 = (boxes1[:, 2] - boxes1[:, 0]).clamp(min=0) * (boxes1[:, 3] - boxes1[:, 1]).clamp(min=0)
     area2 = (boxes2[:, 2] - boxes2[:, 0]).clamp(min=0) * (boxes2[:, 3] - boxes2[:, 1]).clamp(min=0)
     lt = torch.maximum(boxes1[:, :2], boxes2[:, :2])
@@ -97,7 +101,9 @@ def elementwise_giou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
 
 
 def elementwise_diou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
-    """DIoU of matching rows: ``iou - d^2 / c^2`` (centre distance over the enclosing box's diagonal), (N,)."""
+    """DIoU of matching rows: ``iou - d^2 / c^2`` (centre distance over the enclosing box's diagonal), (N,);
+    float16 and integer boxes are computed in float32 (int64 in float64), as :func:`elementwise_giou`."""
+    boxes1, boxes2 = _giou_dtype(boxes1), _giou_dtype(boxes2)
     area1 = (boxes1[:, 2] - boxes1[:, 0]).clamp(min=0) * (boxes1[:, 3] - boxes1[:, 1]).clamp(min=0)
     area2 = (boxes2[:, 2] - boxes2[:, 0]).clamp(min=0) * (boxes2[:, 3] - boxes2[:, 1]).clamp(min=0)
     inter = (torch.minimum(boxes1[:, 2:], boxes2[:, 2:]) - torch.maximum(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
@@ -107,6 +113,12 @@ def elementwise_diou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
     diag = (hull**2).sum(dim=1) + eps
     centre = ((boxes1[:, :2] + boxes1[:, 2:]) - (boxes2[:, :2] + boxes2[:, 2:])) / 2
     return iou - (centre**2).sum(dim=1) / diag
+
+
+def _giou_dtype(boxes: Tensor) -> Tensor:
+    if boxes.dtype in (torch.float32, torch.float64):
+        return boxes
+    return boxes.to(torch.float64 if boxes.dtype == torch.int64 else torch.float32)
 
 
 class MultiBoxLoss:

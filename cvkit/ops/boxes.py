@@ -2,18 +2,38 @@
 
 Glossary: N, M numbers of boxes. Boxes are ``(x1, y1, x2, y2)`` ("xyxy") in continuous absolute
 coordinates (no +1 on widths) unless a function takes a format. Valid boxes satisfy ``x1 <= x2`` and
-``y1 <= y2``; zero-area and inverted boxes are accepted and never produce NaN in the IoU family
-(torchvision returns NaN where the union is zero; cvkit returns 0).
+``y1 <= y2``: points, zero-width and zero-height boxes are valid, and so are huge and negative coordinates.
 
 Semantics follow ``torchvision.ops`` function for function. Every op accepts CPU and CUDA tensors,
 returns a typed empty result for empty input and never modifies its inputs.
 
-The IoU family dispatches on the input: CPU tensors that need no gradient go through a fused numba
-kernel (extra memory: the output plus O(N + M)); tensors that require grad, and CUDA tensors, go
-through the differentiable torch expressions below, which compute the same values.
+**No NaN** (every op of ``cvkit.ops``, both kernels): on valid finite boxes the result is torchvision's
+wherever torchvision's is a number; where torchvision divides 0 by 0 (NaN), cvkit returns the value the
+formula tends to without the degenerate term:
+
+- IoU: a union of 0 (two zero-area boxes) gives IoU 0;
+- GIoU: an enclosing area of 0 gives no penalty (GIoU = IoU);
+- DIoU: a zero diagonal (only with ``eps = 0``: two equal points) gives no distance penalty;
+- CIoU: a point's aspect term ``atan(w / h)`` is ``atan(0 / 0) = 0`` (``atan(w / 0) = +-pi/2`` as in
+  torchvision), and ``alpha = v / (1 - iou + v + eps)`` is 0 where that denominator is 0;
+- NMS keeps torchvision's rule (a NaN overlap suppresses nothing): zero-area boxes are never suppressed
+  and suppress nothing when ``iou_threshold >= 0``;
+- box coding (``cvkit.ops.coder``) gives +-inf where a ratio is unbounded and 0 for 0/0.
+
+Gradients through the torch expressions stay finite on valid boxes.
+
+Dtypes: the IoU family computes float16/bfloat16 and integer boxes in float32 (int64 in float64) on both
+kernels and returns float32 (float64 for float64 input), as torchvision returns them; convert, area, clip
+and remove_small_boxes keep torchvision's dtypes (integer areas are integers: int32 wraps past 2**31).
+
+The IoU family dispatches on the input (``_use_cpu_kernel``): 2-D CPU tensors that need no gradient go
+through a fused numba kernel (extra memory: the output plus O(N + M)); tensors that require grad, batched
+inputs and CUDA tensors go through the differentiable torch expressions below, which compute the same values.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -131,15 +151,20 @@ def _use_cpu_kernel(boxes1: Tensor, boxes2: Tensor) -> bool:
     )
 
 
-def _pairwise_inputs(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+def _pairwise_inputs(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor, torch.dtype]:
+    """Both box sets in the working dtype (float64 for float64 and int64, else float32) and the output dtype.
+
+    Converting before any arithmetic keeps the two kernels equal and avoids integer wrap-around (torchvision
+    subtracts uint8/int16 coordinates in their own dtype) and float16 overflow.
+    """
     _check_boxes(boxes1, "boxes1")
     _check_boxes(boxes2, "boxes2")
     if boxes1.device != boxes2.device:
         raise ValueError(f"boxes1 is on {boxes1.device} but boxes2 is on {boxes2.device}")
-    if boxes1.dtype != boxes2.dtype:
-        common = torch.promote_types(boxes1.dtype, boxes2.dtype)
-        boxes1, boxes2 = boxes1.to(common), boxes2.to(common)
-    return boxes1, boxes2
+    common = torch.promote_types(boxes1.dtype, boxes2.dtype)
+    work = torch.float64 if common in (torch.float64, torch.int64) else torch.float32
+    out = torch.float64 if common == torch.float64 else torch.float32
+    return boxes1.to(work), boxes2.to(work), out
 
 
 def _safe_div(num: Tensor, den: Tensor) -> Tensor:
@@ -176,12 +201,12 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     ``iou = inter / union`` with ``union = area1 + area2 - inter``; a non-positive union gives 0
     (torchvision gives NaN there). Symmetric, in [0, 1] for valid boxes; float16 returns float32.
     """
-    boxes1, boxes2 = _pairwise_inputs(boxes1, boxes2)
+    boxes1, boxes2, out = _pairwise_inputs(boxes1, boxes2)
     if _use_cpu_kernel(boxes1, boxes2):
         from cvkit.ops._kernels.cpu_boxes import pairwise_cpu
 
-        return pairwise_cpu(boxes1, boxes2, "iou")
-    return _iou_torch(boxes1, boxes2)
+        return pairwise_cpu(boxes1, boxes2, "iou").to(out)
+    return _iou_torch(boxes1, boxes2).to(out)
 
 
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -189,16 +214,16 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 
     ``enclose`` is the area of the smallest box containing both; when it is 0 the penalty is 0.
     """
-    boxes1, boxes2 = _pairwise_inputs(boxes1, boxes2)
+    boxes1, boxes2, out = _pairwise_inputs(boxes1, boxes2)
     if _use_cpu_kernel(boxes1, boxes2):
         from cvkit.ops._kernels.cpu_boxes import pairwise_cpu
 
-        return pairwise_cpu(boxes1, boxes2, "giou")
+        return pairwise_cpu(boxes1, boxes2, "giou").to(out)
     inter, union = _inter_union(boxes1, boxes2)
     iou = _safe_div(inter, union)
     whi = _enclosing_wh(boxes1, boxes2)
     enclose = whi[..., 0] * whi[..., 1]
-    return iou - _safe_div(enclose - union, enclose)
+    return (iou - _safe_div(enclose - union, enclose)).to(out)
 
 
 def _diou_iou(boxes1: Tensor, boxes2: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -212,43 +237,51 @@ def _diou_iou(boxes1: Tensor, boxes2: Tensor, eps: float) -> tuple[Tensor, Tenso
     centre2 = (_upcast(x_p[..., :, None] - x_g[..., None, :]) ** 2) + (
         _upcast(y_p[..., :, None] - y_g[..., None, :]) ** 2
     )
-    return iou - centre2 / diag2, iou
+    return iou - _safe_div(centre2, diag2), iou
 
 
 def distance_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
-    """Pairwise distance IoU ``[N, M]``: ``iou - d_centres^2 / (diag_enclose^2 + eps)``."""
-    boxes1, boxes2 = _pairwise_inputs(boxes1, boxes2)
-    boxes1, boxes2 = _upcast(boxes1), _upcast(boxes2)
+    """Pairwise distance IoU ``[N, M]``: ``iou - d_centres^2 / (diag_enclose^2 + eps)``.
+
+    ``d_centres`` is the distance of the box centres, ``diag_enclose`` the diagonal of the smallest box
+    containing both; a zero denominator (``eps = 0`` and two equal points) gives no penalty.
+    """
+    boxes1, boxes2, out = _pairwise_inputs(boxes1, boxes2)
     if _use_cpu_kernel(boxes1, boxes2):
         from cvkit.ops._kernels.cpu_boxes import pairwise_cpu
 
-        return pairwise_cpu(boxes1, boxes2, "diou", eps)
-    return _diou_iou(boxes1, boxes2, eps)[0]
+        return pairwise_cpu(boxes1, boxes2, "diou", eps).to(out)
+    return _diou_iou(boxes1, boxes2, eps)[0].to(out)
 
 
 def _atan_ratio(w: Tensor, h: Tensor) -> Tensor:
-    # atan(w / h) with 0/0 defined as 0 (torchvision gives NaN); gradient-safe.
-    both_zero = (w == 0) & (h == 0)
-    safe_h = torch.where(both_zero, torch.ones_like(h), h)
-    return torch.where(both_zero, torch.zeros_like(w), torch.atan(w / safe_h))
+    """``atan(w / h)`` as torchvision computes it (``atan(w / +-0) = +-pi/2``), with ``atan(0 / 0) = 0``.
+
+    No division by zero is evaluated, so the gradient stays finite (0 through the ``h == 0`` branch).
+    """
+    zero_h = h == 0
+    ratio = torch.atan(w / torch.where(zero_h, torch.ones_like(h), h))
+    # sign(w) * copysign(pi/2, h): the sign of a zero height matters, as it does for w / h; sign(0) = 0
+    edge = torch.sign(w) * torch.copysign(torch.full_like(ratio, math.pi / 2), h)
+    return torch.where(zero_h, edge, ratio)
 
 
 def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
     """Pairwise complete IoU ``[N, M]``: DIoU minus ``alpha * v`` with the aspect-ratio term ``v``.
 
     ``v = 4 / pi^2 * (atan(w1 / h1) - atan(w2 / h2))^2``, ``alpha = v / (1 - iou + v + eps)`` (no gradient
-    through ``alpha``, as in the CIoU paper and torchvision).
+    through ``alpha``, as in the CIoU paper and torchvision). A point's ``atan(0 / 0)`` is 0 and a zero
+    denominator gives ``alpha = 0`` (see the module docstring).
     """
-    boxes1, boxes2 = _pairwise_inputs(boxes1, boxes2)
-    boxes1, boxes2 = _upcast(boxes1), _upcast(boxes2)
+    boxes1, boxes2, out = _pairwise_inputs(boxes1, boxes2)
     if _use_cpu_kernel(boxes1, boxes2):
         from cvkit.ops._kernels.cpu_boxes import pairwise_cpu
 
-        return pairwise_cpu(boxes1, boxes2, "ciou", eps)
+        return pairwise_cpu(boxes1, boxes2, "ciou", eps).to(out)
     diou, iou = _diou_iou(boxes1, boxes2, eps)
     atan1 = _atan_ratio(boxes1[..., 2] - boxes1[..., 0], boxes1[..., 3] - boxes1[..., 1])
     atan2 = _atan_ratio(boxes2[..., 2] - boxes2[..., 0], boxes2[..., 3] - boxes2[..., 1])
     v = (4 / (torch.pi**2)) * torch.pow(atan1[..., :, None] - atan2[..., None, :], 2)
     with torch.no_grad():
-        alpha = v / (1 - iou + v + eps)
-    return diou - alpha * v
+        alpha = _safe_div(v, 1 - iou + v + eps)
+    return (diou - alpha * v).to(out)

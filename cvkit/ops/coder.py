@@ -13,9 +13,21 @@ bit)::
 
 With the default weights ``(10, 10, 5, 5)`` these are SSD's targets with variances ``(0.1, 0.2)``.
 Decoding clamps ``dw / ww`` and ``dh / wh`` at ``log(1000 / 16)`` before ``exp`` (the usual clamp that
-keeps a wild prediction from overflowing). Invariant, for anchors and boxes of positive size whose
-log-size ratio is below the clamp: ``decode_boxes(encode_boxes(b, a), a) == b`` up to rounding.
-Encoding a box of zero width gives ``dw = -inf``; an anchor of zero width gives inf/NaN deltas.
+keeps a wild prediction from overflowing).
+
+Degenerate boxes (no NaN, see ``cvkit.ops.boxes``): encoding gives torchvision's value wherever that is a
+number, infinite ones included, and 0 where torchvision divides 0 by 0:
+
+- a ground truth of zero width (height) has ``dw = -inf`` (``dh = -inf``), which decodes back to width 0;
+- an anchor of zero width (height) has ``dx = +-inf`` and ``dw = +inf`` (``dy``, ``dh``): no finite delta
+  reaches another box from it, except that a coordinate equal to the anchor's gives 0 (``dx = 0`` for equal
+  centres, ``dw = 0`` for a zero-width box: 0/0 -> 0, "no change"), which decodes back to the anchor's.
+
+Invariant, for anchors of positive size whose log-size ratio is below the clamp (and the 0/0 cases
+above): ``decode_boxes(encode_boxes(b, a), a) == b`` up to rounding. Decoding finite deltas on valid
+anchors gives valid boxes (``x1 <= x2``; a zero-width anchor decodes to width 0 at its own x centre, and
+likewise in y), finite unless the arithmetic overflows; decoding infinite deltas on a zero-size anchor
+multiplies inf by 0 (NaN), as in torchvision.
 """
 
 from __future__ import annotations
@@ -66,7 +78,8 @@ def encode_boxes(gt_boxes: Tensor, anchors: Tensor, weights: Sequence[float] = D
 
     The two inputs broadcast (e.g. ``[B, A, 4]`` boxes against ``[A, 4]`` anchors). Deltas are
     ``(dx, dy, dw, dh)`` as in the module docstring; dtype is the promoted floating dtype of the inputs.
-    Same argument order and values as torchvision's ``encode_boxes(reference_boxes, proposals, weights)``.
+    Same argument order and values as torchvision's ``encode_boxes(reference_boxes, proposals, weights)``,
+    except 0 where torchvision has 0/0 (NaN); zero-size boxes and anchors give +-inf (module docstring).
     """
     _check_last4(gt_boxes, "gt_boxes")
     _check_last4(anchors, "anchors")
@@ -83,11 +96,21 @@ def encode_boxes(gt_boxes: Tensor, anchors: Tensor, weights: Sequence[float] = D
     g_cx = gt_boxes[..., 0] + 0.5 * g_w
     g_cy = gt_boxes[..., 1] + 0.5 * g_h
 
-    dx = wx * (g_cx - a_cx) / a_w
-    dy = wy * (g_cy - a_cy) / a_h
-    dw = ww * torch.log(g_w / a_w)
-    dh = wh * torch.log(g_h / a_h)
+    dx = _div_or_zero(wx * (g_cx - a_cx), a_w)
+    dy = _div_or_zero(wy * (g_cy - a_cy), a_h)
+    dw = ww * torch.log(_div_or_one(g_w, a_w))
+    dh = wh * torch.log(_div_or_one(g_h, a_h))
     return torch.stack((dx, dy, dw, dh), dim=-1)
+
+
+def _div_or_zero(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` (torchvision's value, +-inf included) with 0/0 -> 0."""
+    return torch.where((num == 0) & (den == 0), torch.zeros_like(num), num / den)
+
+
+def _div_or_one(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den`` with 0/0 -> 1: a zero size relative to a zero size is unchanged (log 0)."""
+    return torch.where((num == 0) & (den == 0), torch.ones_like(num), num / den)
 
 
 def decode_boxes(

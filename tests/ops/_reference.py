@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -70,3 +71,52 @@ def random_boxes(n: int, size: float = 100.0, seed: int = 0, dtype=torch.float32
     xy = torch.rand(n, 2, generator=g) * size
     wh = torch.rand(n, 2, generator=g) * size / 4
     return torch.cat([xy, xy + wh], dim=1).to(dtype)
+
+
+def _py_atan_ratio(w: float, h: float) -> float:
+    # atan(w / h) as IEEE float division gives it (w / +-0 = +-inf, atan(+-inf) = +-pi/2), with 0/0 -> 0
+    if h == 0:
+        return 0.0 if w == 0 else math.copysign(math.pi / 2, w) * math.copysign(1.0, h)
+    return math.atan(w / h)
+
+
+def py_pairwise(kind: str, boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """IoU / GIoU / DIoU / CIoU ``[N, M]`` in plain Python, with cvkit's documented no-NaN values.
+
+    Where torchvision divides 0 by 0: IoU 0 (zero union), no GIoU penalty (zero enclosing area), no DIoU
+    penalty (zero diagonal and ``eps = 0``), ``atan(0 / 0) = 0`` and CIoU ``alpha = 0`` (zero denominator).
+    float32 boxes are computed in float32 (numpy scalars, torchvision's order of operations), others in
+    float64; returns float64.
+    """
+    scalar = np.float32 if boxes1.dtype == torch.float32 else np.float64
+    rows1 = [[scalar(v) for v in r] for r in boxes1.tolist()]
+    rows2 = [[scalar(v) for v in r] for r in boxes2.tolist()]
+    out = []
+    for a in rows1:
+        row = []
+        for b in rows2:
+            iou = py_iou(a, b)
+            if kind == "iou":
+                row.append(iou)
+                continue
+            union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+            union -= max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+            ew = max(0.0, max(a[2], b[2]) - min(a[0], b[0]))
+            eh = max(0.0, max(a[3], b[3]) - min(a[1], b[1]))
+            if kind == "giou":
+                enclose = ew * eh
+                row.append(iou - (enclose - union) / enclose if enclose > 0 else iou)
+                continue
+            diag = ew * ew + eh * eh + eps
+            dx = (a[0] + a[2]) / 2 - (b[0] + b[2]) / 2
+            dy = (a[1] + a[3]) / 2 - (b[1] + b[3]) / 2
+            diou = iou - (dx * dx + dy * dy) / diag if diag > 0 else iou
+            if kind == "diou":
+                row.append(diou)
+                continue
+            d = scalar(_py_atan_ratio(a[2] - a[0], a[3] - a[1])) - scalar(_py_atan_ratio(b[2] - b[0], b[3] - b[1]))
+            v = scalar(4 / math.pi**2) * d * d
+            den = 1 - iou + v + eps
+            row.append(diou - (v / den if den > 0 else 0.0) * v)
+        out.append(row)
+    return torch.tensor(np.array(out, dtype=np.float64)).reshape(boxes1.shape[0], boxes2.shape[0])

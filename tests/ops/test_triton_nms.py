@@ -73,6 +73,19 @@ SCRIPT = textwrap.dedent(
         same(boxes.to(dtype), scores.to(dtype))
         same(boxes.to(dtype), scores.to(dtype), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 6, 6, 7, 7]))
 
+    # degenerate lattice (issue 16): points, zero-width/-height boxes and duplicates, near 0 and at +-1e7
+    g = torch.Generator().manual_seed(16)
+    xy = torch.randint(0, 13, (160, 2), generator=g).double()
+    wh = torch.tensor([0.0, 0.0, 1.0, 2.0, 4.0], dtype=torch.float64)[torch.randint(0, 5, (160, 2), generator=g)]
+    offset = torch.tensor([0.0, 1e7, -1e7], dtype=torch.float64)[torch.randint(0, 3, (160, 1), generator=g)]
+    boxes = torch.cat([xy, xy + wh], dim=1) + offset
+    scores = torch.randperm(160, generator=g).double() / 160
+    for dtype in (torch.float32, torch.float64):
+        keep = same(boxes.to(dtype), scores.to(dtype), thr=0.3)
+        same(boxes.to(dtype), scores.to(dtype), torch.randint(0, 3, (160,), generator=g), thr=0.3)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        assert set(torch.where(area == 0)[0].tolist()) <= set(keep.tolist())
+
     # class ids need not be contiguous or positive; a class of one box; more than 64 boxes in a class
     boxes, scores = clustered_boxes(200, num_objects=3, seed=11)
     idxs = torch.where(torch.arange(200) < 150, -7, 10**9)
@@ -94,7 +107,7 @@ def test_triton_kernels_match_numba_in_the_interpreter():
         [sys.executable, "-W", "ignore", "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert "checked 20" in proc.stdout, proc.stdout
+    assert "checked 24" in proc.stdout, proc.stdout
 
 
 def test_triton_backend_needs_cuda_or_the_interpreter():

@@ -30,6 +30,9 @@ _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 MODE_NONE, MODE_SSD, MODE_RCNN = 0, 1, 2
 _BACKGROUND, _IGNORE = -1, -2  # must equal cvkit.ops.assign.BACKGROUND / IGNORE
+# size class of an anchor left out of the index (zero or negative width or height); size classes themselves
+# are floor(log2(max side)), negative for anchors under 1 unit (normalized coordinates), so not -1
+_NOT_INDEXED = -(1 << 62)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,7 +49,7 @@ def _build_index(anchors, brute):
     ``group_cell_start`` int64 [G + 1] and ``cell_ptr`` int64 (CSR offsets into the sorted anchors).
     """
     n = anchors.shape[0]
-    key_group = np.full(n, -1, dtype=np.int64)
+    key_group = np.full(n, _NOT_INDEXED, dtype=np.int64)
     finite = True
     for i in range(n):
         for c in range(4):
@@ -62,7 +65,7 @@ def _build_index(anchors, brute):
         ptr = np.array([0, n], dtype=np.int64)
         return order, n, groups, starts, ptr, True
 
-    # size class = floor(log2(max side)); degenerate anchors (w <= 0 or h <= 0) get none
+    # size class = floor(log2(max side)); degenerate anchors (w <= 0 or h <= 0) get _NOT_INDEXED
     lo = 1 << 30
     hi = -(1 << 30)
     for i in range(n):
@@ -89,7 +92,7 @@ def _build_index(anchors, brute):
     cy = np.empty(n)
     for i in range(n):
         g = key_group[i]
-        if g < 0:
+        if g == _NOT_INDEXED:
             continue
         g -= lo
         x1, y1 = np.float64(anchors[i, 0]), np.float64(anchors[i, 1])
@@ -142,7 +145,7 @@ def _build_index(anchors, brute):
     num_indexed = 0
     for i in range(n):
         g = key_group[i]
-        if g < 0:
+        if g == _NOT_INDEXED:
             continue
         r = remap[g - lo]
         inv = groups[r, 2]

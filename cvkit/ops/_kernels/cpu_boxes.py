@@ -3,8 +3,15 @@
 Each kernel writes the ``[N, M]`` result directly: besides the output it allocates only O(N + M)
 column copies of the inputs, never ``[N, M, 2]`` temporaries. The arithmetic follows torchvision's
 order of operations step for step (``union = (area1 + area2) - inter`` ...), so results agree to the
-last bit for IoU and GIoU; the only difference is that a zero (or negative) union gives IoU 0 instead
-of NaN, and a zero enclosing area gives a zero GIoU penalty instead of NaN.
+last bit for IoU and GIoU; the only differences are cvkit's no-NaN values where torchvision divides 0
+by 0 (``cvkit.ops.boxes`` module docstring): a zero union gives IoU 0, a zero enclosing area no GIoU
+penalty, a zero diagonal no DIoU penalty, ``atan(0 / 0) = 0`` and a zero CIoU ``alpha`` denominator
+``alpha = 0``.
+
+Every kernel compiles with ``error_model="numpy"``: a float division by zero gives inf/NaN as in numpy
+(and torch) instead of raising ``ZeroDivisionError``, which ``atan(w / 0)`` of a zero-height box needs
+(``atan(inf) = pi/2``, torchvision's value), and the loops carry no zero-divisor checks. The 0/0 cases are
+selected away explicitly.
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ _KIND_IOU, _KIND_GIOU, _KIND_DIOU, _KIND_CIOU = 0, 1, 2, 3
 _KINDS = {"iou": _KIND_IOU, "giou": _KIND_GIOU, "diou": _KIND_DIOU, "ciou": _KIND_CIOU}
 # Below this many pairs the serial kernel wins (the threading layer's start-up dominates).
 _PARALLEL_MIN_PAIRS = 1 << 12
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
 @numba.njit(inline="always")
 def _atan_ratio(w, h, zero):
-    # atan(w / h) as torchvision computes it, with 0/0 defined as 0 instead of NaN.
+    # atan(w / h) as torchvision computes it (w / +-0 = +-inf: +-pi/2), with 0/0 defined as 0 instead of NaN.
     if h == 0 and w == 0:
         return zero
     return math.atan(w / h)
@@ -68,29 +76,30 @@ def _row(kind, out, i, a, b, area_b, c_b, k):
         diag = ew * ew + eh * eh + eps
         dx = cxa - c_b[0, j]
         dy = cya - c_b[1, j]
-        diou = iou - (dx * dx + dy * dy) / diag
+        diou = iou - (dx * dx + dy * dy) / diag if diag > 0 else iou  # diag = 0 only with eps = 0
         if kind == 2:
             out[i, j] = diou
             continue
         d = atan_a - c_b[2, j]
         v = four_over_pi2 * (d * d)
-        alpha = v / (one - iou + v + eps)
+        den = one - iou + v + eps  # 0 only with eps = 0, iou = 1 and v = 0
+        alpha = v / den if den > 0 else zero
         out[i, j] = diou - alpha * v
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**_JIT)
 def _pairwise_serial(kind, a, b, area_b, c_b, k, out):
     for i in range(a.shape[0]):
         _row(kind, out, i, a, b, area_b, c_b, k)
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@numba.njit(**_JIT, parallel=True)
 def _pairwise_parallel(kind, a, b, area_b, c_b, k, out):
     for i in numba.prange(a.shape[0]):
         _row(kind, out, i, a, b, area_b, c_b, k)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(**_JIT)
 def _columns(b, kind, k):
     """Column copies of ``b``: coordinates, areas and, for DIoU/CIoU, centres and atan(w/h)."""
     m = b.shape[0]
@@ -134,8 +143,9 @@ def pairwise_cpu(boxes1: torch.Tensor, boxes2: torch.Tensor, kind: str, eps: flo
     consts = np.array([0, 1, 2, eps, 4 / math.pi**2], dtype=a.dtype)
     cols, area_b, extra = _columns(b, code, consts)
     args = (code, a, cols, area_b, extra, consts, out)
-    # The prange kernel is used even on one thread: LLVM vectorises its loop body, while the plain
-    # loop of the serial kernel stays scalar for GIoU/DIoU/CIoU (measured 8-10x slower).
+    # Small inputs take the serial kernel (no threading start-up), larger ones the prange kernel, even on
+    # one thread. (Under numba's default python error model the serial loop stayed scalar for
+    # GIoU/DIoU/CIoU; with error_model="numpy" LLVM vectorises both.)
     if n * m >= _PARALLEL_MIN_PAIRS:
         run_threaded(_pairwise_parallel, *args)
     else:

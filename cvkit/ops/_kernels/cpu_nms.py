@@ -185,8 +185,9 @@ def _grid_segment(x1, y1, x2, y2, area, s, e, thr, keep, kept, zero):
         return
     cw = sumw / nvalid
     ch = sumh / nvalid
-    gx = max(1, min(int(math.ceil((maxx - minx) / cw)), 4096))
-    gy = max(1, min(int(math.ceil((maxy - miny) / ch)), 4096))
+    # clamp before converting: tiny boxes spread far apart give ratios beyond int64 (undefined in LLVM)
+    gx = max(1, int(math.ceil(min((maxx - minx) / cw, 4096.0))))
+    gy = max(1, int(math.ceil(min((maxy - miny) / ch, 4096.0))))
     max_cells = max(16, 2 * nvalid)
     while gx * gy > max_cells:
         gx = max(1, (gx + 1) // 2)

@@ -241,6 +241,8 @@ def _soft_nms_groups(
             weight = torch.where(iou > iou_thresh, 1 - iou, torch.ones_like(iou))
         else:
             weight = torch.exp(-(iou * iou) / sigma)
-        current = torch.where(has[:, None], current * weight, current)
+        # the product is rounded to the scores' dtype, as the numba kernel stores it (float64 boxes give a
+        # float64 weight): a decayed score equal to another one must tie on both backends
+        current = torch.where(has[:, None], (current * weight).to(current.dtype), current)
         alive &= current > score_thresh
     return out_scores, out_pos
