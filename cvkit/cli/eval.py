@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        (args.out / "detections_coco.json").write_text(json.dumps(evaluator.results()))
+        evaluator.write_results(args.out / "detections_coco.json")  # streamed a batch at a time
         print(f"saved {args.out / 'metrics.json'} and {args.out / 'detections_coco.json'}")
     return 0
 

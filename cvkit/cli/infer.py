@@ -7,8 +7,9 @@ Writes to ``--out``: annotated images (``<stem>.jpg``, the detections scoring at
 one JSON per image (``<stem>.json``: boxes xyxy in pixels, scores, labels, class names; inputs sharing a
 stem are named ``<folder>_<stem>``), and
 ``detections_coco.json`` (COCO results format with the dataset's original category ids; ``image_id`` is
-the image's position in the input order unless the file name is an integer). Unreadable images are
-reported and skipped; the run goes on. Exit status 2 when no input exists or none could be read.
+the image's position in the input order unless the file name is an integer; written image by image to a
+temporary file renamed onto that name at the end, so memory stays flat however many images). Unreadable
+images are reported and skipped; the run goes on. Exit status 2 when no input exists or none could be read.
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         raise failure
     predictor = Predictor(args.checkpoint, args.device, args.score_thresh, args.iou_thresh, args.max_det)
     args.out.mkdir(parents=True, exist_ok=True)
-    coco_results: list[dict[str, Any]] = []
+    from cvkit.evaluation.coco import CocoResultsWriter
+
+    coco_file = CocoResultsWriter(args.out / "detections_coco.json")  # streamed per image, renamed on close
     skipped: list[tuple[Path, str]] = []
     done = 0
     position = {p: i for i, p in enumerate(paths)}
@@ -153,19 +156,20 @@ def main(argv: list[str] | None = None) -> int:
             record = {"file": str(p), "image_id": image_id, "height": image.shape[0], "width": image.shape[1],
                       "boxes_xyxy": boxes, "scores": scores, "labels": labels, "class_names": names}
             (args.out / f"{stems[p]}.json").write_text(json.dumps(record, indent=1))
+            coco_records = []
             for box, score, lab in zip(boxes, scores, labels):
                 cat = predictor.category_ids[lab] if predictor.category_ids else lab
-                coco_results.append({"image_id": image_id, "category_id": int(cat), "score": round(score, 5),
+                coco_records.append({"image_id": image_id, "category_id": int(cat), "score": round(score, 5),
                                      "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
+            coco_file.write(coco_records)
             if not args.no_draw:
                 shown = det["scores"] >= args.draw_thresh
                 drawn = draw_boxes(image, det["boxes"][shown], det["labels"][shown], predictor.class_names,
                                    det["scores"][shown])
                 save_image(args.out / f"{stems[p]}.jpg", drawn)
             done += 1
-    (args.out / "detections_coco.json").write_text(json.dumps(coco_results))
-    print(f"{done} images -> {args.out} ({len(coco_results)} detections; COCO results: "
-          f"{args.out / 'detections_coco.json'})")
+    coco_file.close()
+    print(f"{done} images -> {args.out} ({coco_file.num_records} detections; COCO results: {coco_file.path})")
     if skipped:
         print(f"skipped {len(skipped)} unreadable images:")
         for p, why in skipped:

@@ -69,7 +69,7 @@ class TrainConfig:
     output_dir: str = "runs"  # run folders are <output_dir>/<name> (the CLI's choice; fit takes the folder itself)
     progress: bool = True  # tqdm progress bars
     console_table: bool = True  # one table row per epoch on the console
-    tensorboard: bool = True  # TensorBoard event files in <run_dir>/tensorboard when tensorboard is installed
+    tensorboard: bool = True  # TensorBoard event files in <run_dir>/tensorboard (package not installed: one warning)
     plots: bool = True  # PNG curves (losses, metrics, lr) in <run_dir> after every epoch
     # distributed (torchrun)
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm under torchrun (CUDA only)

@@ -6,7 +6,7 @@ A run folder (``fit``'s ``run_dir``) ends up with::
     environment.json    python, platform, package versions, devices, the command line
     metrics.csv         one row per epoch (every logged key; empty cells where a value is missing)
     losses.png, metrics.png, lr.png   curves (cvkit.viz.plots)
-    tensorboard/        event files, when the tensorboard package is installed
+    tensorboard/        event files, when the tensorboard package is installed (else one warning per process)
     checkpoints/        last.pt, best.pt (cvkit.engine.checkpoint)
     eval_report.txt     the evaluator's last per-class report, when it has one
 
@@ -16,8 +16,10 @@ Only the main process (rank 0) writes; :class:`RunLogger` built with ``enabled=F
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+import logging
 import math
 import os
 import platform
@@ -32,6 +34,8 @@ import yaml
 
 __all__ = ["RunLogger", "environment_info", "save_run_info", "format_table_row", "write_text_atomic"]
 
+log = logging.getLogger("cvkit.engine")
+
 PACKAGES = ("torch", "torchvision", "numpy", "pycocotools", "opencv-python-headless", "albumentations", "numba")
 
 
@@ -40,6 +44,13 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+@functools.cache
+def _warn_no_tensorboard() -> None:
+    """Say once per process (not per logger, nor per k-fold fold) that TensorBoard logging is off."""
+    log.warning("train.tensorboard is true but the tensorboard package is not installed: no TensorBoard event "
+                "files (pip install tensorboard, or set train.tensorboard: false)")
 
 
 def environment_info() -> dict[str, Any]:
@@ -134,6 +145,7 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional
+                _warn_no_tensorboard()
                 self.writer = None
             else:
                 self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))

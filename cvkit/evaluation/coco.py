@@ -16,6 +16,11 @@ Predictions are the postprocessor's per-image dicts ``{"boxes": float32 [n, 4] x
     metrics = evaluator.compute()   # {"AP": ..., "AP50": ..., ...}
     print(evaluator.report())       # per-class table
 
+Memory: the evaluator keeps each batch's detections as numpy arrays (about 40 bytes a detection) and
+builds pycocotools' per-detection dicts only inside :meth:`CocoEvaluator.compute`, once;
+:meth:`CocoEvaluator.write_results` streams them to a results file a batch at a time
+(:class:`CocoResultsWriter`), so a large val set never holds a second copy of them as Python objects.
+
 Metric values follow pycocotools (maxDets 100 for AP; area ranges small < 32^2 <= medium < 96^2 <= large);
 a value pycocotools reports as -1 (no ground truth in that range) is ``nan`` here. Only images passed to
 :meth:`CocoEvaluator.update` are evaluated.
@@ -25,15 +30,21 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+import os
+import secrets
+import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from cvkit._arrays import as_numpy as _numpy
 
-__all__ = ["CocoEvaluator", "COCO_METRICS", "coco_results"]
+__all__ = ["CocoEvaluator", "COCO_METRICS", "CocoResultsWriter", "coco_results"]
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -48,6 +59,23 @@ def _xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
     return out
 
 
+def _records(
+    image_ids: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+    category_ids: Sequence[int] | None,
+) -> list[dict[str, Any]]:
+    """One COCO results record per row: ``image_ids [n]``, ``boxes`` xyxy ``[n, 4]``, ``scores [n]``,
+    ``labels [n]`` -> ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` (Python ints and floats,
+    boxes and scores through float64)."""
+    xywh = _xyxy_to_xywh(boxes).tolist()
+    categories = labels.tolist() if category_ids is None else np.asarray(category_ids, np.int64)[labels].tolist()
+    return [
+        {"image_id": image_id, "category_id": category, "bbox": box, "score": score}
+        for image_id, category, box, score in zip(
+            image_ids.tolist(), categories, xywh, scores.astype(np.float64).tolist()
+        )
+    ]
+
+
 def coco_results(
     predictions: Sequence[Mapping[str, Any]], image_ids: Sequence[int], category_ids: Sequence[int] | None = None
 ) -> list[dict[str, Any]]:
@@ -60,15 +88,96 @@ def coco_results(
     """
     out: list[dict[str, Any]] = []
     for image_id, pred in zip(image_ids, predictions, strict=True):
-        boxes = _xyxy_to_xywh(_numpy(pred["boxes"], np.float64)).tolist()
-        scores = _numpy(pred["scores"], np.float64).reshape(-1).tolist()
-        labels = _numpy(pred["labels"], np.int64).reshape(-1).tolist()
-        if not len(boxes) == len(scores) == len(labels):
-            raise ValueError(f"image {image_id}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels")
-        for box, score, label in zip(boxes, scores, labels):
-            category = label if category_ids is None else int(category_ids[label])
-            out.append({"image_id": int(image_id), "category_id": category, "bbox": box, "score": score})
+        boxes, scores, labels = _prediction_arrays(pred, image_id)
+        out.extend(_records(np.full(len(scores), int(image_id), np.int64), boxes, scores, labels, category_ids))
     return out
+
+
+def _prediction_arrays(pred: Mapping[str, Any], image_id: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``boxes [n, 4]``, ``scores [n]``, ``labels`` int64 ``[n]`` of one prediction; floating boxes and scores
+    keep their dtype (float64 later gives the same values), others become float64."""
+    boxes = _floating(pred["boxes"]).reshape(-1, 4)
+    scores = _floating(pred["scores"]).reshape(-1)
+    labels = _numpy(pred["labels"], np.int64).reshape(-1)
+    if not len(boxes) == len(scores) == len(labels):
+        raise ValueError(f"image {image_id}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels")
+    return boxes, scores, labels
+
+
+def _floating(values: Any) -> np.ndarray:
+    array = _numpy(values, None)
+    return array if np.issubdtype(array.dtype, np.floating) else array.astype(np.float64)
+
+
+def _discard(file: Any, tmp: Path) -> None:
+    file.close()
+    tmp.unlink(missing_ok=True)
+
+
+class CocoResultsWriter:
+    """Write a COCO results file (a JSON list of records) a chunk of records at a time, atomically.
+
+    The records go to a temporary file beside ``path`` (``.<name>.<random>.tmp``); :meth:`close` ends the
+    list, flushes it to disk and renames it onto ``path``, so ``path`` is either absent (or the previous
+    file) or complete, never half written. :meth:`discard` (or leaving a ``with`` block by an exception, or
+    a writer dropped without :meth:`close`) deletes the temporary file. The bytes equal
+    ``json.dumps(all_records)``::
+
+        with CocoResultsWriter(out / "detections_coco.json") as writer:
+            for records in per_image_records:
+                writer.write(records)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.num_records = 0
+        self._tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.tmp")
+        self._file = open(self._tmp, "x", encoding="utf-8")  # noqa: SIM115 (closed by close / discard)
+        self._file.write("[")
+        self._finalizer = weakref.finalize(self, _discard, self._file, self._tmp)
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append ``records`` (JSON-able dicts) to the list."""
+        if not records:
+            return
+        text = json.dumps(records if isinstance(records, list) else list(records))[1:-1]  # "[a, b]" -> "a, b"
+        self._file.write(f", {text}" if self.num_records else text)
+        self.num_records += len(records)
+
+    def close(self) -> Path:
+        """End the list and move the file onto ``path``; returns ``path``."""
+        if not self._finalizer.alive:
+            raise ValueError(f"{self.path}: the writer is already closed or discarded")
+        self._file.write("]")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        self._finalizer.detach()
+        return self.path
+
+    def discard(self) -> None:
+        """Delete the temporary file; ``path`` is left as it was."""
+        self._finalizer()
+
+    def __enter__(self) -> CocoResultsWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+
+class _Detections(NamedTuple):
+    """One :meth:`CocoEvaluator.update` call's detections, concatenated over its images."""
+
+    image_ids: np.ndarray  # int64 [n]: each detection's image id
+    boxes: np.ndarray  # [n, 4] xyxy original-image pixels, as given (float32 from the postprocessor)
+    scores: np.ndarray  # [n]
+    labels: np.ndarray  # int64 [n] in 0..C-1
 
 
 class CocoEvaluator:
@@ -141,7 +250,7 @@ class CocoEvaluator:
     def reset(self) -> None:
         """Forget the detections seen so far."""
         self._image_ids: list[int] = []
-        self._results: list[dict[str, Any]] = []
+        self._detections: list[_Detections] = []
 
     def update(self, predictions: Sequence[Mapping[str, Any]], batch: Mapping[str, Any]) -> None:
         """Add one batch's detections (original-image xyxy boxes) for ``batch["image_ids"]``."""
@@ -151,21 +260,44 @@ class CocoEvaluator:
         for image_id in image_ids:
             if image_id not in self.coco_gt.imgs:
                 raise KeyError(f"image id {image_id} is not in the ground truth")
+        arrays = [_prediction_arrays(pred, image_id) for image_id, pred in zip(image_ids, predictions)]
+        num_per_image = [len(scores) for _, scores, _ in arrays]
+        if sum(num_per_image):
+            boxes, scores, labels = (np.concatenate(column) for column in zip(*arrays))
+            outside = labels[(labels < 0) | (labels >= len(self.class_names))]
+            if outside.size:
+                raise ValueError(f"labels outside 0..{len(self.class_names) - 1}: {np.unique(outside)[:10].tolist()}")
+            ids = np.repeat(np.asarray(image_ids, np.int64), num_per_image)
+            self._detections.append(_Detections(ids, boxes, scores, labels))
         self._image_ids.extend(image_ids)
-        self._results.extend(coco_results(predictions, image_ids, self.category_ids))
+
+    def _record_chunks(self) -> Iterator[list[dict[str, Any]]]:
+        """The detections seen so far as COCO results records (see :func:`coco_results`), one list per batch."""
+        for det in self._detections:
+            yield _records(det.image_ids, det.boxes, det.scores, det.labels, self.category_ids)
 
     def results(self) -> list[dict[str, Any]]:
-        """The detections seen so far as a COCO results list (see :func:`coco_results`)."""
-        return [dict(r) for r in self._results]
+        """The detections seen so far as a COCO results list (see :func:`coco_results`); a large set is better
+        streamed to a file with :meth:`write_results`."""
+        return [record for chunk in self._record_chunks() for record in chunk]
+
+    def write_results(self, path: str | os.PathLike) -> int:
+        """Write :meth:`results` to the JSON file ``path``, a batch at a time and atomically (see
+        :class:`CocoResultsWriter`); returns the number of detections written."""
+        with CocoResultsWriter(path) as writer:
+            for chunk in self._record_chunks():
+                writer.write(chunk)
+        return writer.num_records
 
     def _coco_dt(self) -> Any:
         from pycocotools.coco import COCO
 
         annotations: list[dict[str, Any]] = []
-        for det in self.results():
-            x, y, w, h = det["bbox"]
-            det.update(id=len(annotations) + 1, area=w * h, iscrowd=0)
-            annotations.append(det)
+        for chunk in self._record_chunks():
+            for det in chunk:
+                x, y, w, h = det["bbox"]
+                det.update(id=len(annotations) + 1, area=w * h, iscrowd=0)
+                annotations.append(det)
         coco_dt = COCO()
         coco_dt.dataset = {
             "images": list(self.coco_gt.dataset["images"]),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import sys
 import types
 
+from cvkit.engine import logging as run_logging
 from cvkit.engine.logging import RunLogger
 
 
@@ -40,6 +42,23 @@ def test_tensorboard_scalars_when_the_package_is_there(tmp_path, monkeypatch):
     writer = FakeWriter.instances[-1]
     assert writer.log_dir == str(tmp_path / "tensorboard") and writer.closed
     assert writer.scalars == [("loss", 2.0, 1), ("lr", 0.1, 1), ("loss", 1.0, 2), ("AP", 0.5, 2), ("lr", 0.05, 2)]
+
+
+def test_missing_tensorboard_is_said_once(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import raises ImportError
+    run_logging._warn_no_tensorboard.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="cvkit.engine"):
+        for fold in range(2):  # e.g. two k-fold folds in one process: still one line
+            logger = RunLogger(tmp_path / f"fold{fold}", console_table=False, plots=False)
+            for epoch in range(1, 4):
+                logger.log_epoch({"epoch": epoch, "loss": 1.0 / epoch, "lr": 0.1})
+            logger.close()
+            assert logger.writer is None
+        RunLogger(tmp_path / "off", tensorboard=False, console_table=False, plots=False)
+    said = [r for r in caplog.records if "tensorboard" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    assert "pip install tensorboard" in said[0].getMessage() and "train.tensorboard: false" in said[0].getMessage()
+    run_logging._warn_no_tensorboard.cache_clear()
 
 
 def test_csv_keeps_every_column_and_leaves_missing_values_empty(tmp_path, capsys):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
+import json
 import math
 from types import SimpleNamespace
 
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 from cvkit.data.coco import CocoDetection
-from cvkit.evaluation.coco import COCO_METRICS, CocoEvaluator, coco_results
+from cvkit.evaluation.coco import COCO_METRICS, CocoEvaluator, CocoResultsWriter, coco_results
 from tests.data.helpers import write_coco
 
 # 101 recall points; precision 1 up to recall 0.5 and 0 beyond: 51 of them count
@@ -195,3 +197,112 @@ def test_no_detections_and_misuse():
     evaluator.reset()
     with pytest.raises(RuntimeError):
         evaluator.compute()
+
+
+def _random_predictions(rng, num_images, num_per_image, num_classes=2, size=100):
+    predictions = []
+    for _ in range(num_images):
+        n = int(rng.integers(0, num_per_image + 1))
+        xy = rng.uniform(0, size * 0.7, (n, 2))
+        wh = rng.uniform(2, size * 0.3, (n, 2))
+        predictions.append(
+            {
+                "boxes": torch.from_numpy(np.concatenate([xy, xy + wh], axis=1)).float(),
+                "scores": torch.from_numpy(rng.random(n)).float(),
+                "labels": torch.from_numpy(rng.integers(0, num_classes, n)),
+            }
+        )
+    return predictions
+
+
+def test_compact_storage_gives_the_results_and_metrics_of_the_plain_dicts(tmp_path):
+    """The per-batch arrays give exactly the records of coco_results and exactly pycocotools' metrics on them
+    (loadRes of those records), and write_results writes json.dumps of them, byte for byte."""
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng(3)
+    corners = [np.tile(rng.uniform(0, 50, (3, 2)), 2) + [0, 0, 30, 40] for _ in range(12)]
+    gt = [_image(i + 1, boxes, rng.integers(0, 2, 3)) for i, boxes in enumerate(corners)]
+    evaluator = CocoEvaluator(gt, ["cat", "dog"], category_ids=[3, 7])
+    predictions = _random_predictions(rng, len(gt), 40)
+    for first in range(0, len(gt), 5):
+        ids = list(range(first + 1, min(first + 5, len(gt)) + 1))
+        evaluator.update(predictions[first : first + 5], {"image_ids": torch.tensor(ids)})
+    expected = coco_results(predictions, list(range(1, 13)), category_ids=[3, 7])
+    assert evaluator.results() == expected and len(expected) > 100
+    assert evaluator.write_results(tmp_path / "dets.json") == len(expected)
+    assert (tmp_path / "dets.json").read_text() == json.dumps(expected)
+    assert [p.name for p in tmp_path.iterdir()] == ["dets.json"]  # no temporary file left
+
+    ours = evaluator.compute()
+    with contextlib.redirect_stdout(io.StringIO()):
+        reference = COCOeval(evaluator.coco_gt, evaluator.coco_gt.loadRes(expected), iouType="bbox")
+        reference.evaluate()
+        reference.accumulate()
+        reference.summarize()
+    expected_metrics = np.where(reference.stats >= 0, reference.stats, np.nan)
+    np.testing.assert_array_equal([ours[name] for name in COCO_METRICS], expected_metrics)  # bit-identical
+    assert 0 < ours["AP50"] < 1
+
+
+def test_evaluator_keeps_detections_compactly():
+    """Accumulated detections cost tens of bytes each (numpy arrays), not a dict per box (~500 bytes)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    gt = [_image(i, [[0, 0, 10, 10]], [0]) for i in range(1, 201)]
+    evaluator = CocoEvaluator(gt, ["cat", "dog"])
+    batches = [_random_predictions(rng, 20, 300) for _ in range(10)]
+    num_detections = sum(len(p["scores"]) for batch in batches for p in batch)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for k, batch in enumerate(batches):
+            evaluator.update(batch, {"image_ids": torch.arange(20 * k + 1, 20 * k + 21)})
+        grown = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    assert num_detections > 20_000
+    assert grown / num_detections < 64, f"{grown / num_detections:.0f} bytes per detection"
+
+
+def test_labels_outside_the_classes_are_refused():
+    evaluator = CocoEvaluator(GT, ["cat", "dog"])
+    for label in (2, -1):
+        with pytest.raises(ValueError, match=r"labels outside 0\.\.1"):
+            evaluator.update([_pred([[0, 0, 5, 5]], [0.5], [label]), _pred([], [], [])], {"image_ids": [1, 2]})
+    with pytest.raises(RuntimeError, match="before any update"):  # nothing was kept from the refused batches
+        evaluator.compute()
+
+
+def test_results_writer_streams_valid_json_atomically(tmp_path):
+    records = [{"image_id": i, "category_id": i % 3, "bbox": [0.5 * i, 1.0, 2.0, 3.25], "score": 1 / (i + 1)}
+               for i in range(7)]
+    path = tmp_path / "dets.json"
+    for chunks in ([], [[]], [records], [records[:1], [], records[1:4], records[4:]], [[r] for r in records]):
+        with CocoResultsWriter(path) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+            assert not path.exists()  # renamed onto its name only at close
+        expected = [r for chunk in chunks for r in chunk]
+        assert path.read_text() == json.dumps(expected) and writer.num_records == len(expected)
+        path.unlink()
+    # a failure leaves the previous file as it was and no temporary file
+    path.write_text("previous")
+    with pytest.raises(RuntimeError, match="boom"):
+        with CocoResultsWriter(path) as writer:
+            writer.write(records)
+            raise RuntimeError("boom")
+    assert path.read_text() == "previous" and sorted(p.name for p in tmp_path.iterdir()) == ["dets.json"]
+    # a writer dropped without close() removes its temporary file too
+    writer = CocoResultsWriter(tmp_path / "other.json")
+    writer.write(records)
+    assert len(list(tmp_path.iterdir())) == 2
+    del writer
+    gc.collect()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dets.json"]
+    writer = CocoResultsWriter(path)
+    writer.close()
+    with pytest.raises(ValueError, match="already closed"):
+        writer.close()
+    assert path.read_text() == "[]"

@@ -1,4 +1,5 @@
-"""PNG training curves: which files appear, and that they are real images of the expected size."""
+"""PNG training curves: which files appear, that they are real images of the expected size, and the panel
+structure of metrics.png (titles, one colour per curve, integer epoch ticks) read from the figure, not pixels."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import math
 
 import cv2
 import numpy as np
+from matplotlib.colors import to_rgba
 
-from cvkit.viz.plots import plot_curves, plot_history
+from cvkit.evaluation.coco import COCO_METRICS
+from cvkit.viz.plots import curves_figure, metric_panels, plot_curves, plot_history
 
 
 def _history(epochs=5, eval_every=2):
@@ -42,3 +45,66 @@ def test_curves_differ_when_the_data_differ(tmp_path):
     b = plot_curves([{**r, "loss": 1.0} for r in _history()], ["loss"], tmp_path / "b.png")
     assert a is not None and b is not None
     assert not np.array_equal(cv2.imread(str(a)), cv2.imread(str(b)))
+
+
+def _detection_history(epochs=13, eval_every=2):
+    rows = []
+    for e in range(1, epochs + 1):
+        row = {"epoch": e, "loss": 8.0 / e, "loss_cls": 5.0 / e, "loss_box": 3.0 / e, "lr": 0.01}
+        if e % eval_every == 0 or e == epochs:
+            row["val_loss"] = 9.0 / e
+            row.update({name: (k + 1) / 20 * (1 - 0.8**e) for k, name in enumerate(COCO_METRICS)})
+        rows.append(row)
+    return rows
+
+
+def _names(history):
+    return list(dict.fromkeys(k for row in history for k in row))
+
+
+def _check_axis(ax, labels):
+    """The axis has these curves in this order, each its own colour, and only integer epoch ticks."""
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == labels
+    assert len({to_rgba(line.get_color()) for line in lines}) == len(lines)
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == labels
+    ax.figure.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert ax.get_xlabel() == "epoch"
+
+
+def test_detection_metrics_have_an_ap_panel_and_an_ar_panel():
+    history = _detection_history()
+    fig = curves_figure(history, metric_panels(_names(history)))
+    assert fig is not None
+    assert [ax.get_title() for ax in fig.axes] == ["box AP, COCO (validation)", "box AR, COCO (validation)"]
+    _check_axis(fig.axes[0], ["AP", "AP50", "AP75", "APs", "APm", "APl"])
+    _check_axis(fig.axes[1], ["AR1", "AR10", "AR100", "ARs", "ARm", "ARl"])
+    for ax in fig.axes:  # the per-size curves (small, medium, large) dashed, the others solid
+        assert [line.get_linestyle() for line in ax.get_lines()] == ["-"] * 3 + ["--"] * 3
+    assert all("acc" not in ax.get_title() for ax in fig.axes)
+
+
+def test_classification_metrics_have_an_accuracy_panel():
+    history = [{"epoch": e, "loss": 1.0 / e, "acc": 1 - 0.5 / e, "val_loss": 1.2 / e, "val_acc": 0.9,
+                "accuracy": 1 - 0.6 / e, "top5": 1 - 0.1 / e, "accuracy_class_mean": 1 - 0.7 / e, "lr": 0.1}
+               for e in range(1, 4)]
+    fig = curves_figure(history, metric_panels(_names(history)))
+    assert fig is not None and [ax.get_title() for ax in fig.axes] == ["classification accuracy (validation)"]
+    _check_axis(fig.axes[0], ["acc (training)", "accuracy", "top5", "accuracy_class_mean"])
+
+
+def test_metrics_png_is_one_panel_wide_per_family(tmp_path):
+    written = plot_history(_detection_history(), tmp_path)
+    assert [p.name for p in written] == ["losses.png", "metrics.png", "lr.png"]
+    assert cv2.imread(str(tmp_path / "metrics.png")).shape == (400, 1280, 3)
+    assert cv2.imread(str(tmp_path / "losses.png")).shape == (400, 640, 3)
+    # a single epoch still gets integer ticks; many curves on one axis still get distinct colours
+    fig = curves_figure(_detection_history(epochs=1), metric_panels(COCO_METRICS))
+    assert fig is not None
+    _check_axis(fig.axes[0], ["AP", "AP50", "AP75", "APs", "APm", "APl"])
+    many = [{"epoch": e, **{f"AP{k}": k / 12 + e for k in range(12)}} for e in (1, 2)]
+    fig = curves_figure(many, metric_panels(_names(many)))
+    assert fig is not None
+    _check_axis(fig.axes[0], [f"AP{k}" for k in range(12)])
