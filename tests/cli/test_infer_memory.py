@@ -1,4 +1,4 @@
-"""`cvkit infer` memory stays flat: peak RSS on 500 images is that on 50 (the COCO results are streamed)."""
+"""`cvkit infer` memory stays flat: peak RSS on 1000 images is that on 50 (the COCO results are streamed)."""
 
 import os
 import subprocess
@@ -71,12 +71,13 @@ def test_infer_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
     checkpoint = tiny_checkpoint(tmp_path / "tiny.pt")
     rng = np.random.default_rng(0)
     images = []
-    for i in range(500):
-        images.append(tmp_path / "images" / f"{i:03d}.png")
+    for i in range(1000):
+        images.append(tmp_path / "images" / f"{i:04d}.png")
         images[-1].parent.mkdir(exist_ok=True)
         cv2.imwrite(str(images[-1]), rng.integers(0, 256, (2 * SIZE, 2 * SIZE, 3), dtype=np.uint8))
 
     small = _peak_rss_mb(checkpoint, images[:50], tmp_path / "out50")
-    large = _peak_rss_mb(checkpoint, images, tmp_path / "out500")
-    # keeping the 450 x 300 extra detections as Python dicts (the COCO results list) costs about 60 MB
-    assert large - small < 20, f"peak RSS {small:.0f} MB on 50 images, {large:.0f} MB on 500"
+    large = _peak_rss_mb(checkpoint, images, tmp_path / "out1000")
+    # keeping the 950 x 300 extra detections as Python dicts (the COCO results list) costs about 125 MB (59 MB
+    # measured at 500 images); streamed, the two peaks differ by allocator noise (-4 to +25 MB seen, under load)
+    assert large - small < 45, f"peak RSS {small:.0f} MB on 50 images, {large:.0f} MB on 1000"

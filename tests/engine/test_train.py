@@ -98,7 +98,7 @@ def test_resumed_run_reproduces_the_uninterrupted_losses(tmp_path):
         evaluator_values=(0.3, 0.4),  # the scripted metric of epochs 3 and 4
     )
     assert resumed.losses == full.losses[6:]  # bit-identical floats, epochs 3 and 4
-    clock = ("time", "time_used")  # wall-clock columns
+    clock = ("time", "time_used", "eval_time")  # wall-clock columns
     drop_time = [{k: v for k, v in row.items() if k not in clock} for row in history_resumed]
     assert drop_time == [{k: v for k, v in row.items() if k not in clock} for row in history_full]
     for a, b in zip(model_full.state_dict().values(), model_resumed.state_dict().values()):
