@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
@@ -65,6 +65,8 @@ __all__ = ["BACKBONES", "DETECTORS", "build_backbone", "build_ssd", "build_dense
            "load_weights_file"]
 
 log = logging.getLogger(__name__)
+
+Model = TypeVar("Model", bound=SingleShotDetector)
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {
     "vgg16": vgg16,
@@ -118,13 +120,7 @@ def _load_detector_state(model: nn.Module, state: Mapping[str, Tensor], source: 
 
 def build_ssd(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: int) -> SSDDetector:
     """An :class:`SSDDetector` for ``model_cfg`` and ``anchor_cfg`` (see the module docstring)."""
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1 (foreground classes), got {num_classes}")
-    kind, state = ("", None)
-    if model_cfg.pretrained:
-        kind, state = load_weights_file(model_cfg.pretrained)
-    backbone = build_backbone(model_cfg.backbone, state if kind == "torchvision" else None)
-    generator = anchor_cfg.build()
+    kind, state, backbone, generator = _backbone_and_anchors(model_cfg, anchor_cfg, num_classes)
     num_extras = generator.num_levels - len(backbone.out_channels)
     if num_extras < 0:
         raise ValueError(
@@ -161,20 +157,34 @@ def build_ssd(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: int
         backbone_lr_mult=model_cfg.backbone_lr_mult,
         channels_last=model_cfg.channels_last,
     )
-    if anchor_cfg.steps is None and anchor_cfg.feature_sizes is None:
-        return _finish(model, kind, state, model_cfg)  # anchors tile whatever maps the model computes
-    expected = anchor_cfg.resolved_feature_sizes()
-    actual = model.feature_sizes(anchor_cfg.image_size)
-    if actual != expected:
-        raise ValueError(
-            f"backbone {model_cfg.backbone!r} gives feature maps {actual} for a {tuple(anchor_cfg.image_size)} input, "
-            f"but the anchors expect {expected}; change anchors.steps / anchors.feature_sizes (or the input size)"
-        )
-    return _finish(model, kind, state, model_cfg)
+    return _finish(model, kind, state, model_cfg, anchor_cfg)
 
 
-def _finish(model: SSDDetector, kind: str, state: Any, model_cfg: ModelConfig) -> SSDDetector:
-    if kind == "checkpoint":
+def _backbone_and_anchors(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: int) -> tuple[str, Any,
+                                                                                                      Backbone, Any]:
+    """The pretrained file's kind and state (``model.pretrained``), the backbone and the anchor generator."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1 (foreground classes), got {num_classes}")
+    kind, state = ("", None)
+    if model_cfg.pretrained:
+        kind, state = load_weights_file(model_cfg.pretrained)
+    backbone = build_backbone(model_cfg.backbone, state if kind == "torchvision" else None)
+    return kind, state, backbone, anchor_cfg.build()
+
+
+def _finish(model: Model, kind: str, state: Any, model_cfg: ModelConfig, anchor_cfg: AnchorConfig) -> Model:
+    """Check the model's feature maps against the anchors' (unless they tile whatever maps the model computes:
+    no steps, no feature sizes), then load a cvkit checkpoint given as ``model.pretrained``."""
+    if anchor_cfg.steps is not None or anchor_cfg.feature_sizes is not None:
+        expected = anchor_cfg.resolved_feature_sizes()
+        actual = model.feature_sizes(anchor_cfg.image_size)
+        if actual != expected:
+            raise ValueError(
+                f"backbone {model_cfg.backbone!r} gives feature maps {actual} for a {tuple(anchor_cfg.image_size)} "
+                f"input, but the anchors expect {expected}; change anchors.steps / anchors.feature_sizes (or the "
+                "input size)"
+            )
+    if kind == "checkpoint" and state is not None:
         _load_detector_state(model, state, model_cfg.pretrained)
     return model
 
@@ -186,15 +196,9 @@ def build_dense(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: i
     The anchors need one level per pyramid level and the same number of anchors per location on every level
     (e.g. ``style: sizes``, ``sizes: [[32], [64], [128]]``, ``aspect_ratios: [[1.0]]``, ``steps: [8, 16, 32]``).
     """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1 (foreground classes), got {num_classes}")
     if model_cfg.neck not in ("fpn", "pan"):
         raise ValueError(f"model.neck must be 'fpn' or 'pan', got {model_cfg.neck!r}")
-    kind, state = ("", None)
-    if model_cfg.pretrained:
-        kind, state = load_weights_file(model_cfg.pretrained)
-    backbone = build_backbone(model_cfg.backbone, state if kind == "torchvision" else None)
-    generator = anchor_cfg.build()
+    kind, state, backbone, generator = _backbone_and_anchors(model_cfg, anchor_cfg, num_classes)
     neck = FPN(backbone.out_channels, model_cfg.neck_channels, pan=model_cfg.neck == "pan",
                extra_levels=model_cfg.extra_levels, norm=model_cfg.head_norm)  # fmt: skip
     per_location = set(generator.num_anchors_per_location())
@@ -206,18 +210,7 @@ def build_dense(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: i
     model = DenseDetector(backbone, neck, head, generator, num_classes, freeze_stages=model_cfg.freeze_stages,
                           freeze_bn=model_cfg.freeze_bn, backbone_lr_mult=model_cfg.backbone_lr_mult,
                           channels_last=model_cfg.channels_last)  # fmt: skip
-    if anchor_cfg.steps is not None or anchor_cfg.feature_sizes is not None:
-        expected = anchor_cfg.resolved_feature_sizes()
-        actual = model.feature_sizes(anchor_cfg.image_size)
-        if actual != expected:
-            raise ValueError(
-                f"the {model_cfg.backbone!r} pyramid gives feature maps {actual} for a "
-                f"{tuple(anchor_cfg.image_size)} input, but the anchors expect {expected}; change anchors.steps / "
-                "anchors.feature_sizes (or the input size)"
-            )
-    if kind == "checkpoint" and state is not None:
-        _load_detector_state(model, state, model_cfg.pretrained)
-    return model
+    return _finish(model, kind, state, model_cfg, anchor_cfg)
 
 
 DETECTORS: dict[str, Callable[[ModelConfig, AnchorConfig, int], nn.Module]] = {"ssd": build_ssd, "dense": build_dense}
