@@ -20,7 +20,7 @@ import numba
 import numpy as np
 import torch
 
-__all__ = ["argsort_desc", "nms_cpu", "batched_nms_cpu", "nms_sorted_segments"]
+__all__ = ["nms_cpu", "batched_nms_cpu", "nms_sorted_segments"]
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 _SMALL_SEGMENT = 48  # below this, the plain scan beats building a grid
@@ -104,13 +104,6 @@ def _radix_argsort(keys, nbits):
         idx, idx2 = idx2, idx
         shift += 11
     return idx
-
-
-def argsort_desc(scores: np.ndarray) -> np.ndarray:
-    """Indices sorting ``scores`` by decreasing value, ties by increasing index (int64 array)."""
-    if scores.dtype != np.float64:
-        scores = np.ascontiguousarray(scores, dtype=np.float32)
-    return _argsort_desc_jit(scores)
 
 
 # ---------------------------------------------------------------------------------------------
