@@ -20,7 +20,7 @@ picture, at each 1/``budget_evals`` of the budget).
 Prints and records, per run: AP, AP50, AP75, APs, APm, APl, images seen, minutes, train images/s and
 inference images/s (batch of the loader, one process); rows go to ``benchmarks/results/accuracy.jsonl``
 (with machine, date, threads and the load average) and the curves to
-``benchmarks/results/accuracy_<dataset>_<date>.png``.
+``benchmarks/results/accuracy_<dataset>_<date>T<time>.png``.
 """
 
 from __future__ import annotations
@@ -233,11 +233,13 @@ def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for name, result in results.items():
         if result["curve"]:
-            xs, ys = zip(*result["curve"])
+            xs, ys = zip(*[(0.0, 0.0), *result["curve"]])  # every run starts at AP 0
             ax.plot(xs, ys, marker="o", label=f"{name} (final AP {result['metrics']['AP']:.3f})")
     ax.set_xlabel("minutes (wall time, training and evaluation)")
     ax.set_ylabel("COCO AP (val)")
     ax.set_title(title)
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     if not args.skip_cvkit:
         print(f"== cvkit {args.config.name} on {name}", flush=True)
-        results["cvkit"] = run_cvkit(cfg, args.run_dir / name / "cvkit")
+        results[f"cvkit {cfg.model.arch}"] = run_cvkit(cfg, args.run_dir / name / "cvkit")
     if args.baseline == "ssdlite":
         print(f"== torchvision ssdlite320_mobilenet_v3_large on {name}", flush=True)
         results["torchvision ssdlite320"] = run_ssdlite(cfg, cfg.train.budget_minutes, cfg.train.max_images)
@@ -281,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                    "threads": args.threads, "date": date, "load_1min_at_end": load, **_machine(),
                    **{k: v for k, v in r.items() if k != "curve"}, "curve": r["curve"]}  # fmt: skip
             f.write(json.dumps(row) + "\n")
-    picture = plot(results, RESULTS / f"accuracy_{name}_{date[:10]}.png",
+    picture = plot(results, RESULTS / f"accuracy_{name}_{date[:16].replace(':', '')}.png",
                    f"{name}: AP vs minutes, {args.threads} threads")  # fmt: skip
     print(f"rows: {RESULTS / 'accuracy.jsonl'}; curves: {picture}")
     return 0
