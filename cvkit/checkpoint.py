@@ -105,7 +105,7 @@ def _refused(path: Path, exc: Exception) -> CheckpointError:
         why = detail.group(1).strip() if detail else "refused"
         what = f"its pickle asks for more than tensors and plain containers ({why})"
     return CheckpointError(f"{path}: refused to load: {what} (loading it could run code)", "unsafe_checkpoint",
-                           _UNSAFE_HINT)  # fmt: skip
+                           _UNSAFE_HINT)
 
 
 def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
@@ -173,7 +173,7 @@ def load_checkpoint(
         raise _unreadable(path, exc) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, got {type(state).__name__}",
-                              "not_cvkit_checkpoint")  # fmt: skip
+                              "not_cvkit_checkpoint")
     return state
 
 
@@ -200,7 +200,7 @@ def read_weights_file(path: str | os.PathLike, setting: str = "pretrained") -> d
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{setting}: pretrained weights file not found: {path} (weights are never "
-                                "downloaded: give a local torchvision state_dict or a cvkit checkpoint)")  # fmt: skip
+                                "downloaded: give a local torchvision state_dict or a cvkit checkpoint)")
     try:
         state: Any = load_checkpoint(path)
     except CheckpointError as exc:
@@ -214,7 +214,7 @@ def read_weights_file(path: str | os.PathLike, setting: str = "pretrained") -> d
                 break
     if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{setting}: {path} holds no state_dict (tensors by name, or a checkpoint's 'model')",
-                              "not_cvkit_checkpoint")  # fmt: skip
+                              "not_cvkit_checkpoint")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -256,7 +256,7 @@ class TrainingState:
         version = int(state.get("version", 1))
         if version > CHECKPOINT_VERSION:
             raise CheckpointError(f"{source}: checkpoint version {version} is newer than this cvkit's "
-                                  f"({CHECKPOINT_VERSION})", "not_cvkit_checkpoint", "upgrade cvkit")  # fmt: skip
+                                  f"({CHECKPOINT_VERSION})", "not_cvkit_checkpoint", "upgrade cvkit")
         missing = [name for name in ("model", "optimizer", "scheduler") if name not in state]
         if missing:
             raise CheckpointError(f"{source}: training checkpoint without {', '.join(missing)}", "not_cvkit_checkpoint")

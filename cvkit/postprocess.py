@@ -66,7 +66,7 @@ class DetectionPostprocessor:
     """
 
     def __init__(self, cfg: PostprocessConfig | None = None, box_weights: Sequence[float] = DEFAULT_WEIGHTS,
-                 score_activation: str = "softmax") -> None:  # fmt: skip
+                 score_activation: str = "softmax") -> None:
         if score_activation not in ("softmax", "sigmoid"):
             raise ValueError(f"score_activation must be 'softmax' or 'sigmoid', got {score_activation!r}")
         self.cfg = cfg or PostprocessConfig()

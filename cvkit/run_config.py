@@ -67,7 +67,7 @@ def _checked(raw: dict[str, Any]) -> RunConfig:
     cfg = from_dict(RunConfig, raw)
     if cfg.data.format not in ("synthetic", "synthetic_cls") and not cfg.data.root:
         raise ConfigError(f"data.root must name the dataset folder for data.format={cfg.data.format!r}",
-                          "data.root", "data.format")  # fmt: skip
+                          "data.root", "data.format")
     if cfg.task == "detect":
         check_choice(cfg.model.arch, DETECTORS, "model.arch")
         check_choice(cfg.model.backbone, BACKBONES, "model.backbone")

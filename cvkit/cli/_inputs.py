@@ -54,7 +54,7 @@ def missing_inputs(inputs: Sequence[str], paths: Sequence[Path]) -> CliError | N
     """The error to stop with before loading the model: no input names an image, or none of them exists."""
     if not paths:
         return CliError(f"no input images found in {' '.join(inputs)}", "missing_file",
-                        hint="give image files, folders of images or glob patterns")  # fmt: skip
+                        hint="give image files, folders of images or glob patterns")
     missing = [p for p in paths if not p.exists()]
     if len(missing) < len(paths):
         return None

@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", type=Path, help="YAML config with `data:` and `anchors:` sections")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. anchors.matcher.pos_thresh=0.6 (repeatable)")  # fmt: skip
+                   help="override a config value, e.g. anchors.matcher.pos_thresh=0.6 (repeatable)")
     p.add_argument("--split", default="train", choices=("train", "val"), help="dataset split (default: train)")
     p.add_argument("--ann-file", type=Path, help="read this COCO-format JSON instead of the config's data section")
     p.add_argument("--max-images", type=int, default=None, help="stop after this many images")
@@ -72,7 +72,7 @@ def format_fit(fit: Any) -> str:
         if not row["boxes"]:
             continue
         lines.append(f"{name:<8} {row['boxes']:>6} {row['matched']:>15.1%} {new['matched']:>7.1%} "
-                     f"{row['median_best_iou']:>18.3f} {new['median_best_iou']:>7.3f}")  # fmt: skip
+                     f"{row['median_best_iou']:>18.3f} {new['median_best_iou']:>7.3f}")
     lines.append(f"proposed anchors.{fit.key}: {_flow(fit.value)}")
     return "\n".join(lines)
 
@@ -264,7 +264,7 @@ def _fit(args: argparse.Namespace, samples_list: list[Any], cfg: Any, source: st
     print(format_fit(fit))
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {"source": source, "key": fit.key, "value": fit.value, "before": fit.before.to_dict(),
-               "after": fit.after.to_dict()}  # fmt: skip
+               "after": fit.after.to_dict()}
     (args.out / "anchor_fit.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if not args.no_plot:
         fit.after.save_plot(args.out / "anchor_coverage_fitted.png")

@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cvkit augment-preview", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML config with data: and transforms: sections (default: built-in)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set transforms.hflip=false (repeatable)")  # fmt: skip
+                        help="override a config value, e.g. --set transforms.hflip=false (repeatable)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="preset to show (default: transforms.train_preset)")
     parser.add_argument("--split", default="train", choices=["train", "val"])
     parser.add_argument("--num", type=int, default=16, help="samples to show")
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         tiles.append(drawn)
     if not tiles:
         raise CliError(f"no samples to show: none of the first {args.num} {args.split} images could be read",
-                       "unreadable_image")  # fmt: skip
+                       "unreadable_image")
     cols = args.cols * (2 if args.originals else 1)
     path = save_image(Path(args.out), make_grid(tiles, cols=cols))
     print(f"preset {preset} on {len(tiles) // (2 if args.originals else 1)} {args.split} samples of {dataset!r}")

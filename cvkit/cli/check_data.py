@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cvkit check-data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML config with a data: section (default: built-in synthetic data)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set data.root=/datasets/voc (repeatable)")  # fmt: skip
+                        help="override a config value, e.g. --set data.root=/datasets/voc (repeatable)")
     parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val"])
     parser.add_argument("--no-decode", action="store_true", help="check annotations and files, do not decode")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -55,7 +55,7 @@ def evaluated_header(checkpoint: Path, split: str, dataset: Any, seen: CountingL
     if skipped <= 0:
         return f"{checkpoint} on {split} ({len(dataset)} images):"
     return (f"{checkpoint} on {split} ({seen.num_images} of {len(dataset)} images evaluated, {skipped} skipped "
-            "under data.on_error=skip):")  # fmt: skip
+            "under data.on_error=skip):")
 
 
 def skipped_report(dataset: Any, seen: CountingLoader, max_listed: int = 10) -> str | None:
@@ -104,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_run_config(args.config, args.overrides)
     elif "config" in extra:
         cfg = run_config_from_dict(apply_overrides(extra["config"], args.overrides), f"{args.checkpoint}",
-                                   args.overrides)  # fmt: skip
+                                   args.overrides)
     else:
         raise CheckpointError(f"{args.checkpoint} stores no config", "not_cvkit_checkpoint",
-                              hint="pass the run's YAML with --config")  # fmt: skip
+                              hint="pass the run's YAML with --config")
     if cfg.task == "classify":
         return _eval_classify(cfg, state, args)
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     class_names = list(extra.get("class_names") or dataset.class_names)
     if list(dataset.class_names) != class_names:
         raise CliError(f"the dataset's classes {list(dataset.class_names)} differ from the checkpoint's "
-                       f"{class_names}", kind="class_mismatch")  # fmt: skip
+                       f"{class_names}", kind="class_mismatch")
     model, criterion, postprocessor = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors,
                                                      num_classes=len(class_names))
     model.load_state_dict(checkpoint_weights(state))
@@ -175,7 +175,7 @@ def _eval_classify(cfg: Any, state: dict[str, Any], args: argparse.Namespace) ->
     class_names = list(extra.get("class_names") or dataset.class_names)
     if list(dataset.class_names) != class_names:
         raise CliError(f"the dataset's classes {list(dataset.class_names)} differ from the checkpoint's "
-                       f"{class_names}", kind="class_mismatch")  # fmt: skip
+                       f"{class_names}", kind="class_mismatch")
     tf = build_transform(cfg.transforms.eval_preset, cfg.transforms)  # a ConfigError names the preset
     loader = loader_from_config(cfg.data, dataset, tf, train=False)
     classifier = dataclasses.replace(cfg.classifier, pretrained="")  # the weights come from the checkpoint

@@ -42,7 +42,7 @@ class Predictor:
         extra = state.get("extra") or {}
         if "config" not in extra or "class_names" not in extra:
             raise CheckpointError(f"{checkpoint}: not a cvkit detection checkpoint (no config / class names inside)",
-                                  "not_cvkit_checkpoint")  # fmt: skip
+                                  "not_cvkit_checkpoint")
         cfg = run_config_from_dict(extra["config"], f"{checkpoint} (stored config)")
         post = cfg.postprocess
         changes: dict[str, Any] = {k: v for k, v in (("score_thresh", score_thresh), ("iou_thresh", iou_thresh),

@@ -39,7 +39,7 @@ class ClassifierPredictor:
         extra = state.get("extra") or {}
         if extra.get("task") != "classify" or "class_names" not in extra:
             raise CheckpointError(f"{checkpoint}: not a cvkit classification checkpoint (extra.task != 'classify')",
-                                  "not_cvkit_checkpoint")  # fmt: skip
+                                  "not_cvkit_checkpoint")
         self.class_names = tuple(extra["class_names"])
         section = dict((extra.get("config") or {}).get("classifier") or {})
         section["pretrained"] = ""  # the checkpoint's own weights are loaded below
@@ -53,7 +53,7 @@ class ClassifierPredictor:
         self.transform = cls_eval(TransformsConfig(
             size=self.size, mean=tuple(pre["mean"]), std=tuple(pre["std"]),
             interpolation=pre.get("interpolation", "linear"), cls_resize_ratio=pre.get("cls_resize_ratio", 0.875),
-        ))  # fmt: skip
+        ))
 
     @torch.no_grad()
     def predict(self, images: list[np.ndarray], topk: int = 5) -> list[list[dict[str, Any]]]:
@@ -93,7 +93,7 @@ def draw_labels(image: np.ndarray, topk: list[dict[str, Any]]) -> np.ndarray:
 
 def build_parser(prog: str = "cvkit infer") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     parser.add_argument("--checkpoint", required=True, type=Path, help="a classification last.pt / best.pt")
     parser.add_argument("--out", type=Path, default=Path("runs/infer_classify"), help="output folder")

@@ -79,7 +79,7 @@ def _whole_buffer(images: list[torch.Tensor]) -> torch.Tensor | None:
     pointer = storage.data_ptr()
     for k, image in enumerate(images):
         if (image.untyped_storage().data_ptr() != pointer or image.storage_offset() != k * numel
-                or image.stride() != first.stride() or image.dtype != first.dtype):  # fmt: skip
+                or image.stride() != first.stride() or image.dtype != first.dtype):
             return None
     channels, height, width = first.shape
     return first.as_strided((len(images), channels, height, width), (numel, 1, width * channels, channels), 0)

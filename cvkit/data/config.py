@@ -54,7 +54,7 @@ def data_config_from(raw: Mapping[str, Any], path: str | Path = "config", overri
         cfg = from_dict(DataConfig, section, "data")
         if cfg.format not in ("synthetic", "synthetic_cls") and not cfg.root:
             raise ConfigError(f"data.root must name the dataset folder for data.format={cfg.format!r}",
-                              "data.root", "data.format")  # fmt: skip
+                              "data.root", "data.format")
     except ConfigError as exc:
         raise located(exc, path, overrides) from None
     return cfg

@@ -25,7 +25,7 @@ class EarlyStopping:
     """
 
     def __init__(self, mode: str = "max", patience: int = 0, min_delta: float = 0.0,
-                 best: float | None = None, best_epoch: int = 0, bad_evals: int = 0):  # fmt: skip
+                 best: float | None = None, best_epoch: int = 0, bad_evals: int = 0):
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.mode, self.patience, self.min_delta = mode, int(patience), float(min_delta)
@@ -64,7 +64,7 @@ class RunBudget:
     """
 
     def __init__(self, minutes: float = 0.0, max_images: int = 0, max_iters: int = 0, eval_images: int = 0,
-                 clock: Callable[[], float] = time.perf_counter):  # fmt: skip
+                 clock: Callable[[], float] = time.perf_counter):
         self.budget_s = max(float(minutes), 0.0) * 60.0
         self.max_images = max(int(max_images), 0)
         self.max_iters = max(int(max_iters), 0)
@@ -128,7 +128,7 @@ class RunBudget:
     def state_dict(self) -> dict[str, Any]:
         return {"time_used": self.time_used, "images_seen": self.images_seen, "iters": self.iters,
                 "train_s": self._train_s, "reserve_s": self.reserve_s, "fraction": self._fraction,
-                "finished": self.finished}  # fmt: skip
+                "finished": self.finished}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._time_before = float(state.get("time_used", 0.0))

@@ -221,7 +221,7 @@ class _Trainer:
 
 
 def _build_trainer(model: nn.Module, cfg: TrainConfig, device: torch.device, iters_per_epoch: int,
-                   eval_images: int) -> _Trainer:  # fmt: skip
+                   eval_images: int) -> _Trainer:
     optimizer = build_optimizer(model_param_groups(model, cfg), cfg)
     amp_dtype = autocast_dtype(cfg, device)
     use_scaler = amp_dtype == torch.float16 and device.type == "cuda"  # the loss scaler is for float16 only
@@ -321,7 +321,7 @@ def fit(
             train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
         logger = RunLogger(run_dir, enabled=main, console_table=cfg.console_table, tensorboard=cfg.tensorboard,
                            plots=cfg.plots, metrics=_table_metrics(val_loader, evaluator, cfg.monitor),
-                           history=history)  # fmt: skip
+                           history=history)
         if main:
             save_run_info(run_dir, (extra_state or {}).get("config") or {"train": to_dict(cfg)})
             if resume is not None:
@@ -339,7 +339,7 @@ def fit(
             stats = train_one_epoch(train_model, criterion, trainer.optimizer, train_loader, device, epoch,
                                     scheduler=trainer.scheduler, scaler=trainer.scaler, ema=trainer.ema,
                                     clip_grad_norm=cfg.clip_grad_norm, amp=trainer.amp_dtype,
-                                    progress=cfg.progress and main, budget=trainer.budget)  # fmt: skip
+                                    progress=cfg.progress and main, budget=trainer.budget)
             stats = all_reduce_mean(stats, device)
             stats["skipped"] *= world_size  # a sum over processes, not a mean
             row: dict[str, float] = {"epoch": float(epoch + 1), **stats}
@@ -348,7 +348,7 @@ def fit(
             if val_loader is not None and _evaluation_due(cfg, epoch, last, (before, trainer.budget.fraction())):
                 if main:
                     improved = _evaluate_into(row, model, criterion, postprocessor, val_loader, device, evaluator,
-                                              trainer, cfg, run_dir)  # fmt: skip
+                                              trainer, cfg, run_dir)
                     evaluated_now = evaluator is not None
             trainer.budget.finished = budgeted and trainer.budget.exhausted()
             row.update(lr=max(g["lr"] for g in trainer.optimizer.param_groups), time=time.perf_counter() - start,
@@ -358,14 +358,14 @@ def fit(
             rng_per_rank = _gather_objects(rng) if distributed else []
             if main:
                 _save(trainer, model, epoch, rng, rng_per_rank, logger.history, cfg, extra_state, run_dir,
-                      improved, logger)  # fmt: skip
+                      improved, logger)
             if broadcast_object(trainer.stopping.should_stop):
                 logger.print(f"early stop at epoch {epoch + 1}: {cfg.monitor} did not improve for "
-                             f"{trainer.stopping.bad_evals} evaluations")  # fmt: skip
+                             f"{trainer.stopping.bad_evals} evaluations")
                 break
             if broadcast_object(trainer.budget.finished):
                 logger.print(f"budget used up at epoch {epoch + 1}: {trainer.budget.images_seen} images in "
-                             f"{trainer.budget.time_used / 60:.1f} min")  # fmt: skip
+                             f"{trainer.budget.time_used / 60:.1f} min")
                 break
             barrier()
         report = getattr(evaluator, "report", None)
@@ -384,7 +384,7 @@ def _evaluate_into(row: dict[str, float], model: nn.Module, criterion: Any, post
     start = time.perf_counter()
     eval_model = trainer.ema.module if trainer.ema is not None else model
     metrics = evaluate(eval_model, criterion, postprocessor, val_loader, device, evaluator, trainer.amp_dtype,
-                       cfg.progress)  # fmt: skip
+                       cfg.progress)
     seconds = time.perf_counter() - start
     trainer.budget.record_evaluation(seconds)
     row.update(metrics)
@@ -400,7 +400,7 @@ def _evaluate_into(row: dict[str, float], model: nn.Module, criterion: Any, post
 
 def _save(trainer: _Trainer, model: nn.Module, epoch: int, rng: dict[str, Any], rng_per_rank: list[Any],
           history: list[dict[str, float]], cfg: TrainConfig, extra_state: Mapping[str, Any] | None, run_dir: Path,
-          improved: bool, logger: RunLogger) -> None:  # fmt: skip
+          improved: bool, logger: RunLogger) -> None:
     """Write last.pt (and best.pt when the monitored metric improved) as one TrainingState."""
     if not (cfg.save_last or (cfg.save_best and improved)):
         return
@@ -412,7 +412,7 @@ def _save(trainer: _Trainer, model: nn.Module, epoch: int, rng: dict[str, Any], 
         best_metric=stop.best, best_epoch=stop.best_epoch, bad_evals=stop.bad_evals, monitor=cfg.monitor,
         budget=trainer.budget.state_dict(), history=history, train_config=to_dict(cfg),
         extra=dict(extra_state or {}),
-    ).to_dict()  # fmt: skip
+    ).to_dict()
     if cfg.save_last:
         save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
     if cfg.save_best and improved:

@@ -63,7 +63,7 @@ def _increasing(cfg: AnchorConfig) -> bool:
 
 
 def fit_anchors(samples: Sequence[tuple[Sequence[int], Any]], cfg: AnchorConfig, max_images: int | None = None,
-                batch_size: int = 64) -> AnchorFit:  # fmt: skip
+                batch_size: int = 64) -> AnchorFit:
     """Search anchor sizes that cover ``samples`` (``(size, boxes)`` per image) better (module docstring)."""
     if cfg.style == "ssd":
         if cfg.scales is None:
@@ -85,7 +85,7 @@ def fit_anchors(samples: Sequence[tuple[Sequence[int], Any]], cfg: AnchorConfig,
         if token not in cache:
             candidate = _with_sizes(cfg, factors, base)
             report = anchor_coverage(samples, candidate.build(), feature_sizes, candidate.image_size, candidate.matcher,
-                                     batch_size=batch_size, max_images=max_images)  # fmt: skip
+                                     batch_size=batch_size, max_images=max_images)
             cache[token] = (coverage_score(report), report)
         return cache[token]
 

@@ -71,7 +71,7 @@ class ClassificationEvaluator:
         labels = torch.as_tensor(labels).detach().cpu().to(torch.int64).reshape(-1)
         if scores.ndim != 2 or scores.shape[0] != labels.shape[0] or scores.shape[1] != self.num_classes:
             raise ValueError(f"scores {tuple(scores.shape)} do not match {labels.shape[0]} labels "
-                             f"and {self.num_classes} classes")  # fmt: skip
+                             f"and {self.num_classes} classes")
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(f"labels outside 0..{self.num_classes - 1}")
         self.confusion += confusion_matrix(scores.argmax(dim=1), labels, self.num_classes)
@@ -88,7 +88,7 @@ class ClassificationEvaluator:
             {"label": c, "name": name, "num_samples": int(counts[c]),
              "accuracy": float(correct[c]) / int(counts[c]) if counts[c] else math.nan}
             for c, name in enumerate(self.class_names)
-        ]  # fmt: skip
+        ]
         seen = [row["accuracy"] for row in self.per_class if row["num_samples"]]
         return {
             "accuracy": float(correct.sum()) / self.num_samples,

@@ -62,7 +62,7 @@ class DenseLoss:
         self.cfg = cfg or LossConfig(cls_loss="qfl", box_loss="giou", assigner="atss")
         if self.cfg.cls_loss not in ("qfl", "sigmoid_focal"):
             raise ValueError(f"loss.cls_loss={self.cfg.cls_loss!r} is for arch ssd; arch dense takes qfl or "
-                             "sigmoid_focal")  # fmt: skip
+                             "sigmoid_focal")
         if self.cfg.atss_topk < 1:
             raise ValueError(f"loss.atss_topk must be >= 1, got {self.cfg.atss_topk}")
         self.matcher = matcher or MatcherConfig()

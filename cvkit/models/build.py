@@ -200,16 +200,16 @@ def build_dense(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: i
         raise ValueError(f"model.neck must be 'fpn' or 'pan', got {model_cfg.neck!r}")
     kind, state, backbone, generator = _backbone_and_anchors(model_cfg, anchor_cfg, num_classes)
     neck = FPN(backbone.out_channels, model_cfg.neck_channels, pan=model_cfg.neck == "pan",
-               extra_levels=model_cfg.extra_levels, norm=model_cfg.head_norm)  # fmt: skip
+               extra_levels=model_cfg.extra_levels, norm=model_cfg.head_norm)
     per_location = set(generator.num_anchors_per_location())
     if len(per_location) != 1:
         raise ValueError(f"a shared head needs the same anchors per location on every level, got "
-                         f"{generator.num_anchors_per_location()} (anchors.aspect_ratios / sizes)")  # fmt: skip
+                         f"{generator.num_anchors_per_location()} (anchors.aspect_ratios / sizes)")
     head = SharedHead(model_cfg.neck_channels, len(neck.out_channels), per_location.pop(), num_classes,
-                      model_cfg.head_convs, model_cfg.head_norm, model_cfg.prior_prob)  # fmt: skip
+                      model_cfg.head_convs, model_cfg.head_norm, model_cfg.prior_prob)
     model = DenseDetector(backbone, neck, head, generator, num_classes, freeze_stages=model_cfg.freeze_stages,
                           freeze_bn=model_cfg.freeze_bn, backbone_lr_mult=model_cfg.backbone_lr_mult,
-                          channels_last=model_cfg.channels_last)  # fmt: skip
+                          channels_last=model_cfg.channels_last)
     return _finish(model, kind, state, model_cfg, anchor_cfg)
 
 

@@ -50,7 +50,7 @@ class SingleShotDetector(nn.Module):
 
     def _setup(self, backbone: Backbone, head: nn.Module, anchor_generator: AnchorGrid, num_classes: int,
                num_levels: int, what: str, freeze_stages: int, freeze_bn: bool, backbone_lr_mult: float,
-               channels_last: bool) -> None:  # fmt: skip
+               channels_last: bool) -> None:
         if anchor_generator.num_levels != num_levels:
             raise ValueError(
                 f"the anchor generator has {anchor_generator.num_levels} levels but the model has {num_levels} "
@@ -142,7 +142,7 @@ class SingleShotDetector(nn.Module):
         backbone_ids = {id(p) for m in self.backbone.pretrained_modules() for p in m.parameters()}
         return part_param_groups(self, lr, weight_decay, no_decay_norm_bias,
                                  parts=(("backbone", self.backbone_lr_mult), ("head", 1.0)),
-                                 part_of=lambda p: "backbone" if id(p) in backbone_ids else "head")  # fmt: skip
+                                 part_of=lambda p: "backbone" if id(p) in backbone_ids else "head")
 
 
 class SSDDetector(SingleShotDetector):
@@ -178,7 +178,7 @@ class SSDDetector(SingleShotDetector):
         num_levels = len(backbone.out_channels) + len(extras.out_channels)
         what = f"{len(backbone.out_channels)} backbone taps + {len(extras.out_channels)} extra layers"
         self._setup(backbone, head, anchor_generator, num_classes, num_levels, what, freeze_stages, freeze_bn,
-                    backbone_lr_mult, channels_last)  # fmt: skip
+                    backbone_lr_mult, channels_last)
 
     def features(self, images: Tensor) -> list[Tensor]:
         """All feature levels: backbone taps, then extra layers."""
@@ -217,7 +217,7 @@ class DenseDetector(SingleShotDetector):
         self.neck = neck
         num_levels = len(getattr(neck, "out_channels", backbone.out_channels))
         self._setup(backbone, head, anchor_generator, num_classes, num_levels, f"{num_levels} pyramid levels",
-                    freeze_stages, freeze_bn, backbone_lr_mult, channels_last)  # fmt: skip
+                    freeze_stages, freeze_bn, backbone_lr_mult, channels_last)
 
     def features(self, images: Tensor) -> list[Tensor]:
         """The pyramid's levels over the backbone's taps."""
@@ -233,7 +233,7 @@ class DenseDetector(SingleShotDetector):
         anchors = self.anchor_generator(features, images.shape[-2:], dtype=torch.float32)
         counts = torch.tensor(self.anchor_generator.num_anchors_per_level(features), dtype=torch.int64)
         return {"cls_logits": cls_logits, "bbox_deltas": bbox_deltas, "anchors": anchors,
-                "num_anchors_per_level": counts}  # fmt: skip
+                "num_anchors_per_level": counts}
 
 
 def _check_images(images: Tensor) -> None:

@@ -51,7 +51,7 @@ def part_param_groups(
     for part, mult in parts:
         for suffix, decay in (("", weight_decay), ("_no_decay", 0.0)):
             groups[part + suffix] = {"name": part + suffix, "params": [], "lr": lr * mult, "weight_decay": decay,
-                                     "lr_mult": mult}  # fmt: skip
+                                     "lr_mult": mult}
     seen: set[int] = set()
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):

@@ -111,7 +111,7 @@ def atss_assign(
     gt_best_iou, gt_best_anchor = iou.max(dim=-1)  # (B, M)
     gt_best_anchor = torch.where(valid, gt_best_anchor, torch.full_like(gt_best_anchor, -1))
     return AnchorMatch(matched, matched_iou, torch.where(valid, gt_best_iou, torch.zeros_like(gt_best_iou)),
-                       gt_best_anchor)  # fmt: skip
+                       gt_best_anchor)
 
 
 def _empty(batch: int, num_gt: int, num_anchors: int, device: torch.device) -> AnchorMatch:

@@ -55,14 +55,14 @@ def check_config(cfg: Any, classifier: ClassifierConfig, evaluator_metrics: tupl
     for key in ("train_preset", "eval_preset"):
         if not getattr(cfg.transforms, key).startswith("cls_"):
             raise ConfigError(f"task classify needs classification presets: transforms.{key}="
-                              f"{getattr(cfg.transforms, key)!r} (use cls_train / cls_eval)")  # fmt: skip
+                              f"{getattr(cfg.transforms, key)!r} (use cls_train / cls_eval)")
     monitor = cfg.train.monitor
     if monitor not in evaluator_metrics and not monitor.startswith("val_"):
         raise ConfigError(f"train.monitor={monitor!r} is not a classification metric; use one of "
-                          f"{list(evaluator_metrics)} or val_loss")  # fmt: skip
+                          f"{list(evaluator_metrics)} or val_loss")
     if classifier.in_channels != 3:
         raise ConfigError("classifier.in_channels must be 3 for runs (the data pipeline gives RGB images); "
-                          "other values are for using the models as a library")  # fmt: skip
+                          "other values are for using the models as a library")
 
 
 def checkpoint_extra(cfg: Any, classifier: ClassifierConfig, class_names: tuple[str, ...]) -> dict[str, Any]:
@@ -108,11 +108,11 @@ def _fit_once(cfg: Any, classifier: ClassifierConfig, train_set: Any, val_set: A
     check_config(cfg, classifier, ("accuracy", evaluator.topk_name, "accuracy_class_mean"))
     train_loader = loader_from_config(cfg.data, train_set, build_transform(cfg.transforms.train_preset, cfg.transforms))
     val_loader = loader_from_config(cfg.data, val_set, build_transform(cfg.transforms.eval_preset, cfg.transforms),
-                                    train=False)  # fmt: skip
+                                    train=False)
     model, criterion = build_model(cfg, classifier, len(class_names))
     extra = checkpoint_extra(cfg, classifier, class_names)
     rows = fit(model, criterion, None, train_loader, val_loader, cfg.train, run_dir,
-               evaluator=evaluator, resume=resume, extra_state=extra)  # fmt: skip
+               evaluator=evaluator, resume=resume, extra_state=extra)
     if evaluator.num_samples:
         evaluator.compute()
         plot_confusion_matrix(evaluator.confusion, class_names, Path(run_dir) / "confusion.png")
@@ -187,7 +187,7 @@ def run_kfold(cfg: Any, run_dir: str | os.PathLike, k: int, classifier: Classifi
             "accuracy_class_mean": last.get("accuracy_class_mean", math.nan),
             "val_loss": last.get("val_loss", math.nan),
             "epochs": float(len(rows)),
-        })  # fmt: skip
+        })
     accuracies = [r["accuracy"] for r in out]
     mean = statistics.fmean(accuracies)
     std = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0

@@ -66,4 +66,4 @@ def run(cfg: Any, run_dir: str | os.PathLike, resume: str | os.PathLike | None =
     evaluator = CocoEvaluator.from_dataset(val_set)
     extra = checkpoint_extra(cfg, class_names, getattr(train_set, "category_ids", None))
     return fit(model, criterion, postprocessor, train_loader, val_loader, cfg.train, Path(run_dir),
-               evaluator=evaluator, resume=resume, extra_state=extra)  # fmt: skip
+               evaluator=evaluator, resume=resume, extra_state=extra)

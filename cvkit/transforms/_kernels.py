@@ -491,7 +491,7 @@ def ssd_sample_steps(
         brightness, contrast, saturation, hue, p0, p1, p2 = photometric_params(
             u[k:], cfg.brightness_lo, cfg.brightness_hi, cfg.contrast_lo, cfg.contrast_hi, cfg.saturation_lo,
             cfg.saturation_hi, cfg.hue, cfg.channel_shuffle, cfg.p_each,
-        )  # fmt: skip
+        )
         k += PHOTOMETRIC_DRAWS
     canvas_h, canvas_w, top, left = height, width, 0, 0
     counts[2, 0] = rows.shape[0]
@@ -516,7 +516,7 @@ def ssd_sample_steps(
     if status < 0:  # no window accepted: keep the whole image
         x0, y0, x1, y1 = 0, 0, canvas_w, canvas_h
     rows = ssd_finish(rows, canvas_w, canvas_h, x0, y0, x1, y1, cfg.out_width, cfg.out_height, cfg.flip, min_size,
-                      min_visibility, counts)  # fmt: skip
+                      min_visibility, counts)
     applied = (False, cfg.photometric, cfg.zoom_out, True, True, cfg.flip)
     for step in range(6):
         totals[step].calls += 1
@@ -527,7 +527,7 @@ def ssd_sample_steps(
     draws = SSDDraws(
         brightness=brightness, contrast=contrast, saturation=saturation, hue=hue, permutation=(p0, p1, p2),
         canvas=(canvas_h, canvas_w), top=top, left=left, crop_status=status, crop=(x0, y0, x1, y1),
-    )  # fmt: skip
+    )
     return draws, rows
 
 

@@ -125,7 +125,7 @@ def render(
     src_h, src_w = image.shape[:2]
     if out is not None and (out.shape != (height, width) + image.shape[2:] or out.dtype != image.dtype):
         raise ValueError(f"render: out has shape {out.shape} and dtype {out.dtype}, the output needs "
-                         f"{(height, width) + image.shape[2:]} and {image.dtype}")  # fmt: skip
+                         f"{(height, width) + image.shape[2:]} and {image.dtype}")
     ax, bx, ay, by = amap
     # the source window the output shows: inverse map of [0, width] x [0, height]
     xa, xb = -bx / ax, (width - bx) / ax
@@ -233,7 +233,7 @@ def _warp_footprint(
     cv2.warpAffine(
         image, index_map, (c1 - c0, r1 - r0), dst=out[r0:r1, c0:c1], flags=interpolation | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(float(v) for v in fill),
-    )  # fmt: skip
+    )
     return out
 
 
@@ -262,4 +262,4 @@ def _warp(
     return cv2.warpAffine(
         image, index_map, (width, height), dst=out, flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=border,
         borderValue=border_value,
-    )  # fmt: skip
+    )

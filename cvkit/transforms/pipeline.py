@@ -143,7 +143,7 @@ class Normalize:
             raise TypeError(f"Normalize expects uint8 images (0..255), got {images.dtype}")
         if images.ndim not in (3, 4) or images.shape[-3] != len(self.mean):
             raise ValueError(f"Normalize expects (B, {len(self.mean)}, H, W) or ({len(self.mean)}, H, W) images, "
-                             f"got shape {tuple(images.shape)}")  # fmt: skip
+                             f"got shape {tuple(images.shape)}")
         if images.device.type == "cpu" and images.ndim == 4 and images.permute(0, 2, 3, 1).is_contiguous():
             return self._normalize_channel_last_cpu(images)
         scale, shift = _normalization_tensors(self.mean, self.std, images.device)
@@ -435,7 +435,7 @@ class _Step:
     """
 
     __slots__ = ("name", "t", "kind", "image_only", "map_fn", "is_zoom_out", "is_resize", "keeps_boxes",
-                 "move_rows", "scratch_ok", "_lean_update", "_attributes", "_data_dependent")  # fmt: skip
+                 "move_rows", "scratch_ok", "_lean_update", "_attributes", "_data_dependent")
 
     def __init__(self, name: str, t: A.BasicTransform, map_fn: Any, next_fused: bool):
         self.name, self.t, self.map_fn = name, t, map_fn

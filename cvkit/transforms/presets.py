@@ -53,7 +53,7 @@ def _pipeline(kind: type[_P], transforms: list, cfg: TransformsConfig, seed: int
     return kind(
         transforms, mean=cfg.mean, std=cfg.std, min_box_size=cfg.min_box_size,
         min_visibility=cfg.min_visibility, seed=seed, name=name,
-    )  # fmt: skip
+    )
 
 
 def ssd_train(cfg: TransformsConfig | None = None, seed: int | None = None) -> SSDTrainPipeline:
@@ -70,7 +70,7 @@ def ssd_train(cfg: TransformsConfig | None = None, seed: int | None = None) -> S
             min_ious=cfg.crop_min_ious, min_scale=cfg.crop_min_scale, max_aspect=cfg.crop_max_aspect,
             trials=cfg.crop_trials,
         ),
-    ]  # fmt: skip
+    ]
     # Resize before the flip: the two commute, and flipping the resized image is cheaper.
     transforms.append(A.Resize(*cfg.size, interpolation=_INTERPOLATION[cfg.interpolation]))
     if cfg.hflip:

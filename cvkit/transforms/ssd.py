@@ -165,7 +165,7 @@ class PhotometricDistort(A.ImageOnlyTransform):
         """The arguments of :func:`cvkit.transforms._kernels.photometric_params` after ``u``."""
         (b_lo, b_hi), (c_lo, c_hi), (s_lo, s_hi) = self.brightness, self.contrast, self.saturation
         return (float(b_lo), float(b_hi), float(c_lo), float(c_hi), float(s_lo), float(s_hi), float(self.hue),
-                bool(self.channel_shuffle), float(self.p_each))  # fmt: skip
+                bool(self.channel_shuffle), float(self.p_each))
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("brightness", "contrast", "saturation", "hue", "channel_shuffle", "p_each")
@@ -250,7 +250,7 @@ class MinIoURandomCrop(A.DualTransform):
         status, x0, y0, x1, y1 = search_crop_window(
             u, self._min_ious, rows, width, height, float(self.min_scale), float(self.max_aspect), int(self.trials),
             int(self.max_rounds), float(width), float(height),
-        )  # fmt: skip
+        )
         if status < 0:
             return (0, 0, width, height)
         return (int(x0), int(y0), int(x1), int(y1))

@@ -183,7 +183,7 @@ class SSDTrainPipeline(Pipeline):
             out_width=resize.width, out_height=resize.height,
             flip=fires_flip,
             min_size=self.min_box_size, min_visibility=self.min_visibility,
-        )  # fmt: skip
+        )
         draws, rows = ssd_sample(
             generator.random(num_draws), boxes.reshape(-1, 4), crop._min_ious, config.record(), self._totals
         )
@@ -202,12 +202,12 @@ class SSDTrainPipeline(Pipeline):
             # only the part of the image the crop window shows (plus the bilinear/bicubic taps' reach) is read
             # by the resampling below: the colour map is computed there alone (left = top = 0 without zoom-out)
             region = (max(x0 - left - 2, 0), max(y0 - top - 2, 0), min(x1 - left + 2, width),
-                      min(y1 - top + 2, height))  # fmt: skip
+                      min(y1 - top + 2, height))
             if region[0] < region[2] and region[1] < region[3]:
                 image = photo.apply(np.ascontiguousarray(image), brightness=draws.brightness,
                                     contrast=draws.contrast, saturation=draws.saturation, hue=draws.hue,
                                     permutation=draws.permutation, dst=self._scratch(image),
-                                    region=region)  # fmt: skip
+                                    region=region)
         # the composed map, as the steps' map functions (cvkit.transforms.geometry) compose it
         amap = IDENTITY.then(AxisMap(1.0, float(left), 1.0, float(top))) if plan.fires_zoom else IDENTITY
         amap = amap.then(AxisMap(1.0, float(-x0), 1.0, float(-y0)))

@@ -80,7 +80,7 @@ def test_generate_is_byte_identical_on_rerun(tiny, tmp_path):
     first, second = _files(tiny), _files(again)
     assert first == second
     assert {"annotations/instances_train.json", "annotations/instances_val.json", "data.yaml", "COMPLETE",
-            "stats.json", "ImageSets/Main/train.txt", "ImageSets/Main/val.txt"} <= set(first)  # fmt: skip
+            "stats.json", "ImageSets/Main/train.txt", "ImageSets/Main/val.txt"} <= set(first)
     for split, count in (("train", 12), ("val", 4)):
         for folder, suffix in ((f"images/{split}", "jpg"), (f"labels/{split}", "txt"), ("Annotations", "xml")):
             assert sum(name.startswith(f"{folder}/{split}_") and name.endswith(suffix) for name in first) == count
@@ -234,9 +234,9 @@ def test_photo_digits_config_is_the_default_recipe_at_320():
     assert {k for k in ours if ours[k] != default[k]} == {
         "name", "data.format", "data.root", "data.class_names", "transforms.size", "anchors.image_size",
         "anchors.steps",
-    }  # fmt: skip
+    }
     assert tuple(cfg.data.class_names) == pd.DIGIT_CLASSES
     model, _, _ = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors, num_classes=10)
     assert model.feature_sizes((320, 320)) == cfg.anchors.resolved_feature_sizes() == [
         (40, 40), (20, 20), (10, 10), (5, 5), (3, 3), (1, 1)
-    ]  # fmt: skip
+    ]

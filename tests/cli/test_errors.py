@@ -35,7 +35,7 @@ TINY = {
     "anchors": {"image_size": [64, 64], "steps": [8, 16, 32, 64, 64, 64]},
     "model": {"num_valid_extras": 0},
     "train": {"epochs": 1, "progress": False, "tensorboard": False, "plots": False, "amp": False},
-}  # fmt: skip
+}
 PROGRESS = re.compile(r"\d+/\d+ \[|it/s\]|s/it\]")  # a tqdm bar on stderr
 
 
@@ -61,7 +61,7 @@ def setup(tmp_path_factory):
     checkpoint = save_checkpoint(base / "run" / "checkpoints" / "last.pt", {
         "format": CHECKPOINT_FORMAT, "version": 1, "epoch": 1, "model": model.state_dict(), "ema": None,
         "extra": checkpoint_extra(cfg, ("x",), [1]),
-    })  # fmt: skip
+    })
     return root, config, checkpoint
 
 
@@ -99,7 +99,7 @@ def test_a_truncated_image_is_one_line_also_from_a_loader_worker(setup, capsys, 
     cut = copy / "images" / "3.png"
     cut.write_bytes(cut.read_bytes()[:100])
     lines = failure(capsys, ["eval", "--checkpoint", str(checkpoint), "--set", f"data.root={copy}",
-                             "--set", f"data.num_workers={workers}"])  # fmt: skip
+                             "--set", f"data.num_workers={workers}"])
     assert lines[0] == f"cvkit eval: {cut.resolve()}: PNG data ends without an IEND chunk [truncated_image]"
     assert len(lines) == 2 and lines[1].startswith("  fix: ") and "data.on_error=skip" in lines[1]
 
@@ -134,7 +134,7 @@ def test_a_missing_checkpoint_is_one_line(setup, capsys, tmp_path, command):
     wrong = checkpoint.parent.parent / "last.pt"  # runs/NAME/last.pt: the file is runs/NAME/checkpoints/last.pt
     lines = failure(capsys, _command(command, wrong, root, config, tmp_path))
     assert lines == [f"cvkit {command}: checkpoint {wrong} does not exist [missing_file]",
-                     f"  fix: did you mean {checkpoint}?"]  # fmt: skip
+                     f"  fix: did you mean {checkpoint}?"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -187,10 +187,10 @@ def test_an_unknown_backbone_is_refused_when_the_config_is_loaded(setup, capsys,
     _, config, checkpoint = setup
     # the root does not exist: the datasets would fail first if they were built before the names were checked
     lines = failure(capsys, ["train", str(config), "--set", "model.backbone=resnet19", "--set", "data.root=/nope",
-                             "--run-dir", str(tmp_path)])  # fmt: skip
+                             "--run-dir", str(tmp_path)])
     assert lines == ["cvkit train: --set model.backbone=resnet19: unknown name 'resnet19'; did you mean 'resnet18' or "
                      "'resnet50' or 'resnet34'? (valid: densenet121, resnet18, resnet34, resnet50, vgg16, vgg16_bn) "
-                     "[config]"]  # fmt: skip
+                     "[config]"]
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), "model": {"arch": "sdd"}}))
     lines = failure(capsys, ["train", str(bad), "--run-dir", str(tmp_path)])
@@ -305,7 +305,7 @@ def test_eval_says_how_many_images_it_evaluated_and_which_it_skipped(setup, caps
     out = capsys.readouterr().out
     assert f"{checkpoint} on val (3 of 4 images evaluated, 1 skipped under data.on_error=skip):" in out
     assert "skipped 1 of 4 images (data.on_error=skip): truncated_image 1\n" \
-           f"  {cut.resolve()}: PNG data ends without an IEND chunk [truncated_image]\n" in out  # fmt: skip
+           f"  {cut.resolve()}: PNG data ends without an IEND chunk [truncated_image]\n" in out
     # the metrics are those of the clean set without that image
     assert cvkit([*skip, "--set", "data.coco_ann_file=clean.json", "--out", str(tmp_path / "clean")]) == 0
     out = capsys.readouterr().out
@@ -371,7 +371,7 @@ def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
     environ = {**os.environ, "PYTHONPATH": str(REPO), **env}
     environ.pop("CVKIT_DEBUG", None) if "CVKIT_DEBUG" not in env else None
     return subprocess.run([sys.executable, "-m", "cvkit.cli.main", *args], capture_output=True, text=True,
-                          cwd=REPO, env=environ, timeout=300)  # fmt: skip
+                          cwd=REPO, env=environ, timeout=300)
 
 
 def test_subprocess_exit_status_and_stderr(setup, tmp_path):

@@ -37,7 +37,7 @@ def test_every_problem_is_reported_per_kind(tmp_path, capsys):
     write_coco(tmp_path, images, anns, [{"id": 1, "name": "x"}], name="instances_train.json")
     (tmp_path / "images" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     cfg = write_config(tmp_path, {"format": "coco", "root": str(tmp_path), "coco_ann_file": "instances_{split}.json",
-                                  "coco_image_dir": "images"})  # fmt: skip
+                                  "coco_image_dir": "images"})
     assert cvkit_main(["check-data", "--config", str(cfg), "--splits", "train", "--quiet"]) == 1
     out = capsys.readouterr().out
     for kind in ("bad_box", "unknown_category", "path_escape", "truncated_image"):

@@ -71,7 +71,7 @@ def test_skipped_problems_are_reported_at_the_end_of_loading(tmp_path, caplog):
     ]
     write_coco(tmp_path, images, anns, [{"id": 1, "name": "x"}], name="train.json")
     cfg = DataConfig(format="coco", root=str(tmp_path), coco_ann_file="{split}.json", coco_image_dir="images",
-                     on_error="skip")  # fmt: skip
+                     on_error="skip")
     with caplog.at_level("INFO", logger="cvkit.data"):
         ds = build_dataset(cfg, "train")
     assert len(ds) == 1 and ds[0]["class_names"] == ("x",)

@@ -18,11 +18,11 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12), st.sampled_from([0, 1, -1, 3, 7, 1e308, -0.0, "1", "nan", [], {}]),
-)  # fmt: skip
+)
 json_values = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
     max_leaves=20,
-)  # fmt: skip
+)
 policies = st.sampled_from(["raise", "skip"])
 
 
@@ -59,7 +59,7 @@ coco_edits = st.lists(
         st.one_of(json_values, st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=4, max_size=4)),
     ),
     max_size=6,
-)  # fmt: skip
+)
 
 
 def check_accepted_coco(index):
@@ -137,7 +137,7 @@ def test_voc_parser(data, policy, keep):
 yolo_tokens = st.one_of(
     st.sampled_from(["0", "1", "2", "-1", "0.5", "1e9", "nan", "inf", "-0.2", "1.5", "abc", "", "0x10", "1_0"]),
     st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers(-5, 5).map(str), st.text(max_size=4),
-)  # fmt: skip
+)
 yolo_lines = st.lists(yolo_tokens, max_size=7).map(" ".join)
 
 

@@ -25,7 +25,7 @@ def root(tmp_path):
     "name",
     ["../secret.txt", "images/../../secret.txt", "/etc/passwd", "\\\\server\\share", "C:/Windows/x.jpg",
      "~/x.jpg", "a\x00b.jpg"],
-)  # fmt: skip
+)
 def test_safe_join_rejects_names_leaving_the_root(root, name):
     with pytest.raises(DataError) as info:
         safe_join(root, name, source="ann.json", where="images[3]")
@@ -139,6 +139,6 @@ def test_data_error_pickles_with_its_fields():
     back = pickle.loads(pickle.dumps(err))
     assert (back.kind, back.file, back.where, back.detail, str(back)) == (
         "bad_box", "a.json", "annotations[4]", "box [1, 2] is bad", str(err)
-    )  # fmt: skip
+    )
     with pytest.raises(ValueError):
         DataError("not_a_kind", "f", "x")

@@ -226,7 +226,7 @@ def test_tune_worker_memory_stops_fresh_page_faults_per_batch():
     runs = {}
     for mode in ("default", "tuned"):
         result = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, mode], capture_output=True, text=True,
-                                check=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+                                check=True, cwd=Path(__file__).resolve().parents[2])
         applied, faults = result.stdout.split()
         runs[mode] = (applied == "True", float(faults))
     if not runs["tuned"][0]:

@@ -15,7 +15,7 @@ CFG = TrainConfig(
     epochs=2, lr=0.05, warmup_epochs=0.5, ema=True, ema_warmup_steps=2, progress=False, console_table=False,
     plots=False, tensorboard=False, device="cpu",
     amp_cpu="none",  # float32: the test compares 2 processes with 1 to 1e-6 (bfloat16 autocast would round)
-)  # fmt: skip
+)
 
 
 def run(rank: int, world_size: int, port: int, out_dir: str) -> None:

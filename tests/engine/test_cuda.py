@@ -25,6 +25,6 @@ def test_amp_training_on_cuda_saves_and_resumes_the_scaler(tmp_path):
     resumed = fit(
         TinyDetector(batchnorm=True), TinyCriterion(), TinyPostprocessor(), tiny_loader(), None, longer, tmp_path,
         resume=tmp_path / "checkpoints" / "last.pt",
-    )  # fmt: skip
+    )
     assert [row["epoch"] for row in resumed] == [1, 2, 3]
     assert torch.cuda.is_available()

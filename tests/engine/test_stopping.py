@@ -85,7 +85,7 @@ def test_budget_state_survives_a_resume_and_continues_the_clock():
 def _schedule(kind: str = "cosine", warmup: int = 2, total: int = 10) -> IterationSchedule:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     return IterationSchedule(optimizer, total_iters=total, kind=kind, warmup_iters=warmup, warmup_factor=0.1,
-                             milestone_iters=[5], gamma=0.5)  # fmt: skip
+                             milestone_iters=[5], gamma=0.5)
 
 
 def test_schedule_by_fraction_equals_the_iteration_schedule_when_the_fraction_is_t_over_T():
@@ -122,7 +122,7 @@ def _fit(tmp_path, name, cfg, resume=None, criterion=None):
     evaluator = ScriptedEvaluator([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
     history = fit(TinyDetector(), criterion, TinyPostprocessor(), tiny_loader(num_images=16, batch_size=4),
                   tiny_loader(num_images=8, shuffle=False, transform=None), cfg, tmp_path / name,
-                  evaluator=evaluator, resume=resume)  # fmt: skip
+                  evaluator=evaluator, resume=resume)
     return history, criterion, evaluator
 
 

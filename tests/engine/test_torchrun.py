@@ -22,13 +22,13 @@ def test_cvkit_train_under_torchrun_with_two_cpu_processes(tmp_path):
         "data.synthetic.num_train=8", "data.synthetic.num_val=4", f"data.cache_dir={tmp_path / 'cache'}",
         "data.batch_size=2", "data.num_workers=0", "train.epochs=2", "train.progress=false",
         "train.tensorboard=false", "train.plots=false",
-    ]  # fmt: skip
+    ]
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
            "-m", "cvkit.cli.main", "train",
-           "configs/default.yaml", "--run-dir", str(run_dir)]  # fmt: skip
+           "configs/default.yaml", "--run-dir", str(run_dir)]
     for item in overrides:
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -57,13 +57,13 @@ def test_cli_fit_and_write_on_a_coco_file(tmp_path, capsys):
         images.append({"id": i + 1, "height": size[0], "width": size[1], "file_name": f"{i}.jpg"})
         for b in boxes.tolist():
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
-                                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})  # fmt: skip
+                                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}]}))
     config = tmp_path / "cfg.yaml"
     config.write_text(open("configs/default.yaml").read())
     assert anchors_main(["--config", str(config), "--ann-file", str(ann), "--fit", "--write", "--no-plot",
-                         "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+                         "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "matched before" in out and "proposed anchors.scales" in out
     written = yaml.safe_load(config.read_text())["anchors"]["scales"]

@@ -16,7 +16,7 @@ from tests.models.test_overfit import _synthetic_batch
 
 SIZE = 96
 ANCHORS = AnchorConfig(style="sizes", image_size=(SIZE, SIZE), sizes=((24,), (48,), (96,)), aspect_ratios=((1.0,),),
-                       steps=(8, 16, 32))  # fmt: skip
+                       steps=(8, 16, 32))
 LOSS = LossConfig(cls_loss="qfl", box_loss="giou", assigner="atss", box_weight=2.0)
 
 
@@ -47,9 +47,9 @@ def test_outputs_prior_bias_and_every_parameter_gets_a_gradient():
 @pytest.mark.parametrize(("neck", "extra"), [("fpn", 0), ("pan", 1)])
 def test_neck_variants_give_one_level_per_anchor_level(neck, extra):
     anchors = AnchorConfig(style="sizes", image_size=(SIZE, SIZE), sizes=tuple((24 * 2**i,) for i in range(3 + extra)),
-                           aspect_ratios=((1.0,),), steps=None)  # fmt: skip
+                           aspect_ratios=((1.0,),), steps=None)
     model, _, _ = build_detector(ModelConfig(arch="dense", neck=neck, extra_levels=extra, neck_channels=16,
-                                             channels_last=False), LOSS, PostprocessConfig(), anchors, 2)  # fmt: skip
+                                             channels_last=False), LOSS, PostprocessConfig(), anchors, 2)
     assert model.feature_sizes((SIZE, SIZE)) == [(12, 12), (6, 6), (3, 3), (2, 2)][: 3 + extra]
 
 

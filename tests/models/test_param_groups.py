@@ -9,7 +9,7 @@ from cvkit.models.param_groups import skips_weight_decay
 
 def _expected_no_decay(model: nn.Module) -> set[int]:
     return {id(p) for m in model.modules() for n, p in m.named_parameters(recurse=False)
-            if p.requires_grad and skips_weight_decay(m, n, p)}  # fmt: skip
+            if p.requires_grad and skips_weight_decay(m, n, p)}
 
 
 def _no_decay_ids(groups) -> set[int]:
@@ -32,7 +32,7 @@ def test_detector_classifier_and_fallback_groups_follow_the_same_rule():
     from cvkit.postprocess import PostprocessConfig
 
     detector, _, _ = build_detector(ModelConfig(backbone="vgg16"), LossConfig(), PostprocessConfig(), AnchorConfig(),
-                                    num_classes=3)  # fmt: skip
+                                    num_classes=3)
     classifier = build_classifier(ClassifierConfig(name="resnet_mini"), 5, image_size=(32, 32))
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
     plain(torch.zeros(1, 3, 8, 8))

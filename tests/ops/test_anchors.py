@@ -91,7 +91,7 @@ def test_sizes_mode_reproduces_torchvision_anchor_generator():
     ours = AnchorGenerator(
         sizes, [[1 / r for r in lv] for lv in tv_ratios], strides=[640 // f[0] for f in features], offset=0.0,
         round_cells=True,
-    )  # fmt: skip
+    )
     expected = _tv_anchors(tv, features, image)
     got = ours(features, image)
     assert got.shape == expected.shape == (sum(h * w * 9 for h, w in features), 4)
@@ -131,7 +131,7 @@ def test_sizes_mode_properties(features, sizes, ratios, image, offset):
         torch.testing.assert_close(w, expect_w)
         torch.testing.assert_close(w / h, torch.tensor([r for r in ratios for _ in sizes], dtype=torch.float64))
     assert torch.equal(gen.level_index(features), torch.repeat_interleave(
-        torch.arange(levels), torch.tensor([h * w * k for h, w in features])))  # fmt: skip
+        torch.arange(levels), torch.tensor([h * w * k for h, w in features])))
 
 
 def test_wrong_number_of_feature_maps_says_what_was_expected():
@@ -194,7 +194,7 @@ def test_anchor_config_from_yaml_dict():
         AnchorConfig,
         {"style": "sizes", "image_size": [640, 640], "sizes": [[32], [64], [128]], "aspect_ratios": [[0.5, 1, 2]],
          "steps": [8, 16, 32], "scales": None},
-    )  # fmt: skip
+    )
     gen = sizes_cfg.build()
     assert sizes_cfg.resolved_feature_sizes() == [(80, 80), (40, 40), (20, 20)]
     assert gen.num_anchors_per_location() == [3, 3, 3]

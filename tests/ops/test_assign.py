@@ -291,7 +291,7 @@ def test_index_kernel_equals_full_scan_on_varied_anchor_sizes():
 
 box_st = st.tuples(
     st.integers(0, 60), st.integers(0, 60), st.integers(0, 40), st.integers(0, 40)
-).map(lambda t: [t[0], t[1], t[0] + t[2], t[1] + t[3]])  # fmt: skip
+).map(lambda t: [t[0], t[1], t[0] + t[2], t[1] + t[3]])
 
 
 @settings(max_examples=80, deadline=None)

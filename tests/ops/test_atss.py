@@ -30,7 +30,7 @@ def reference(anchors, counts, gt_boxes, gt_valid, topk):
             for count in counts:
                 level = sorted(range(start, start + count), key=lambda a: (
                     math.dist(((anchors[a, 0] + anchors[a, 2]).item() / 2, (anchors[a, 1] + anchors[a, 3]).item() / 2),
-                              (gcx, gcy)), a))  # fmt: skip
+                              (gcx, gcy)), a))
                 candidates += level[:topk]
                 start += count
 

@@ -167,7 +167,7 @@ def test_book_dog_cat_multibox_target():
     printed = torch.tensor(
         [[-0.0, -0.0, -0.0, -0.0, 1.4000, 10.000, 2.5940, 7.1754, -1.2000, 0.26882, 1.6824, -1.5655,
           -0.0, -0.0, -0.0, -0.0, -0.57143, -1.0000, 4.1723e-06, 0.62582]]
-    )  # fmt: skip
+    )
     torch.testing.assert_close(offsets, printed, rtol=1e-4, atol=1e-6)
     # the book prints -0.00 for background anchors (offsets times a zero mask)
     assert torch.signbit(offsets[0, [0, 1, 2, 3, 12, 13, 14, 15]]).all()
@@ -188,7 +188,7 @@ def test_book_four_anchor_multibox_detection():
           [1.00, 0.90, 0.55, 0.20, 0.90, 0.88],
           [-1.00, 0.80, 0.08, 0.20, 0.56, 0.95],
           [-1.00, 0.70, 0.15, 0.30, 0.62, 0.91]]]
-    )  # fmt: skip
+    )
     assert output.shape == (1, 4, 6)
     torch.testing.assert_close(output, printed, atol=0.005, rtol=0)
 

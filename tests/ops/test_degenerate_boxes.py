@@ -395,7 +395,7 @@ def test_multiclass_nms_on_degenerate_boxes(data):
             assert torch.equal(got, expected), backend
     for method in ("linear", "gaussian"):
         soft = {b: ops.multiclass_nms(boxes, scores, 0.0, iou_thresh, -1, max_det, soft_nms=method, backend=b)
-                for b in NMS_BACKENDS}  # fmt: skip
+                for b in NMS_BACKENDS}
         for result in soft.values():
             assert torch.isfinite(result.detections).all()
         assert torch.equal(soft["numba"].num_detections, soft["torch"].num_detections)

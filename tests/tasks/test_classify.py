@@ -36,7 +36,7 @@ def _cfg(tmp_path, num_train=1000, num_val=100, epochs=4, classes=("circle", "cr
                                     cls_scale=(0.6, 1.0), cls_jitter=0.0, cls_resize_ratio=1.0),
         train=TrainConfig(epochs=epochs, optimizer="adamw", lr=0.005, weight_decay=0.01, warmup_epochs=0.5,
                           monitor="accuracy", progress=False, tensorboard=False),
-    )  # fmt: skip
+    )
 
 
 CLASSIFIER = ClassifierConfig(name="resnet_mini", hidden_dim=8)
@@ -136,6 +136,6 @@ def test_infer_classify_writes_topk_json_and_drawn_images(tmp_path, one_thread):
 
     routed = tmp_path / "routed"
     argv = ["infer", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "last.pt"), "--out", str(routed),
-            "--topk", "2", "--score-thresh", "0.3", *map(str, images)]  # fmt: skip
+            "--topk", "2", "--score-thresh", "0.3", *map(str, images)]
     assert cvkit(argv) == 0
     assert json.loads((routed / "predictions.json").read_text()) == results

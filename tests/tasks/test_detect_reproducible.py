@@ -28,13 +28,13 @@ def tiny_args(cache: Path, epochs: int, num_train: int) -> list[str]:
         f"train.epochs={epochs}", "train.eval_every=1", "train.progress=false", "train.tensorboard=false",
         "train.plots=false", "transforms.size=[128,128]", "anchors.image_size=[128,128]",
         "anchors.steps=[8,16,32,64,128,128]", "model.num_valid_extras=0",
-    ]  # fmt: skip
+    ]
     return [arg for item in sets for arg in ("--set", item)]
 
 
 def train_command(run_dir: Path, args: list[str], resume: Path | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "cvkit.cli.main", "train", str(ROOT / "configs" / "default.yaml"),
-           "--run-dir", str(run_dir), *args]  # fmt: skip
+           "--run-dir", str(run_dir), *args]
     return cmd + (["--resume", str(resume)] if resume is not None else [])
 
 
@@ -66,7 +66,7 @@ def test_run_killed_mid_epoch_and_resumed_gives_the_uninterrupted_losses(tmp_pat
     run_dir = tmp_path / "killed"
     last = run_dir / "checkpoints" / "last.pt"
     proc = subprocess.Popen(train_command(run_dir, args), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+                            stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
         while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
@@ -79,7 +79,7 @@ def test_run_killed_mid_epoch_and_resumed_gives_the_uninterrupted_losses(tmp_pat
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     subprocess.run(train_command(run_dir, args, resume=last), check=True, cwd=ROOT, env=env(),
-                   capture_output=True)  # fmt: skip
+                   capture_output=True)
     assert losses(run_dir) == whole
 
 
@@ -94,7 +94,7 @@ def test_model_init_depends_only_on_the_seed(tmp_path, monkeypatch):
 
     initial: list[torch.Tensor] = []
     monkeypatch.setattr(engine_train, "fit", lambda model, *args, **kwargs: initial.append(
-        torch.cat([p.detach().flatten() for p in model.parameters()])) or [])  # fmt: skip
+        torch.cat([p.detach().flatten() for p in model.parameters()])) or [])
     cfg = load_run_config(ROOT / "configs" / "default.yaml", tiny_args(tmp_path / "cache", 1, 4)[1::2])
     for rank, draws in (("0", 1), ("1", 7)):  # under torchrun every rank must build the same weights
         monkeypatch.setenv("RANK", rank)

@@ -30,7 +30,7 @@ def _bilinear_reference(image, amap, size, fill):
                 return padded[r, c] if 0 <= r < src_h + 2 and 0 <= c < src_w + 2 else np.asarray(fill)
 
             out[i, j] = ((1 - fv) * ((1 - fu) * tap(v0, u0) + fu * tap(v0, u0 + 1))
-                         + fv * ((1 - fu) * tap(v0 + 1, u0) + fu * tap(v0 + 1, u0 + 1)))  # fmt: skip
+                         + fv * ((1 - fu) * tap(v0 + 1, u0) + fu * tap(v0 + 1, u0 + 1)))
     return out
 
 

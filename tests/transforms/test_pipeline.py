@@ -111,7 +111,7 @@ def test_horizontal_flip_twice_is_the_identity(scene):
     once = Pipeline([A.HorizontalFlip(p=1.0)])(sample)
     assert np.array_equal(once["image"], image[:, ::-1])
     expected = torch.stack([width - sample["boxes"][:, 2], sample["boxes"][:, 1], width - sample["boxes"][:, 0],
-                            sample["boxes"][:, 3]], dim=1).reshape(-1, 4)  # fmt: skip
+                            sample["boxes"][:, 3]], dim=1).reshape(-1, 4)
     assert torch.allclose(once["boxes"], expected, atol=1e-4)
 
 
@@ -123,7 +123,7 @@ def test_clip_then_drop_small_and_hidden_boxes_with_their_labels():
          [95.0, 40.0, 130.0, 60.0],  # 5 x 10 px visible of 35 x 20: visibility 0.07
          [120.0, 10.0, 140.0, 20.0],  # entirely outside: dropped
          [30.0, 30.0, 40.0, 45.0]]
-    )  # fmt: skip
+    )
     labels = torch.tensor([10, 11, 12, 13, 14])
     pipeline = Pipeline([], min_box_size=1.0)
     out = pipeline({"image": image, "boxes": boxes, "labels": labels})

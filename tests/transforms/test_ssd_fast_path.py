@@ -65,7 +65,7 @@ def test_splitmix_uniforms_match_the_plain_generator():
     u=st.floats(0, 1, exclude_max=True), num_boxes=st.integers(0, 4), width=st.integers(8, 300),
     height=st.integers(8, 300), trials=st.integers(1, 20), max_rounds=st.integers(1, 6),
     box_seed=st.integers(0, 2**32 - 1),
-)  # fmt: skip
+)
 def test_seeded_crop_search_is_the_plain_rule_on_the_splitmix_stream(
     u, num_boxes, width, height, trials, max_rounds, box_seed
 ):
@@ -133,7 +133,7 @@ def ssd_pipeline(hflip=True, p_each=0.5, zoom_p=0.5, min_box_size=1.0, min_visib
     cfg = TransformsConfig(
         size=size, hflip=hflip, photometric_p=p_each, zoom_out_p=zoom_p, min_box_size=min_box_size,
         min_visibility=min_visibility,
-    )  # fmt: skip
+    )
     return ssd_train(cfg)
 
 
@@ -141,7 +141,7 @@ def step_loop(pipe):
     """The reference of ``pipe`` (an ``SSDTrainPipeline``): the generic ``Pipeline`` on its transforms and
     settings (the transforms move to the new pipeline's generators: ``pipe`` itself is not used any more)."""
     return Pipeline(pipe.transforms, mean=pipe.mean, std=pipe.std, min_box_size=pipe.min_box_size,
-                    min_visibility=pipe.min_visibility, name=pipe.name)  # fmt: skip
+                    min_visibility=pipe.min_visibility, name=pipe.name)
 
 
 @st.composite
@@ -159,7 +159,7 @@ def ssd_scenes(draw):
     scene=ssd_scenes(), hflip=st.booleans(), p_each=st.sampled_from([0.0, 0.5, 1.0]),
     zoom_p=st.sampled_from([0.0, 0.5, 1.0]), min_box_size=st.sampled_from([1.0, 4.0]),
     min_visibility=st.sampled_from([0.0, 0.5]),
-)  # fmt: skip
+)
 def test_compiled_ssd_path_equals_the_step_by_step_loop(scene, hflip, p_each, zoom_p, min_box_size, min_visibility):
     height, width, boxes, seed = scene
     image = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -230,7 +230,7 @@ def test_prepare_then_finish_over_a_group_equals_calling_one_by_one():
         xy = rng.uniform(0, 10, (3, 2))
         boxes = np.concatenate([xy, xy + rng.uniform(5, 15, (3, 2))], axis=1).astype(np.float32)
         samples.append({"image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "boxes": torch.from_numpy(boxes),
-                        "labels": torch.arange(3)})  # fmt: skip
+                        "labels": torch.arange(3)})
     samples.append({"image": samples[0]["image"]})  # no boxes: done whole in finish
     for pipe in (ssd_pipeline(), Pipeline(ssd_pipeline().transforms[1:], mean=(0.5,) * 3, std=(0.2,) * 3)):
         reference = [pipe(s, seed=100 + k) for k, s in enumerate(samples)]
@@ -247,7 +247,7 @@ def test_out_slot_receives_the_pixels_and_is_returned():
 
     rng = np.random.default_rng(9)
     sample = {"image": rng.integers(0, 256, (50, 60, 3), dtype=np.uint8), "boxes": torch.tensor([[5.0, 5, 30, 40]]),
-              "labels": torch.tensor([2])}  # fmt: skip
+              "labels": torch.tensor([2])}
     for pipe in (ssd_pipeline(), ssd_pipeline(hflip=False)):
         assert pipe.compiled
         want = pipe(sample, seed=4)["image"]
@@ -268,7 +268,7 @@ def test_the_kernel_settings_are_named_once():
     int64 / float64 / bool; a missing or unknown name is an error, never a silent zero."""
     assert SSD_CONFIG_DTYPE.names == SSDConfig._fields
     kinds = {"width": np.int64, "trials": np.int64, "hue": np.float64, "min_visibility": np.float64,
-             "photometric": np.bool_, "flip": np.bool_}  # fmt: skip
+             "photometric": np.bool_, "flip": np.bool_}
     assert all(SSD_CONFIG_DTYPE[name] == kind for name, kind in kinds.items())
     values = {name: 3 for name in SSDConfig._fields}
     record = SSDConfig(**values).record()
@@ -297,7 +297,7 @@ def test_compiled_draws_are_the_step_loop_parameters():
     """``SSDDraws`` holds, by name, what the step loop's transforms draw with the same seed (their ``params``)."""
     rng = np.random.default_rng(2)
     sample = {"image": rng.integers(0, 256, (50, 60, 3), dtype=np.uint8),
-              "boxes": torch.tensor([[5.0, 5, 30, 40], [20, 10, 58, 30]]), "labels": torch.tensor([2, 7])}  # fmt: skip
+              "boxes": torch.tensor([[5.0, 5, 30, 40], [20, 10, 58, 30]]), "labels": torch.tensor([2, 7])}
     fast, slow = ssd_pipeline(), step_loop(ssd_pipeline())
     photo, zoom, crop = slow.transforms[:3]
     seen_zoom = set()
@@ -309,11 +309,11 @@ def test_compiled_draws_are_the_step_loop_parameters():
         assert (draws.brightness, draws.contrast, draws.saturation, draws.hue, draws.permutation) == (
             photo.params["brightness"], photo.params["contrast"], photo.params["saturation"], photo.params["hue"],
             photo.params["permutation"],
-        )  # fmt: skip
+        )
         seen_zoom.add(bool(zoom.params))
         if zoom.params:
             assert (draws.canvas, draws.top, draws.left) == (zoom.params["canvas"], zoom.params["top"],
-                                                             zoom.params["left"])  # fmt: skip
+                                                             zoom.params["left"])
         else:
             assert (draws.canvas, draws.top, draws.left) == ((50, 60), 0, 0)
         assert draws.crop == crop.params["crop"] and draws.crop_status in (-1, 0, 1)

@@ -35,7 +35,7 @@ def photometric_reference(pixels, brightness, contrast, saturation, hue, permuta
 @given(
     b=factors, c=factors, s=factors, h=st.floats(-0.2, 0.2), perm=st.permutations([0, 1, 2]),
     contrast_first=st.booleans(), seed=st.integers(0, 2**16),
-)  # fmt: skip
+)
 def test_photometric_matrix_equals_the_steps_in_either_order(b, c, s, h, perm, contrast_first, seed):
     pixels = np.random.default_rng(seed).integers(0, 256, size=(7, 5, 3))
     grey_mean = float((pixels @ GREY_WEIGHTS).mean())
@@ -70,7 +70,7 @@ def test_photometric_distort_image_matches_the_rounded_reference():
         params = t.get_params()
         out = t.apply(image.copy(), **params)
         ref = photometric_reference(image, params["brightness"], params["contrast"], params["saturation"],
-                                    params["hue"], params["permutation"], contrast_first=True)  # fmt: skip
+                                    params["hue"], params["permutation"], contrast_first=True)
         assert out.dtype == np.uint8 and out.shape == image.shape
         assert np.abs(out.astype(np.int64) - np.clip(ref, 0, 255).round()).max() <= 1
     off = PhotometricDistort(p_each=0.0)
@@ -127,7 +127,7 @@ def crop_reference(uniforms, min_ious, boxes, width, height, min_scale, max_aspe
 @given(
     seed=st.integers(0, 2**32 - 1), num_boxes=st.integers(0, 5), width=st.integers(8, 400),
     height=st.integers(8, 400), min_scale=st.sampled_from([0.1, 0.3, 0.9]),
-)  # fmt: skip
+)
 def test_crop_kernel_matches_the_plain_rule(seed, num_boxes, width, height, min_scale):
     rng = np.random.default_rng(seed)
     uniforms = rng.random((3, 20, 4))

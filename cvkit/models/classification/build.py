@@ -81,7 +81,7 @@ def build_classifier(cfg: ClassifierConfig, num_classes: int, image_size: Sequen
     builder = MODELS[cfg.name]
     kwargs: dict[str, int | float | bool] = {
         "in_channels": cfg.in_channels, "small_input": uses_small_input(cfg, image_size), "hidden_dim": cfg.hidden_dim,
-    }  # fmt: skip
+    }
     if cfg.dropout != ClassifierConfig.dropout or cfg.name in ("mlp", "alexnet", "vgg11", "vgg16", "nin"):
         kwargs["dropout"] = cfg.dropout
     if kind == "torchvision":
@@ -91,7 +91,7 @@ def build_classifier(cfg: ClassifierConfig, num_classes: int, image_size: Sequen
         skip_fc = cfg.reset_head or head_classes != num_classes
         if not cfg.reset_head and head_classes != num_classes:
             raise ValueError(f"classifier.reset_head=false but the weights have {head_classes} classes, "
-                             f"the data {num_classes}")  # fmt: skip
+                             f"the data {num_classes}")
         model = builder(num_classes, **kwargs)
         _load_cvkit(model, weights, skip_fc)
     else:

@@ -95,7 +95,7 @@ class Classifier(nn.Module):
         fc_params = {id(p) for p in self.head.get_submodule("fc").parameters()}
         return part_param_groups(self, lr, weight_decay, no_decay_norm_bias,
                                  parts=(("backbone", 1.0), ("head", self.head_lr_mult)),
-                                 part_of=lambda p: "head" if id(p) in fc_params else "backbone")  # fmt: skip
+                                 part_of=lambda p: "head" if id(p) in fc_params else "backbone")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def _mlp_head(in_features: int, pooled: tuple[int, int], hidden: int, num_classe
         ("fc2", nn.Linear(hidden, hidden)),
         ("relu2", nn.ReLU(inplace=True)),
         ("fc", nn.Linear(hidden, num_classes)),
-    ]))  # fmt: skip
+    ]))
 
 
 def _new_conv(old: nn.Conv2d, in_channels: int, small: bool) -> nn.Conv2d:
@@ -143,7 +143,7 @@ def _new_conv(old: nn.Conv2d, in_channels: int, small: bool) -> nn.Conv2d:
         # a Conv2d's kernel_size / stride / padding are 2-tuples (or a padding string); the stubs say tuple[int, ...]
         conv = nn.Conv2d(in_channels, old.out_channels, cast("tuple[int, int]", old.kernel_size),
                          cast("tuple[int, int]", old.stride), cast("str | tuple[int, int]", old.padding),
-                         bias=old.bias is not None)  # fmt: skip
+                         bias=old.bias is not None)
     if conv.weight.shape[2:] == old.weight.shape[2:]:
         with torch.no_grad():
             if in_channels == old.in_channels:
@@ -186,13 +186,13 @@ def lenet(num_classes: int, in_channels: int = 3, small_input: bool = False, dro
                       nn.AvgPool2d(2, 2, ceil_mode=True)),
         nn.Sequential(nn.Conv2d(6, 16, 5, padding=2 if small_input else 0), nn.ReLU(inplace=True),
                       nn.AvgPool2d(2, 2, ceil_mode=True)),
-    ]  # fmt: skip
+    ]
     head = nn.Sequential(OrderedDict([
         ("pool", nn.AdaptiveAvgPool2d((5, 5))), ("flatten", nn.Flatten(1)),
         ("fc1", nn.Linear(16 * 25, 120)), ("relu1", nn.ReLU(inplace=True)),
         ("fc2", nn.Linear(120, 84)), ("relu2", nn.ReLU(inplace=True)),
         ("fc", nn.Linear(84, num_classes)),
-    ]))  # fmt: skip
+    ]))
     return Classifier("lenet", stages, head, _linear_fc(84), num_classes, in_channels)
 
 
@@ -209,13 +209,13 @@ def lenet_bn(num_classes: int, in_channels: int = 3, small_input: bool = False, 
                       nn.MaxPool2d(2, 2, ceil_mode=True)),
         nn.Sequential(nn.Conv2d(c1, c2, 5, padding=2), nn.BatchNorm2d(c2), nn.ReLU(inplace=True),
                       nn.MaxPool2d(2, 2, ceil_mode=True)),
-    ]  # fmt: skip
+    ]
     head = nn.Sequential(OrderedDict([
         ("pool", nn.AdaptiveAvgPool2d((5, 5))), ("flatten", nn.Flatten(1)),
         ("fc1", nn.Linear(c2 * 25, 120)), ("bn1", nn.BatchNorm1d(120)), ("relu1", nn.ReLU(inplace=True)),
         ("fc2", nn.Linear(120, 84)), ("bn2", nn.BatchNorm1d(84)), ("relu2", nn.ReLU(inplace=True)),
         ("fc", nn.Linear(84, num_classes)),
-    ]))  # fmt: skip
+    ]))
     return Classifier("lenet_bn", stages, head, _linear_fc(84), num_classes, in_channels)
 
 
@@ -231,7 +231,7 @@ def mlp(num_classes: int, in_channels: int = 3, small_input: bool = False, dropo
         nn.Sequential(nn.AdaptiveAvgPool2d((28, 28)), nn.Flatten(1), nn.Linear(in_channels * 28 * 28, hidden),
                       nn.ReLU(inplace=True), nn.Dropout(dropout)),
         nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)),
-    ]  # fmt: skip
+    ]
     head = nn.Sequential(OrderedDict([("fc", nn.Linear(hidden, num_classes))]))
     return Classifier("mlp", stages, head, _linear_fc(hidden), num_classes, in_channels)
 
@@ -241,7 +241,7 @@ def _nin_block(in_channels: int, out_channels: int, kernel_size: int, stride: in
         nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding), nn.ReLU(inplace=True),
         nn.Conv2d(out_channels, out_channels, 1), nn.ReLU(inplace=True),
         nn.Conv2d(out_channels, out_channels, 1), nn.ReLU(inplace=True),
-    )  # fmt: skip
+    )
 
 
 def nin(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.5,
@@ -260,7 +260,7 @@ def nin(num_classes: int, in_channels: int = 3, small_input: bool = False, dropo
         ("fc", _nin_block(384, num_classes, 3, 1, 1)),
         ("pool", nn.AdaptiveAvgPool2d(1)),
         ("flatten", nn.Flatten(1)),
-    ]))  # fmt: skip
+    ]))
     return Classifier("nin", stages, head, lambda c: _nin_block(384, c, 3, 1, 1), num_classes, in_channels)
 
 
@@ -379,7 +379,7 @@ def _resnet(name: str, num_classes: int, in_channels: int, small_input: bool,
     features = tv.fc.in_features
     head = _pool_head(features, num_classes)
     return Classifier(name, [stem, tv.layer1, tv.layer2, tv.layer3, tv.layer4], head, _linear_fc(features),
-                      num_classes, in_channels)  # fmt: skip
+                      num_classes, in_channels)
 
 
 def resnet18(num_classes: int, in_channels: int = 3, small_input: bool = False, dropout: float = 0.0,

@@ -30,9 +30,9 @@ class _Tower(nn.Module):
     def __init__(self, channels: int, num_convs: int, num_levels: int, norm: str) -> None:
         super().__init__()
         self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1, bias=norm == "none")
-                                   for _ in range(num_convs))  # fmt: skip
+                                   for _ in range(num_convs))
         self.norms = nn.ModuleList(nn.ModuleList(norm_layer(norm, channels) for _ in range(num_convs))
-                                   for _ in range(num_levels))  # fmt: skip
+                                   for _ in range(num_levels))
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor, level: int) -> Tensor:
@@ -57,7 +57,7 @@ class SharedHead(nn.Module):
     """
 
     def __init__(self, channels: int, num_levels: int, num_anchors: int, num_classes: int, num_convs: int = 2,
-                 norm: str = "bn", prior_prob: float = 0.01) -> None:  # fmt: skip
+                 norm: str = "bn", prior_prob: float = 0.01) -> None:
         super().__init__()
         if not 0 < prior_prob < 1:
             raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")

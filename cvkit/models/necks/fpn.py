@@ -37,10 +37,10 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
 
 
 def conv_norm_act(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, norm: str = "bn",
-                  act: bool = True) -> nn.Sequential:  # fmt: skip
+                  act: bool = True) -> nn.Sequential:
     """conv (no bias when normalized) -> norm -> ReLU."""
     layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
-                                         bias=norm == "none"), norm_layer(norm, out_channels)]  # fmt: skip
+                                         bias=norm == "none"), norm_layer(norm, out_channels)]
     if act:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
@@ -58,7 +58,7 @@ class FPN(nn.Module):
     """
 
     def __init__(self, in_channels: Sequence[int], channels: int = 96, pan: bool = True, extra_levels: int = 0,
-                 norm: str = "bn") -> None:  # fmt: skip
+                 norm: str = "bn") -> None:
         super().__init__()
         if not in_channels:
             raise ValueError("FPN needs at least one input level")
@@ -82,7 +82,7 @@ class FPN(nn.Module):
         lateral = [conv(x) for conv, x in zip(self.laterals, taps)]
         for level in range(len(lateral) - 2, -1, -1):
             lateral[level] = lateral[level] + F.interpolate(lateral[level + 1], size=lateral[level].shape[-2:],
-                                                            mode="nearest")  # fmt: skip
+                                                            mode="nearest")
         outs = [conv(x) for conv, x in zip(self.smooth, lateral)]
         if self.pan:
             for level in range(1, len(outs)):

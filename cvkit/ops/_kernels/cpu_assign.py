@@ -235,7 +235,7 @@ def _usable_gt(gt, valid, m):
 def _match_image(
     b, anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
     gt, valid, k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor,
-):  # fmt: skip
+):
     # k = typed constants (zero, pos_thresh, neg_thresh) so float32 math never widens to float64.
     zero, pos, neg = k[0], k[1], k[2]
     n = sboxes.shape[0]
@@ -269,7 +269,7 @@ def _match_image(
                 base = starts[grp] + iy * row
                 for s in range(ptr[base + ix0], ptr[base + ix1 + 1]):
                     iou = _iou(sboxes[s, 0], sboxes[s, 1], sboxes[s, 2], sboxes[s, 3], sarea[s],
-                               gx1, gy1, gx2, gy2, area_g, zero)  # fmt: skip
+                               gx1, gy1, gx2, gy2, area_g, zero)
                     if iou > best[s]:
                         best[s] = iou
                         best_gt[s] = m
@@ -302,7 +302,7 @@ def _match_image(
             ax1, ay1, ax2, ay2 = anchors[a, 0], anchors[a, 1], anchors[a, 2], anchors[a, 3]
             gx1, gy1, gx2, gy2 = gt[m, 0], gt[m, 1], gt[m, 2], gt[m, 3]
             out_iou[b, a] = _iou(ax1, ay1, ax2, ay2, (ax2 - ax1) * (ay2 - ay1),
-                                 gx1, gy1, gx2, gy2, (gx2 - gx1) * (gy2 - gy1), zero)  # fmt: skip
+                                 gx1, gy1, gx2, gy2, (gx2 - gx1) * (gy2 - gy1), zero)
     elif mode == MODE_RCNN:
         # torchvision's Matcher(allow_low_quality_matches=True): every anchor tied at a ground truth's best
         # IoU takes *its own* best ground truth
@@ -326,25 +326,25 @@ def _match_image(
                     base = starts[grp] + iy * row
                     for s in range(ptr[base + ix0], ptr[base + ix1 + 1]):
                         iou = _iou(sboxes[s, 0], sboxes[s, 1], sboxes[s, 2], sboxes[s, 3], sarea[s],
-                                   gx1, gy1, gx2, gy2, area_g, zero)  # fmt: skip
+                                   gx1, gy1, gx2, gy2, area_g, zero)
                         if iou == g_best:
                             out_idx[b, order[s]] = best_gt[s]
 
 
 @numba.njit(**_JIT)
 def _match_serial(anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
-                  gt, valid, k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor):  # fmt: skip
+                  gt, valid, k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor):
     for b in range(gt.shape[0]):
         _match_image(b, anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
-                     gt[b], valid[b], k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor)  # fmt: skip
+                     gt[b], valid[b], k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _match_parallel(anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
-                    gt, valid, k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor):  # fmt: skip
+                    gt, valid, k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor):
     for b in numba.prange(gt.shape[0]):
         _match_image(b, anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
-                     gt[b], valid[b], k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor)  # fmt: skip
+                     gt[b], valid[b], k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor)
 
 
 @numba.njit(**_JIT)
@@ -396,7 +396,7 @@ def match_cpu(
         sboxes, sarea, inv = _sorted_boxes(a_np, order, num_indexed)
         consts = np.array([0, pos_thresh, neg_thresh], dtype=a_np.dtype)
         args = (a_np, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute_used,
-                g_np, v_np, consts, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor)  # fmt: skip
+                g_np, v_np, consts, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor)
         if allowed_threads() > 1 and batch > 1:
             run_threaded(_match_parallel, *args)
         else:
