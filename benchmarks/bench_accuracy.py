@@ -186,7 +186,8 @@ def run_ssdlite(cfg: Any, budget_minutes: float, max_images: int) -> dict[str, A
     train_s, epoch, next_eval = 0.0, 0, 1
     budget.start()
     while not budget.exhausted():
-        train_loader.sampler.set_epoch(epoch) if hasattr(train_loader.sampler, "set_epoch") else None
+        if hasattr(train_loader.sampler, "set_epoch"):  # the loader's (seed, epoch, index) order
+            train_loader.sampler.set_epoch(epoch)
         for batch in train_loader:
             start = time.perf_counter()
             targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in batch["targets"]]

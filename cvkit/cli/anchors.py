@@ -220,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     try:
-        if args.fit and args.ann_file is None:
-            samples_list = list(samples)  # the fit walks the boxes many times
-            samples = iter(samples_list)
+        if args.fit:  # the fit walks the boxes many times, and measures the starting point itself
+            samples_list = samples_list if args.ann_file is not None else list(samples)
+            return _fit(args, samples_list, cfg, source)
         report = anchor_coverage(
             samples,
             generator,
@@ -235,8 +235,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, OSError) as exc:  # e.g. a DataError while reading annotations
         print(f"cvkit anchors: {exc}", file=sys.stderr)
         return 2
-    if args.fit:
-        return _fit(args, samples_list, cfg, source)
     summary = {"source": source, **report.to_dict()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "anchor_coverage.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

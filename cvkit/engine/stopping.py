@@ -83,6 +83,11 @@ class RunBudget:
     def timed(self) -> bool:
         return self.budget_s > 0
 
+    @property
+    def limited(self) -> bool:
+        """A time or image budget (not only the epochs' iteration cap): the run's length is the budget."""
+        return self.timed or self.max_images > 0
+
     def start(self) -> None:
         """Start (or restart, after a resume) the clock."""
         self._start = self.clock()

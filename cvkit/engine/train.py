@@ -157,7 +157,7 @@ def train_one_epoch(
     skipped_kinds: Counter = Counter()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress, dynamic_ncols=True)
-    budgeted = budget is not None and (budget.timed or budget.max_images > 0)
+    budgeted = budget is not None and budget.limited
     for step, batch in enumerate(bar):
         step_start = time.perf_counter()
         skipped += int(batch.get("num_skipped", 0))
@@ -187,7 +187,7 @@ def train_one_epoch(
                 torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
             optimizer.step()
         if budget is not None:
-            budget.step(len(batch["images"]) * _world_size(), time.perf_counter() - step_start)
+            budget.step(len(batch["images"]) * get_world_size(), time.perf_counter() - step_start)
         if scheduler is not None:
             scheduler.step(budget.fraction() if budgeted and budget is not None else None)
         if ema is not None:
@@ -253,14 +253,13 @@ def _restore(trainer: _Trainer, model: nn.Module, resume: str | os.PathLike) -> 
     return state
 
 
-def _evaluation_due(cfg: TrainConfig, epoch: int, last: bool, fractions: tuple[float, float]) -> bool:
+def _evaluation_due(cfg: TrainConfig, budget: RunBudget, epoch: int, last: bool, before: float) -> bool:
     """Evaluate after epoch ``epoch`` (0-based)? Every ``eval_every`` epochs and after the last one; under a
     budget when the fraction used passed a multiple of ``1 / budget_evals`` during the epoch."""
     if last:
         return True
-    if cfg.budget_minutes > 0 or cfg.max_images > 0:
-        before, after = fractions
-        return math.floor(after * cfg.budget_evals) > math.floor(before * cfg.budget_evals)
+    if budget.limited:  # ``before``: the fraction used when the epoch started
+        return math.floor(budget.fraction() * cfg.budget_evals) > math.floor(before * cfg.budget_evals)
     return (epoch + 1) % cfg.eval_every == 0
 
 
@@ -329,7 +328,7 @@ def fit(
         if resumed_rng is not None:
             set_rng_state(resumed_rng)
         trainer.budget.start()
-        budgeted = cfg.budget_minutes > 0 or cfg.max_images > 0
+        budgeted = trainer.budget.limited
         evaluated_now = False  # whether this call ran the evaluator (its report is then current)
         for epoch in range(start_epoch, cfg.epochs):
             if budgeted and trainer.budget.exhausted():
@@ -345,7 +344,7 @@ def fit(
             row: dict[str, float] = {"epoch": float(epoch + 1), **stats}
             last = epoch + 1 == cfg.epochs or trainer.budget.exhausted()
             improved = False
-            if val_loader is not None and _evaluation_due(cfg, epoch, last, (before, trainer.budget.fraction())):
+            if val_loader is not None and _evaluation_due(cfg, trainer.budget, epoch, last, before):
                 if main:
                     improved = _evaluate_into(row, model, criterion, postprocessor, val_loader, device, evaluator,
                                               trainer, cfg, run_dir)
@@ -428,10 +427,6 @@ def _table_metrics(val_loader: Any, evaluator: Any, monitor: str) -> list[str]:
     if evaluator is not None:
         names += list(getattr(evaluator, "table_metrics", ("AP", "AP50")))
     return names + ([monitor] if monitor not in names else [])
-
-
-def _world_size() -> int:
-    return get_world_size()
 
 
 def _broadcast_flag(flag: bool) -> bool:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cvkit.losses.config import LossConfig
-from cvkit.losses.multibox import _pad_targets, elementwise_diou, elementwise_giou
+from cvkit.losses.multibox import _pad_targets, elementwise_diou, elementwise_giou, elementwise_iou
 from cvkit.ops.assign import IGNORE, MatcherConfig
 from cvkit.ops.atss import atss_assign
 from cvkit.ops.coder import BoxCoder
@@ -103,7 +103,7 @@ class DenseLoss:
         target = torch.zeros_like(logits)  # (B, A, C)
         if self.cfg.cls_loss == "qfl":
             with torch.no_grad():
-                quality = _iou_rows(pred_boxes, pos_gt)  # the soft target: how good the predicted box is
+                quality = elementwise_iou(pred_boxes, pos_gt)  # the soft target: how good the predicted box is
             target[batch_idx, anchor_idx, pos_labels] = quality.to(target.dtype)
             per_element = quality_focal_loss(logits, target, self.cfg.qfl_beta)
         else:
@@ -123,12 +123,3 @@ class DenseLoss:
         loss = self.cfg.cls_weight * loss_cls + self.cfg.box_weight * loss_box
         return {"loss": loss, "loss_cls": loss_cls, "loss_box": loss_box}
 
-
-def _iou_rows(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU of matching rows (N,), 0 where the union is empty."""
-    area1 = (boxes1[:, 2] - boxes1[:, 0]).clamp(min=0) * (boxes1[:, 3] - boxes1[:, 1]).clamp(min=0)
-    area2 = (boxes2[:, 2] - boxes2[:, 0]).clamp(min=0) * (boxes2[:, 3] - boxes2[:, 1]).clamp(min=0)
-    inter = (torch.minimum(boxes1[:, 2:], boxes2[:, 2:]) - torch.maximum(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
-    inter = inter.prod(dim=1)
-    union = area1 + area2 - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))

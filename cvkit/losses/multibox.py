@@ -32,7 +32,7 @@ from cvkit.losses.config import LossConfig
 from cvkit.ops.assign import IGNORE, MatcherConfig, hard_negative_mining
 from cvkit.ops.coder import BoxCoder
 
-__all__ = ["MultiBoxLoss", "MatchedTargets", "build_targets", "elementwise_giou", "elementwise_diou"]
+__all__ = ["MultiBoxLoss", "MatchedTargets", "build_targets", "elementwise_giou", "elementwise_diou", "elementwise_iou"]
 
 
 class MatchedTargets(NamedTuple):
@@ -88,12 +88,7 @@ def elementwise_giou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
     ``cvkit.ops.box_iou`` computes them (float16 areas overflow past 255 x 255).
     """
     boxes1, boxes2 = _giou_dtype(boxes1), _giou_dtype(boxes2)
-    area1 = (boxes1[:, 2] - boxes1[:, 0]).clamp(min=0) * (boxes1[:, 3] - boxes1[:, 1]).clamp(min=0)
-    area2 = (boxes2[:, 2] - boxes2[:, 0]).clamp(min=0) * (boxes2[:, 3] - boxes2[:, 1]).clamp(min=0)
-    lt = torch.maximum(boxes1[:, :2], boxes2[:, :2])
-    rb = torch.minimum(boxes1[:, 2:], boxes2[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    union = area1 + area2 - inter
+    inter, union = _rows_inter_union(boxes1, boxes2)
     iou = inter / (union + eps)
     hull_wh = (torch.maximum(boxes1[:, 2:], boxes2[:, 2:]) - torch.minimum(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
     hull = hull_wh.prod(dim=1)
@@ -104,15 +99,28 @@ def elementwise_diou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
     """DIoU of matching rows: ``iou - d^2 / c^2`` (centre distance over the enclosing box's diagonal), (N,);
     float16 and integer boxes are computed in float32 (int64 in float64), as :func:`elementwise_giou`."""
     boxes1, boxes2 = _giou_dtype(boxes1), _giou_dtype(boxes2)
-    area1 = (boxes1[:, 2] - boxes1[:, 0]).clamp(min=0) * (boxes1[:, 3] - boxes1[:, 1]).clamp(min=0)
-    area2 = (boxes2[:, 2] - boxes2[:, 0]).clamp(min=0) * (boxes2[:, 3] - boxes2[:, 1]).clamp(min=0)
-    inter = (torch.minimum(boxes1[:, 2:], boxes2[:, 2:]) - torch.maximum(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
-    inter = inter.prod(dim=1)
-    iou = inter / (area1 + area2 - inter + eps)
+    inter, union = _rows_inter_union(boxes1, boxes2)
+    iou = inter / (union + eps)
     hull = (torch.maximum(boxes1[:, 2:], boxes2[:, 2:]) - torch.minimum(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
     diag = (hull**2).sum(dim=1) + eps
     centre = ((boxes1[:, :2] + boxes1[:, 2:]) - (boxes2[:, :2] + boxes2[:, 2:])) / 2
     return iou - (centre**2).sum(dim=1) / diag
+
+
+def elementwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """IoU of matching rows (N,), 0 where the union is empty; computed as :func:`elementwise_giou`."""
+    inter, union = _rows_inter_union(_giou_dtype(boxes1), _giou_dtype(boxes2))
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(union))
+
+
+def _rows_inter_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """Intersection and union areas of matching rows (N,) of xyxy boxes (negative sizes count as 0)."""
+    area1 = (boxes1[:, 2] - boxes1[:, 0]).clamp(min=0) * (boxes1[:, 3] - boxes1[:, 1]).clamp(min=0)
+    area2 = (boxes2[:, 2] - boxes2[:, 0]).clamp(min=0) * (boxes2[:, 3] - boxes2[:, 1]).clamp(min=0)
+    lt = torch.maximum(boxes1[:, :2], boxes2[:, :2])
+    rb = torch.minimum(boxes1[:, 2:], boxes2[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    return inter, area1 + area2 - inter
 
 
 def _giou_dtype(boxes: Tensor) -> Tensor:

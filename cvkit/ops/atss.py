@@ -106,8 +106,7 @@ def atss_assign(
     score = torch.where(positive, iou, torch.full_like(iou, -1.0))
     best_score, best_m = score.max(dim=1)  # (B, A); max returns the first maximal index
     matched = torch.where(best_score >= 0, best_m, torch.full_like(best_m, BACKGROUND))
-    best_iou_any = iou.max(dim=1).values if num_gt else torch.zeros(batch, num_anchors, device=device)
-    matched_iou = torch.where(matched >= 0, iou.gather(1, best_m[:, None]).squeeze(1), best_iou_any)
+    matched_iou = torch.where(matched >= 0, iou.gather(1, best_m[:, None]).squeeze(1), iou.max(dim=1).values)
     gt_best_iou, gt_best_anchor = iou.max(dim=-1)  # (B, M)
     gt_best_anchor = torch.where(valid, gt_best_anchor, torch.full_like(gt_best_anchor, -1))
     return AnchorMatch(matched, matched_iou, torch.where(valid, gt_best_iou, torch.zeros_like(gt_best_iou)),
