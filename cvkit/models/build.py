@@ -93,9 +93,15 @@ def load_weights_file(path: str | Path) -> tuple[str, dict[str, Tensor]]:
     return "torchvision", state
 
 
-def build_backbone(name: str, state_dict: Mapping[str, Tensor] | None = None) -> Backbone:
-    """The backbone ``name`` (a key of :data:`BACKBONES`), optionally with torchvision weights."""
-    return _lookup(BACKBONES, name, "backbone")(state_dict=state_dict)
+def build_backbone(name: str, state_dict: Mapping[str, Tensor] | None = None, width: float = 1.0) -> Backbone:
+    """The backbone ``name`` (a key of :data:`BACKBONES`), optionally with torchvision weights; ``width``
+    scales the channels (ResNets only)."""
+    factory = _lookup(BACKBONES, name, "backbone")
+    if width == 1.0:
+        return factory(state_dict=state_dict)
+    if not name.startswith("resnet"):
+        raise ValueError(f"model.backbone_width applies to the resnet backbones, not {name!r} (set it to 1.0)")
+    return factory(state_dict=state_dict, width=width)
 
 
 def _load_detector_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
@@ -168,7 +174,7 @@ def _backbone_and_anchors(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_
     kind, state = ("", None)
     if model_cfg.pretrained:
         kind, state = load_weights_file(model_cfg.pretrained)
-    backbone = build_backbone(model_cfg.backbone, state if kind == "torchvision" else None)
+    backbone = build_backbone(model_cfg.backbone, state if kind == "torchvision" else None, model_cfg.backbone_width)
     return kind, state, backbone, anchor_cfg.build()
 
 

@@ -2,6 +2,12 @@
 
 Stages: 0 stem (conv1, bn1, relu, maxpool), 1..4 layer1..layer4. On a 300x300 input the taps are
 38x38, 19x19 and 10x10, the first three levels of SSD300's anchors.
+
+``width`` scales every stage's channels (the stem's 64 and the stages' 64/128/256/512, rounded to a multiple
+of 8), as MobileNet's width multiplier does: a detector trained from scratch on a CPU budget sees more images
+per minute with a narrower network (``benchmarks/README.md`` has the ablation). The blocks are torchvision's
+``BasicBlock`` / ``Bottleneck`` under torchvision's module names, so at ``width = 1`` the network is
+torchvision's ResNet and its pretrained weights load; another width has no pretrained weights.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from typing import cast
 import torchvision
 from torch import Tensor, nn
 from torchvision.models import ResNet
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from cvkit.models.backbones._load import load_torchvision_state
 from cvkit.models.backbones.base import Backbone
@@ -19,8 +26,51 @@ from cvkit.models.backbones.base import Backbone
 __all__ = ["resnet18", "resnet34", "resnet50"]
 
 
-def _resnet(factory: Callable[..., ResNet], name: str, state_dict: Mapping[str, Tensor] | None) -> Backbone:
-    net = factory(weights=None)
+_BLOCKS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+}
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """``channels * width`` rounded to the nearest multiple of 8 (at least 8)."""
+    return max(8, int(round(channels * width / 8.0)) * 8)
+
+
+class _NarrowResNet(ResNet):
+    """torchvision's ResNet with every stage's width scaled (torchvision fixes them at 64, 128, 256, 512)."""
+
+    def __init__(self, name: str, width: float) -> None:
+        block, layers = _BLOCKS[name]
+        super().__init__(block, layers)  # builds the full-width layers; replaced below with the same names
+        planes = [scaled_channels(c, width) for c in (64, 128, 256, 512)]
+        self.inplanes = planes[0]
+        self.conv1 = nn.Conv2d(3, planes[0], kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes[0])
+        self.layer1 = self._make_layer(block, planes[0], layers[0])
+        self.layer2 = self._make_layer(block, planes[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(block, planes[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(block, planes[3], layers[3], stride=2)
+        self.fc = nn.Identity()  # type: ignore[assignment]
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+
+def _resnet(factory: Callable[..., ResNet], name: str, state_dict: Mapping[str, Tensor] | None,
+            width: float = 1.0) -> Backbone:
+    if not width > 0:
+        raise ValueError(f"model.backbone_width must be > 0, got {width}")
+    if width == 1.0:
+        net = factory(weights=None)
+    else:
+        if state_dict is not None:
+            raise ValueError(f"pretrained {name} weights are full width; they do not fit model.backbone_width={width}")
+        net = _NarrowResNet(name, width)
     if state_dict is not None:
         load_torchvision_state(net, state_dict, ("fc.",), name)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
@@ -36,16 +86,16 @@ def _resnet(factory: Callable[..., ResNet], name: str, state_dict: Mapping[str, 
     )
 
 
-def resnet18(state_dict: Mapping[str, Tensor] | None = None) -> Backbone:
-    """ResNet-18 backbone; ``state_dict``: torchvision ``resnet18`` weights (``fc.*`` optional)."""
-    return _resnet(torchvision.models.resnet18, "resnet18", state_dict)
+def resnet18(state_dict: Mapping[str, Tensor] | None = None, width: float = 1.0) -> Backbone:
+    """ResNet-18 backbone; ``state_dict``: torchvision ``resnet18`` weights (``fc.*`` optional); ``width``: channel multiplier."""
+    return _resnet(torchvision.models.resnet18, "resnet18", state_dict, width)
 
 
-def resnet34(state_dict: Mapping[str, Tensor] | None = None) -> Backbone:
-    """ResNet-34 backbone; ``state_dict``: torchvision ``resnet34`` weights (``fc.*`` optional)."""
-    return _resnet(torchvision.models.resnet34, "resnet34", state_dict)
+def resnet34(state_dict: Mapping[str, Tensor] | None = None, width: float = 1.0) -> Backbone:
+    """ResNet-34 backbone; ``state_dict``: torchvision ``resnet34`` weights (``fc.*`` optional); ``width``: channel multiplier."""
+    return _resnet(torchvision.models.resnet34, "resnet34", state_dict, width)
 
 
-def resnet50(state_dict: Mapping[str, Tensor] | None = None) -> Backbone:
-    """ResNet-50 backbone; ``state_dict``: torchvision ``resnet50`` weights (``fc.*`` optional)."""
-    return _resnet(torchvision.models.resnet50, "resnet50", state_dict)
+def resnet50(state_dict: Mapping[str, Tensor] | None = None, width: float = 1.0) -> Backbone:
+    """ResNet-50 backbone; ``state_dict``: torchvision ``resnet50`` weights (``fc.*`` optional); ``width``: channel multiplier."""
+    return _resnet(torchvision.models.resnet50, "resnet50", state_dict, width)
