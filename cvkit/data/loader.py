@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cvkit.data.collate import Skipped, collate_classification, collate_detection
 from cvkit.data.config import DataConfig
+from cvkit.transforms.mosaic import Mosaic
 from cvkit.transforms.pipeline import BatchSlot
 
 __all__ = [
@@ -64,32 +65,48 @@ def sample_seed(run_seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yield ``(index, epoch)`` keys over ``num_samples`` items; shuffled from ``(seed, epoch)``."""
+class EpochSampler(Sampler[tuple[int, ...]]):
+    """Yield ``(index, epoch)`` keys over ``num_samples`` items; shuffled from ``(seed, epoch)``.
 
-    def __init__(self, num_samples: int, shuffle: bool = True, seed: int = 0):
+    ``mosaic_until``: while the run's fraction (:meth:`set_fraction`, which the training loop calls after
+    every step) is below it, keys are ``(index, epoch, True)``: the sample may become a mosaic
+    (:class:`AugmentedDataset`). Keys are made as the loader asks for them, so a change of the fraction
+    reaches the batches a loader's prefetch depth later, the same batches on every run.
+    """
+
+    def __init__(self, num_samples: int, shuffle: bool = True, seed: int = 0, mosaic_until: float = 0.0):
         self.num_samples = int(num_samples)
         self.shuffle = shuffle
         self.seed = seed
         self.epoch = 0
+        self.mosaic_until = float(mosaic_until)
+        self.fraction = 0.0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def set_fraction(self, fraction: float) -> None:
+        """The fraction of the run used so far (0..1)."""
+        self.fraction = float(fraction)
+
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
         if self.shuffle:
             order = np.random.default_rng([self.seed & _MASK64, self.epoch & _MASK64]).permutation(self.num_samples)
         else:
             order = np.arange(self.num_samples)
         epoch = self.epoch
-        return iter([(int(i), epoch) for i in order])
+        if self.mosaic_until <= 0:
+            return iter([(int(i), epoch) for i in order])
+        return ((int(i), epoch, True) if self.fraction < self.mosaic_until else (int(i), epoch) for i in order)
 
     def __len__(self) -> int:
         return self.num_samples
 
 
 class AugmentedDataset(Dataset):
-    """``dataset`` with ``transform(sample, seed=...)`` applied; keys are ``index`` or ``(index, epoch)``.
+    """``dataset`` with ``transform(sample, seed=...)`` applied; keys are ``index``, ``(index, epoch)`` or
+    ``(index, epoch, True)``: the last may become a mosaic (``mosaic``, a :class:`cvkit.transforms.mosaic.Mosaic`,
+    applied before ``transform`` with draws from the sample's seed).
 
     A plain ``index`` means epoch 0. A sample the dataset skipped (``None``, bad input under
     ``on_error="skip"``) comes out as :class:`~cvkit.data.collate.Skipped` with the kinds of problem the
@@ -99,26 +116,31 @@ class AugmentedDataset(Dataset):
     #: :meth:`__getitems__` decodes images until this many bytes of pixels are held, then augments them
     DECODE_GROUP_BYTES = 32 << 20
 
-    def __init__(self, dataset: Any, transform: Callable[..., dict[str, Any]] | None, seed: int = 0):
+    def __init__(self, dataset: Any, transform: Callable[..., dict[str, Any]] | None, seed: int = 0,
+                 mosaic: Mosaic | None = None):
         self.dataset = dataset
         self.transform = transform
         self.seed = seed
+        self.mosaic = mosaic
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def _raw(self, key: int | tuple[int, int]) -> tuple[dict[str, Any] | Skipped, int]:
+    def _raw(self, key: int | tuple[int, ...]) -> tuple[dict[str, Any] | Skipped, int]:
         """The dataset's sample for ``key`` (or :class:`Skipped`) and its augmentation seed."""
-        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        index, epoch, mix = (key + (False,))[:3] if isinstance(key, tuple) else (key, 0, False)
         report = getattr(self.dataset, "report", None)
         before = report.errors.copy() if report is not None else None  # a few kinds at most
         sample = self.dataset[index]
         if sample is None:
             new = report.errors - before if report is not None and before is not None else {}
             return Skipped(tuple(sorted(new.items()))), 0  # the kinds this sample added to the report
-        return sample, sample_seed(self.seed, epoch, index)
+        seed = sample_seed(self.seed, epoch, index)
+        if mix and self.mosaic is not None:
+            sample = self.mosaic.maybe_apply(sample, seed, self.dataset.__getitem__, len(self.dataset))
+        return sample, seed
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any] | Skipped:
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any] | Skipped:
         sample, seed = self._raw(key)
         if isinstance(sample, Skipped) or self.transform is None:
             return sample
@@ -273,10 +295,12 @@ def build_dataloader(
     drop_last: bool = False,
     collate_fn: Callable[[list[Any]], Any] = collate_detection,
     persistent_workers: bool = False,
+    mosaic: Mosaic | None = None,
 ) -> DataLoader:
     """A DataLoader over ``AugmentedDataset(dataset, transform, seed)`` driven by an :class:`EpochSampler`.
 
     ``pin_memory`` is used only when CUDA is available. ``loader.sampler`` is the :class:`EpochSampler`.
+    ``mosaic`` (training only): mosaic samples until the fraction ``mosaic.until`` of the run.
     When ``transform`` has a ``normalize`` step, the collate function is wrapped in :class:`NormalizingCollate`
     so that every batch carries it (see :func:`batch_images`).
     """
@@ -287,11 +311,12 @@ def build_dataloader(
         # Workers decode and augment one image each, single-threaded; setting this before the fork
         # also keeps the children from inheriting a half-copied OpenCV thread pool (a fork deadlock).
         cv2.setNumThreads(1)
-    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed,
+                           mosaic_until=mosaic.until if mosaic is not None and mosaic.p > 0 else 0.0)
     generator = torch.Generator()
     generator.manual_seed(seed & (2**63 - 1))
     return DataLoader(
-        AugmentedDataset(dataset, transform, seed),
+        AugmentedDataset(dataset, transform, seed, mosaic),
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
@@ -305,7 +330,8 @@ def build_dataloader(
 
 
 def loader_from_config(
-    cfg: DataConfig, dataset: Any, transform: Callable[..., dict[str, Any]] | None, train: bool = True
+    cfg: DataConfig, dataset: Any, transform: Callable[..., dict[str, Any]] | None, train: bool = True,
+    mosaic: Mosaic | None = None,
 ) -> DataLoader:
     """:func:`build_dataloader` with the ``data:`` section's batch size, workers, seed and pinning.
 
@@ -323,6 +349,7 @@ def loader_from_config(
         pin_memory=cfg.pin_memory,
         collate_fn=collate_detection if is_detection(cfg) else collate_classification,
         persistent_workers=train and cfg.num_workers > 0,
+        mosaic=mosaic if train else None,
     )
 
 

@@ -158,6 +158,9 @@ def train_one_epoch(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress, dynamic_ncols=True)
     budgeted = budget is not None and budget.limited
+    set_fraction = getattr(getattr(loader, "sampler", None), "set_fraction", None)
+    if set_fraction is not None and budget is not None:
+        set_fraction(budget.fraction())  # before the first keys are drawn (a resumed run continues exactly)
     for step, batch in enumerate(bar):
         step_start = time.perf_counter()
         skipped += int(batch.get("num_skipped", 0))
@@ -188,6 +191,8 @@ def train_one_epoch(
             optimizer.step()
         if budget is not None:
             budget.step(len(batch["images"]) * get_world_size(), time.perf_counter() - step_start)
+            if set_fraction is not None:
+                set_fraction(budget.fraction())  # the sampler stops making mosaics late in the run
         if scheduler is not None:
             scheduler.step(budget.fraction() if budgeted and budget is not None else None)
         if ema is not None:

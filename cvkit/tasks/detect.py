@@ -49,14 +49,15 @@ def run(cfg: Any, run_dir: str | os.PathLike, resume: str | os.PathLike | None =
     from cvkit.engine.train import fit
     from cvkit.evaluation.coco import CocoEvaluator
     from cvkit.models.build import build_detector
-    from cvkit.transforms.presets import build_transform
+    from cvkit.transforms.presets import build_mosaic, build_transform
 
     seed_everything(cfg.train.seed)  # before anything random is built: the same start on every run and rank
     train_set = build_dataset(cfg.data, "train", progress=True)
     val_set = build_dataset(cfg.data, "val", progress=True)
     train_tf = build_transform(cfg.transforms.train_preset, cfg.transforms)
     val_tf = build_transform(cfg.transforms.eval_preset, cfg.transforms)
-    train_loader = loader_from_config(cfg.data, train_set, train_tf, train=True)
+    mosaic = build_mosaic(cfg.transforms) if cfg.transforms.train_preset == "ssd_train" else None
+    train_loader = loader_from_config(cfg.data, train_set, train_tf, train=True, mosaic=mosaic)
     val_loader = loader_from_config(cfg.data, val_set, val_tf, train=False)
     class_names = tuple(train_set.class_names)
     seed_everything(cfg.train.seed)  # the weights do not depend on how much the data readers drew

@@ -36,6 +36,10 @@ class TransformsConfig:
     crop_min_scale: float = 0.3  # crop width and height are at least this fraction of the image's
     crop_max_aspect: float = 2.0  # crop height/width and width/height are at most this
     crop_trials: int = 50  # candidate windows drawn per chosen min IoU
+    # ssd_train: mosaic (four images tiled around a random centre, before the steps above; cvkit.transforms.mosaic)
+    mosaic_p: float = 0.0  # probability that a training sample is a mosaic (0: off)
+    mosaic_off_fraction: float = 0.15  # no mosaics in this last fraction of the run (budget or epochs)
+    mosaic_min_visibility: float = 0.4  # a box cut by a tile border keeps at least this fraction of its area
     # box rules after every geometric step (boxes are clipped to the image first)
     min_box_size: float = 1.0  # boxes narrower or shorter than this (pixels) are dropped with their labels
     min_visibility: float = 0.0  # boxes keeping less than this fraction of their area after clipping are dropped
@@ -52,7 +56,8 @@ class TransformsConfig:
             problems.append("transforms.size must be positive")
         if min(cfg.std) <= 0:
             problems.append("transforms.std must be positive")
-        for name in ("hflip_p", "photometric_p", "zoom_out_p", "min_visibility"):
+        for name in ("hflip_p", "photometric_p", "zoom_out_p", "min_visibility", "mosaic_p", "mosaic_off_fraction",
+                     "mosaic_min_visibility"):
             if not 0.0 <= getattr(cfg, name) <= 1.0:
                 problems.append(f"transforms.{name} must be in [0, 1]")
         if cfg.zoom_out_max < 1.0:

@@ -26,11 +26,12 @@ import albumentations as A
 import cv2
 
 from cvkit.transforms.config import TransformsConfig
+from cvkit.transforms.mosaic import Mosaic
 from cvkit.transforms.pipeline import Pipeline
 from cvkit.transforms.ssd import MinIoURandomCrop, PhotometricDistort, ZoomOut
 from cvkit.transforms.ssd_fast import SSDTrainPipeline
 
-__all__ = ["ssd_train", "ssd_eval", "cls_train", "cls_eval", "PRESETS", "build_transform", "cv2_interpolation"]
+__all__ = ["build_mosaic", "ssd_train", "ssd_eval", "cls_train", "cls_eval", "PRESETS", "build_transform", "cv2_interpolation"]
 
 _P = TypeVar("_P", bound=Pipeline)
 
@@ -54,6 +55,17 @@ def _pipeline(kind: type[_P], transforms: list, cfg: TransformsConfig, seed: int
         transforms, mean=cfg.mean, std=cfg.std, min_box_size=cfg.min_box_size,
         min_visibility=cfg.min_visibility, seed=seed, name=name,
     )
+
+
+def build_mosaic(cfg: TransformsConfig) -> Mosaic | None:
+    """The training loader's :class:`~cvkit.transforms.mosaic.Mosaic` for ``cfg`` (``None`` when ``mosaic_p`` is 0).
+    Mosaics fill the uncovered canvas with the mean colour, as the zoom-out does."""
+    if cfg.mosaic_p <= 0:
+        return None
+    fill = tuple(int(round(255 * m)) for m in cfg.mean)
+    return Mosaic(p=cfg.mosaic_p, until=1.0 - cfg.mosaic_off_fraction, size=(int(cfg.size[0]), int(cfg.size[1])),
+                  fill=(fill[0], fill[1], fill[2]), min_box_size=cfg.min_box_size,
+                  min_visibility=cfg.mosaic_min_visibility)
 
 
 def ssd_train(cfg: TransformsConfig | None = None, seed: int | None = None) -> SSDTrainPipeline:
