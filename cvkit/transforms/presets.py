@@ -58,7 +58,8 @@ def _pipeline(kind: type[_P], transforms: list, cfg: TransformsConfig, seed: int
 
 
 def build_mosaic(cfg: TransformsConfig) -> Mosaic | None:
-    """The training loader's :class:`~cvkit.transforms.mosaic.Mosaic` for ``cfg`` (``None`` when ``mosaic_p`` is 0).
+    """The training loader's :class:`~cvkit.transforms.mosaic.Mosaic` for ``cfg`` (``None`` when ``mosaic_p``
+    is 0).
     Mosaics fill the uncovered canvas with the mean colour, as the zoom-out does."""
     if cfg.mosaic_p <= 0:
         return None

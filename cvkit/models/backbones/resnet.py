@@ -87,15 +87,18 @@ def _resnet(factory: Callable[..., ResNet], name: str, state_dict: Mapping[str, 
 
 
 def resnet18(state_dict: Mapping[str, Tensor] | None = None, width: float = 1.0) -> Backbone:
-    """ResNet-18 backbone; ``state_dict``: torchvision ``resnet18`` weights (``fc.*`` optional); ``width``: channel multiplier."""
+    """ResNet-18 backbone; ``state_dict``: torchvision ``resnet18`` weights (``fc.*`` optional);
+    ``width``: channel multiplier."""
     return _resnet(torchvision.models.resnet18, "resnet18", state_dict, width)
 
 
 def resnet34(state_dict: Mapping[str, Tensor] | None = None, width: float = 1.0) -> Backbone:
-    """ResNet-34 backbone; ``state_dict``: torchvision ``resnet34`` weights (``fc.*`` optional); ``width``: channel multiplier."""
+    """ResNet-34 backbone; ``state_dict``: torchvision ``resnet34`` weights (``fc.*`` optional);
+    ``width``: channel multiplier."""
     return _resnet(torchvision.models.resnet34, "resnet34", state_dict, width)
 
 
 def resnet50(state_dict: Mapping[str, Tensor] | None = None, width: float = 1.0) -> Backbone:
-    """ResNet-50 backbone; ``state_dict``: torchvision ``resnet50`` weights (``fc.*`` optional); ``width``: channel multiplier."""
+    """ResNet-50 backbone; ``state_dict``: torchvision ``resnet50`` weights (``fc.*`` optional);
+    ``width``: channel multiplier."""
     return _resnet(torchvision.models.resnet50, "resnet50", state_dict, width)
