@@ -31,7 +31,8 @@ from cvkit.transforms.pipeline import Pipeline
 from cvkit.transforms.ssd import MinIoURandomCrop, PhotometricDistort, ZoomOut
 from cvkit.transforms.ssd_fast import SSDTrainPipeline
 
-__all__ = ["build_mosaic", "ssd_train", "ssd_eval", "cls_train", "cls_eval", "PRESETS", "build_transform", "cv2_interpolation"]
+__all__ = ["build_mosaic", "ssd_train", "ssd_eval", "cls_train", "cls_eval", "PRESETS", "build_transform",
+           "cv2_interpolation"]
 
 _P = TypeVar("_P", bound=Pipeline)
 
