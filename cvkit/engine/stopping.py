@@ -126,6 +126,18 @@ class RunBudget:
         self._fraction = min(max(self._fraction, *parts), 1.0)
         return self._fraction
 
+    @property
+    def last_fraction(self) -> float:
+        """What :meth:`fraction` returned last (no new clock reading)."""
+        return self._fraction
+
+    @property
+    def used_up(self) -> bool:
+        """Whether the last :meth:`fraction` reading reached 1, without reading the clock again: the stop
+        decision the schedule saw (a second reading a moment later could stop a run whose lr is short of its
+        end value, and could differ between processes)."""
+        return self._fraction >= 1.0
+
     def exhausted(self) -> bool:
         """True once the time, image or iteration budget is used up."""
         return self.fraction() >= 1.0

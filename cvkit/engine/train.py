@@ -189,12 +189,15 @@ def train_one_epoch(
             if clip_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
             optimizer.step()
+        # one reading of the budget per step: the schedule, the sampler and the stop below all see it
+        fraction = None
         if budget is not None:
             budget.step(len(batch["images"]) * get_world_size(), time.perf_counter() - step_start)
+            fraction = budget.fraction()
             if set_fraction is not None:
-                set_fraction(budget.fraction())  # the sampler stops making mosaics late in the run
+                set_fraction(fraction)  # the sampler stops making mosaics late in the run
         if scheduler is not None:
-            scheduler.step(budget.fraction() if budgeted and budget is not None else None)
+            scheduler.step(fraction if budgeted else None)
         if ema is not None:
             ema.update(model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model)
         for key, value in losses.items():
@@ -202,7 +205,7 @@ def train_one_epoch(
         num_steps += 1
         if progress:
             bar.set_postfix(loss=f"{sums['loss'] / num_steps:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-        if budget is not None and _broadcast_flag(budget.exhausted()):
+        if fraction is not None and _broadcast_flag(fraction >= 1.0):
             break
     stats = {k: v / max(num_steps, 1) for k, v in sums.items()}
     stats["skipped"] = float(skipped)
@@ -264,7 +267,7 @@ def _evaluation_due(cfg: TrainConfig, budget: RunBudget, epoch: int, last: bool,
     if last:
         return True
     if budget.limited:  # ``before``: the fraction used when the epoch started
-        return math.floor(budget.fraction() * cfg.budget_evals) > math.floor(before * cfg.budget_evals)
+        return math.floor(budget.last_fraction * cfg.budget_evals) > math.floor(before * cfg.budget_evals)
     return (epoch + 1) % cfg.eval_every == 0
 
 
@@ -333,12 +336,13 @@ def fit(
         if resumed_rng is not None:
             set_rng_state(resumed_rng)
         trainer.budget.start()
+        trainer.budget.fraction()  # a resumed run's share, read once: the decisions below use this reading
         budgeted = trainer.budget.limited
         evaluated_now = False  # whether this call ran the evaluator (its report is then current)
         for epoch in range(start_epoch, cfg.epochs):
-            if budgeted and trainer.budget.exhausted():
+            if budgeted and trainer.budget.used_up:
                 break
-            start, before = time.perf_counter(), trainer.budget.fraction()
+            start, before = time.perf_counter(), trainer.budget.last_fraction
             _set_loader_epoch(train_loader, epoch)
             stats = train_one_epoch(train_model, criterion, trainer.optimizer, train_loader, device, epoch,
                                     scheduler=trainer.scheduler, scaler=trainer.scaler, ema=trainer.ema,
@@ -347,14 +351,14 @@ def fit(
             stats = all_reduce_mean(stats, device)
             stats["skipped"] *= world_size  # a sum over processes, not a mean
             row: dict[str, float] = {"epoch": float(epoch + 1), **stats}
-            last = epoch + 1 == cfg.epochs or trainer.budget.exhausted()
+            last = epoch + 1 == cfg.epochs or (budgeted and trainer.budget.used_up)
             improved = False
             if val_loader is not None and _evaluation_due(cfg, trainer.budget, epoch, last, before):
                 if main:
                     improved = _evaluate_into(row, model, criterion, postprocessor, val_loader, device, evaluator,
                                               trainer, cfg, run_dir)
                     evaluated_now = evaluator is not None
-            trainer.budget.finished = budgeted and trainer.budget.exhausted()
+            trainer.budget.finished = budgeted and trainer.budget.used_up
             row.update(lr=max(g["lr"] for g in trainer.optimizer.param_groups), time=time.perf_counter() - start,
                        images_seen=float(trainer.budget.images_seen), time_used=trainer.budget.time_used)
             logger.log_epoch(row)

@@ -177,3 +177,36 @@ def test_a_time_budget_ends_the_run_at_the_budget(tmp_path):
     assert history[-1]["time_used"] <= 1.5 + 1.0 and took < 10
     assert history[-1]["lr"] == pytest.approx(0.0, abs=1e-9) and "AP" in history[-1]
     assert load_checkpoint(tmp_path / "timed" / "checkpoints" / "last.pt")["budget"]["finished"]
+
+
+class TickingClock:
+    """Every reading is ``tick`` seconds after the previous one: time passes between any two looks."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_a_time_budget_that_runs_out_ends_the_pass_with_the_schedule_at_its_end_value():
+    """The step that uses up the budget is the one the schedule sees at its end: the pass judges 'used up'
+    by the same fraction it gave the schedule (it used to read the clock again, and a late tick ended the
+    run with the lr short of its end value: flaky under load)."""
+    from cvkit.engine.train import train_one_epoch
+
+    torch.manual_seed(0)
+    model, criterion = TinyDetector(), TinyCriterion()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    for tick in (0.07, 0.13, 0.29):
+        budget = RunBudget(minutes=1.0 / 60, clock=TickingClock(tick))  # 1 s, ticking on every look
+        budget.start()
+        schedule = IterationSchedule(optimizer, total_iters=1000, kind="cosine", warmup_iters=0)
+        for epoch in range(100):
+            train_one_epoch(model, criterion, optimizer, tiny_loader(num_images=16, batch_size=4), "cpu", epoch,
+                            scheduler=schedule, budget=budget)
+            if budget.exhausted():
+                break
+        assert budget.exhausted()
+        assert schedule.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12), tick

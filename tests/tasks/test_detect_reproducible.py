@@ -42,6 +42,12 @@ def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
+def run(cmd: list[str]) -> None:
+    """Run ``cmd`` to completion; a failure shows the end of its stderr (CI keeps nothing else)."""
+    proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {' '.join(cmd[3:5])}\n{proc.stderr[-3000:]}"
+
+
 def losses(run_dir: Path) -> list[tuple[str, ...]]:
     """The loss columns of ``metrics.csv`` as written (strings: byte-identical means equal)."""
     with open(run_dir / "metrics.csv", newline="") as f:
@@ -51,7 +57,7 @@ def losses(run_dir: Path) -> list[tuple[str, ...]]:
 def test_two_seeded_runs_give_identical_losses(tmp_path):
     args = tiny_args(tmp_path / "cache", epochs=2, num_train=8)
     for name in ("a", "b"):
-        subprocess.run(train_command(tmp_path / name, args), check=True, cwd=ROOT, env=env(), capture_output=True)
+        run(train_command(tmp_path / name, args))
     first, second = losses(tmp_path / "a"), losses(tmp_path / "b")
     assert len(first) == 2
     assert first == second
@@ -59,7 +65,7 @@ def test_two_seeded_runs_give_identical_losses(tmp_path):
 
 def test_run_killed_mid_epoch_and_resumed_gives_the_uninterrupted_losses(tmp_path):
     args = tiny_args(tmp_path / "cache", epochs=3, num_train=24)
-    subprocess.run(train_command(tmp_path / "whole", args), check=True, cwd=ROOT, env=env(), capture_output=True)
+    run(train_command(tmp_path / "whole", args))
     whole = losses(tmp_path / "whole")
     assert len(whole) == 3
 
@@ -78,8 +84,7 @@ def test_run_killed_mid_epoch_and_resumed_gives_the_uninterrupted_losses(tmp_pat
         proc.kill()
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    subprocess.run(train_command(run_dir, args, resume=last), check=True, cwd=ROOT, env=env(),
-                   capture_output=True)
+    run(train_command(run_dir, args, resume=last))
     assert losses(run_dir) == whole
 
 
