@@ -21,6 +21,7 @@ from torchvision.models.detection._utils import SSDMatcher
 from torchvision.ops import box_iou as tv_box_iou
 
 from cvkit import ops
+from cvkit.ops._kernels.cpu_assign import MODE_SSD, match_cpu
 
 SSD300_FEATURES = [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)]
 
@@ -145,6 +146,23 @@ def main() -> None:
                 target=10.0 if threads == 1 else None,
                 baseline_name="torchvision_per_image",
             )
+        # the anchor grid against the plain dense per-image kernel it replaces (issue 13: keep the grid only
+        # if it wins clearly): SSD300's anchors and a dense detector's one anchor per location at 320x320
+        dense320 = ops.AnchorGenerator(sizes=[[32], [64], [128]], aspect_ratios=[[1.0]] * 3)(
+            [(40, 40), (20, 20), (10, 10)], (320, 320)).clone()
+        for name, grid_anchors, image in (("ssd300", anchors, 300.0), ("dense320", dense320, 320.0)):
+            for num_gt in (6, 50):
+                gt = realistic_gt(32, num_gt, image, seed=200 + num_gt)
+                valid = torch.ones(32, num_gt, dtype=torch.bool)
+                bench.compare(
+                    case={"op": "match_cpu grid vs dense", "anchors": f"{name} {grid_anchors.shape[0]}", "B": 32,
+                          "gt": num_gt},
+                    candidate=lambda a=grid_anchors, gt=gt, valid=valid: match_cpu(a, gt, valid, 0.5, 0.5, MODE_SSD),
+                    baseline=lambda a=grid_anchors, gt=gt, valid=valid: match_cpu(a, gt, valid, 0.5, 0.5, MODE_SSD,
+                                                                                  brute=True),
+                    check=lambda x, y: all(torch.equal(u, v) for u, v in zip(x, y, strict=True)),
+                    baseline_name="dense_per_image",
+                )
         for num_gt, name in ((1, "banana"), (50, "crowded")):
             boxes = realistic_gt(32, num_gt, 1.0, seed=100 + num_gt)
             g = torch.Generator().manual_seed(num_gt)

@@ -2,10 +2,15 @@
 
 ``match_cpu`` never builds the ``[B, A, M]`` IoU table. It indexes the anchors once per call (they are
 shared by the batch) in a few uniform grids, one per anchor size class (sizes within a factor of 2),
-keyed by anchor centre; a ground truth then visits only the grid cells whose anchors can overlap it.
-Extra memory is O(A + M) per image plus the O(A) index. IoU is computed exactly as ``box_iou`` computes
-it (torchvision's order of operations, ``union = (area_a + area_g) - inter``, 0 where the union is not
-positive), in the input precision, so the matches equal those of a dense ``box_iou`` + matcher.
+keyed by anchor centre (:class:`AnchorIndex`); a ground truth then visits only the grid cells whose
+anchors can overlap it (:func:`_candidates`, the one grid walk). Extra memory is O(A + M) per image plus
+the O(A) index. IoU is computed exactly as ``box_iou`` computes it (torchvision's order of operations,
+``union = (area_a + area_g) - inter``, 0 where the union is not positive), in the input precision, so the
+matches equal those of a dense ``box_iou`` + matcher.
+
+The plain reference is the same kernel with ``brute=True``: one cell holding every anchor, i.e. the dense
+per-image loop over all anchors for every ground truth (the tests compare the two; the grid is kept
+because it is measurably faster: ``benchmarks/bench_assign.py``, ``op=match_cpu grid vs dense`` rows).
 
 Anchors with zero or negative width or height never overlap anything (their IoU is 0) and are left out
 of the index; anchors with non-finite coordinates make the kernel fall back to visiting every anchor.
@@ -17,6 +22,7 @@ truth, its best still-free anchor instead of re-scanning the whole ``[A, M]`` ta
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -35,37 +41,91 @@ _BACKGROUND, _IGNORE = -1, -2  # must equal cvkit.ops.assign.BACKGROUND / IGNORE
 _NOT_INDEXED = -(1 << 62)
 
 
+class AnchorIndex(NamedTuple):
+    """The anchors of one call, sorted by (size class, cell y, cell x), and G grids over their centres.
+
+    Anchor arrays (``A`` rows, in sorted order unless said): ``boxes [A, 4]``, ``areas [A]``,
+    ``order [A]`` (sorted position -> anchor index; degenerate anchors last), ``inv [A]`` (anchor index ->
+    sorted position). Per grid ``g`` (one per size class): the centre of cell (0, 0) ``origin_x/y [G]``,
+    ``inv_cell [G]`` (1 / cell side), ``nx/ny [G]`` cells, ``half_x/y [G]`` (the largest half extent of its
+    anchors), ``cell_start [G + 1]`` (its first global cell id). ``cell_ptr [C + 1]``: the sorted anchors of
+    global cell ``c`` are ``cell_ptr[c]:cell_ptr[c + 1]``. ``brute``: one cell holds every anchor.
+    """
+
+    boxes: np.ndarray
+    areas: np.ndarray
+    order: np.ndarray
+    inv: np.ndarray
+    origin_x: np.ndarray
+    origin_y: np.ndarray
+    inv_cell: np.ndarray
+    nx: np.ndarray
+    ny: np.ndarray
+    half_x: np.ndarray
+    half_y: np.ndarray
+    cell_start: np.ndarray
+    cell_ptr: np.ndarray
+    brute: bool
+
+
+class MatchArrays(NamedTuple):
+    """The outputs of ``match_cpu``, written image by image: ``matched_idxs [B, A]``, ``matched_iou [B, A]``,
+    ``gt_best_iou [B, M]``, ``gt_best_anchor [B, M]`` (see ``cvkit.ops.assign.match_anchors``)."""
+
+    matched_idxs: np.ndarray
+    matched_iou: np.ndarray
+    gt_best_iou: np.ndarray
+    gt_best_anchor: np.ndarray
+
+
 # ---------------------------------------------------------------------------------------------
-# Anchor index: per size class, a uniform grid over anchor centres (CSR layout)
+# The anchor index
 # ---------------------------------------------------------------------------------------------
 
 
 @numba.njit(**_JIT)
-def _build_index(anchors, brute):
-    """Sort anchors by (size class, cell y, cell x) and describe the grids.
+def _sorted_index(anchors, order, origin_x, origin_y, inv_cell, nx, ny, half_x, half_y, cell_start, cell_ptr,
+                  brute):
+    n = order.shape[0]
+    boxes = np.empty((n, 4), dtype=anchors.dtype)
+    areas = np.empty(n, dtype=anchors.dtype)
+    inv = np.empty(n, dtype=np.int64)
+    for s in range(n):
+        a = order[s]
+        inv[a] = s
+        for c in range(4):
+            boxes[s, c] = anchors[a, c]
+        areas[s] = (anchors[a, 2] - anchors[a, 0]) * (anchors[a, 3] - anchors[a, 1])
+    return AnchorIndex(boxes, areas, order, inv, origin_x, origin_y, inv_cell, nx, ny, half_x, half_y,
+                       cell_start, cell_ptr, brute)
 
-    Returns ``order`` (sorted position -> anchor index; degenerate anchors last), ``num_indexed``,
-    ``groups`` float64 [G, 7] = (origin x, origin y, 1 / cell, nx, ny, half extent x, half extent y),
-    ``group_cell_start`` int64 [G + 1] and ``cell_ptr`` int64 (CSR offsets into the sorted anchors).
-    """
+
+@numba.njit(**_JIT)
+def _single_cell_index(anchors):
+    """Every anchor in one cell: the dense reference walk."""
     n = anchors.shape[0]
-    key_group = np.full(n, _NOT_INDEXED, dtype=np.int64)
+    zeros = np.zeros(1)
+    ones = np.ones(1, dtype=np.int64)
+    return _sorted_index(anchors, np.arange(n).astype(np.int64), zeros, zeros.copy(), zeros.copy(), ones,
+                         ones.copy(), zeros.copy(), zeros.copy(), np.array([0, 1], dtype=np.int64),
+                         np.array([0, n], dtype=np.int64), True)
+
+
+@numba.njit(**_JIT)
+def _build_index(anchors, brute):
+    """:class:`AnchorIndex` of ``anchors [A, 4]``: the grids, or one cell when ``brute`` or any anchor
+    coordinate is not finite."""
+    n = anchors.shape[0]
     finite = True
     for i in range(n):
         for c in range(4):
             if not math.isfinite(anchors[i, c]):
                 finite = False
     if brute or not finite:
-        order = np.arange(n).astype(np.int64)
-        groups = np.zeros((1, 7), dtype=np.float64)
-        groups[0, 2] = 0.0  # brute force marker: every query covers the single cell
-        groups[0, 3] = 1.0
-        groups[0, 4] = 1.0
-        starts = np.array([0, 1], dtype=np.int64)
-        ptr = np.array([0, n], dtype=np.int64)
-        return order, n, groups, starts, ptr, True
+        return _single_cell_index(anchors)
 
     # size class = floor(log2(max side)); degenerate anchors (w <= 0 or h <= 0) get _NOT_INDEXED
+    key_group = np.full(n, _NOT_INDEXED, dtype=np.int64)
     lo = 1 << 30
     hi = -(1 << 30)
     for i in range(n):
@@ -76,9 +136,12 @@ def _build_index(anchors, brute):
             key_group[i] = g
             lo = min(lo, g)
             hi = max(hi, g)
-    if lo > hi:  # nothing indexable
-        order = np.arange(n).astype(np.int64)
-        return order, 0, np.zeros((0, 7)), np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), False
+    if lo > hi:  # nothing indexable: no grid, every anchor IoU 0
+        empty = np.zeros(0)
+        none = np.zeros(0, dtype=np.int64)
+        return _sorted_index(anchors, np.arange(n).astype(np.int64), empty, empty.copy(), empty.copy(), none,
+                             none.copy(), empty.copy(), empty.copy(), np.zeros(1, dtype=np.int64),
+                             np.zeros(1, dtype=np.int64), False)
     num_classes = hi - lo + 1
     # per class extents of the centres and the largest half sizes
     cmin_x = np.full(num_classes, np.inf)
@@ -113,8 +176,14 @@ def _build_index(anchors, brute):
         if count[g] > 0:
             remap[g] = num_groups
             num_groups += 1
-    groups = np.zeros((num_groups, 7), dtype=np.float64)
-    starts = np.zeros(num_groups + 1, dtype=np.int64)
+    origin_x = np.zeros(num_groups)
+    origin_y = np.zeros(num_groups)
+    inv_cell = np.zeros(num_groups)
+    nx = np.zeros(num_groups, dtype=np.int64)
+    ny = np.zeros(num_groups, dtype=np.int64)
+    half_x = np.zeros(num_groups)
+    half_y = np.zeros(num_groups)
+    cell_start = np.zeros(num_groups + 1, dtype=np.int64)
     for g in range(num_classes):
         r = remap[g]
         if r < 0:
@@ -123,41 +192,40 @@ def _build_index(anchors, brute):
         span_x = cmax_x[g] - cmin_x[g]
         span_y = cmax_y[g] - cmin_y[g]
         cell = max(cell, max(span_x, span_y) / 4096.0, 1e-12)
-        nx = int(span_x / cell) + 1
-        ny = int(span_y / cell) + 1
+        gx = int(span_x / cell) + 1
+        gy = int(span_y / cell) + 1
         limit = 4 * count[g] + 64
-        while nx * ny > limit:  # keep the grid in proportion to the anchors
+        while gx * gy > limit:  # keep the grid in proportion to the anchors
             cell *= 1.5
-            nx = int(span_x / cell) + 1
-            ny = int(span_y / cell) + 1
-        groups[r, 0] = cmin_x[g]
-        groups[r, 1] = cmin_y[g]
-        groups[r, 2] = 1.0 / cell
-        groups[r, 3] = nx
-        groups[r, 4] = ny
-        groups[r, 5] = hx[g]
-        groups[r, 6] = hy[g]
-        starts[r + 1] = starts[r] + nx * ny
+            gx = int(span_x / cell) + 1
+            gy = int(span_y / cell) + 1
+        origin_x[r] = cmin_x[g]
+        origin_y[r] = cmin_y[g]
+        inv_cell[r] = 1.0 / cell
+        nx[r] = gx
+        ny[r] = gy
+        half_x[r] = hx[g]
+        half_y[r] = hy[g]
+        cell_start[r + 1] = cell_start[r] + gx * gy
     # counting sort of the anchors by global cell id
-    total_cells = starts[num_groups]
+    total_cells = cell_start[num_groups]
     cell_of = np.full(n, -1, dtype=np.int64)
-    ptr = np.zeros(total_cells + 1, dtype=np.int64)
+    cell_ptr = np.zeros(total_cells + 1, dtype=np.int64)
     num_indexed = 0
     for i in range(n):
         g = key_group[i]
         if g == _NOT_INDEXED:
             continue
         r = remap[g - lo]
-        inv = groups[r, 2]
-        ix = min(int((cx[i] - groups[r, 0]) * inv), int(groups[r, 3]) - 1)
-        iy = min(int((cy[i] - groups[r, 1]) * inv), int(groups[r, 4]) - 1)
-        c = starts[r] + iy * int(groups[r, 3]) + ix
+        ix = min(int((cx[i] - origin_x[r]) * inv_cell[r]), nx[r] - 1)
+        iy = min(int((cy[i] - origin_y[r]) * inv_cell[r]), ny[r] - 1)
+        c = cell_start[r] + iy * nx[r] + ix
         cell_of[i] = c
-        ptr[c + 1] += 1
+        cell_ptr[c + 1] += 1
         num_indexed += 1
     for c in range(total_cells):
-        ptr[c + 1] += ptr[c]
-    fill = ptr[:-1].copy()
+        cell_ptr[c + 1] += cell_ptr[c]
+    fill = cell_ptr[:-1].copy()
     order = np.empty(n, dtype=np.int64)
     tail = num_indexed
     for i in range(n):
@@ -168,7 +236,8 @@ def _build_index(anchors, brute):
         else:
             order[fill[c]] = i
             fill[c] += 1
-    return order, num_indexed, groups, starts, ptr, False
+    return _sorted_index(anchors, order, origin_x, origin_y, inv_cell, nx, ny, half_x, half_y, cell_start,
+                         cell_ptr, False)
 
 
 @numba.njit(inline="always")
@@ -183,25 +252,8 @@ def _cell_range(lo_v, hi_v, origin, inv, n_cells):
     return i0, i1
 
 
-@numba.njit(inline="always")
-def _query(groups, grp, brute, gx1, gy1, gx2, gy2):
-    """Cell ranges ``(ix0, ix1, iy0, iy1)`` of group ``grp`` whose anchors may overlap the box."""
-    if brute:
-        return 0, 0, 0, 0
-    ox, oy, inv = groups[grp, 0], groups[grp, 1], groups[grp, 2]
-    hx, hy = groups[grp, 5], groups[grp, 6]
-    x1, y1, x2, y2 = np.float64(gx1), np.float64(gy1), np.float64(gx2), np.float64(gy2)
-    # an anchor overlaps only if its centre lies within half its extent of the box; the small margin
-    # absorbs rounding of the centres
-    tol_x = 1e-6 * (abs(x1) + abs(x2) + hx) + 1e-9
-    tol_y = 1e-6 * (abs(y1) + abs(y2) + hy) + 1e-9
-    ix0, ix1 = _cell_range(x1 - hx - tol_x, x2 + hx + tol_x, ox, inv, int(groups[grp, 3]))
-    iy0, iy1 = _cell_range(y1 - hy - tol_y, y2 + hy + tol_y, oy, inv, int(groups[grp, 4]))
-    return ix0, ix1, iy0, iy1
-
-
 # ---------------------------------------------------------------------------------------------
-# IoU of one anchor and one ground truth, as box_iou computes it
+# IoU of one anchor and one ground truth, as box_iou computes it, and the grid walk
 # ---------------------------------------------------------------------------------------------
 
 
@@ -214,6 +266,43 @@ def _iou(ax1, ay1, ax2, ay2, area_a, gx1, gy1, gx2, gy2, area_g, zero):
     inter = w * h
     union = (area_a + area_g) - inter
     return inter / union if union > 0 else zero
+
+
+@numba.njit(inline="always")
+def _candidates(index, gx1, gy1, gx2, gy2, zero, positions, ious):
+    """The sorted anchors that may overlap the box ``(gx1, gy1, gx2, gy2)`` (of positive size) and their IoU
+    with it: written to ``positions[:k]`` / ``ious[:k]``, returns ``k``. Anchors outside every visited cell
+    have IoU 0 with the box."""
+    area_g = (gx2 - gx1) * (gy2 - gy1)
+    boxes, areas = index.boxes, index.areas
+    k = 0
+    if index.brute:
+        for s in range(boxes.shape[0]):
+            positions[k] = s
+            ious[k] = _iou(boxes[s, 0], boxes[s, 1], boxes[s, 2], boxes[s, 3], areas[s], gx1, gy1, gx2, gy2,
+                           area_g, zero)
+            k += 1
+        return k
+    x1, y1, x2, y2 = np.float64(gx1), np.float64(gy1), np.float64(gx2), np.float64(gy2)
+    for grp in range(index.nx.shape[0]):
+        hx, hy = index.half_x[grp], index.half_y[grp]
+        # an anchor overlaps only if its centre lies within half its extent of the box; the small margin
+        # absorbs rounding of the centres
+        tol_x = 1e-6 * (abs(x1) + abs(x2) + hx) + 1e-9
+        tol_y = 1e-6 * (abs(y1) + abs(y2) + hy) + 1e-9
+        inv, row = index.inv_cell[grp], index.nx[grp]
+        ix0, ix1 = _cell_range(x1 - hx - tol_x, x2 + hx + tol_x, index.origin_x[grp], inv, row)
+        iy0, iy1 = _cell_range(y1 - hy - tol_y, y2 + hy + tol_y, index.origin_y[grp], inv, index.ny[grp])
+        if ix0 > ix1 or iy0 > iy1:
+            continue
+        for iy in range(iy0, iy1 + 1):
+            base = index.cell_start[grp] + iy * row
+            for s in range(index.cell_ptr[base + ix0], index.cell_ptr[base + ix1 + 1]):
+                positions[k] = s
+                ious[k] = _iou(boxes[s, 0], boxes[s, 1], boxes[s, 2], boxes[s, 3], areas[s], gx1, gy1, gx2, gy2,
+                               area_g, zero)
+                k += 1
+    return k
 
 
 @numba.njit(inline="always")
@@ -232,63 +321,55 @@ def _usable_gt(gt, valid, m):
 
 
 @numba.njit(**_JIT)
-def _match_image(
-    b, anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
-    gt, valid, k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor,
-):
-    # k = typed constants (zero, pos_thresh, neg_thresh) so float32 math never widens to float64.
+def _match_image(b, anchors, index, gt, valid, k, mode, out):
+    """Image ``b``: ground truths ``gt [M, 4]`` / ``valid [M]`` against the indexed anchors, into ``out``
+    (a :class:`MatchArrays`). ``k``: typed constants (zero, pos_thresh, neg_thresh), so that float32 math
+    never widens to float64."""
     zero, pos, neg = k[0], k[1], k[2]
-    n = sboxes.shape[0]
+    order = index.order
+    n = order.shape[0]
     num_gt = gt.shape[0]
     first = -1
     for m in range(num_gt):
         if _usable_gt(gt, valid, m):
             first = m
             break
-    best = np.zeros(n, dtype=sboxes.dtype)  # per sorted anchor: best IoU so far
+    best = np.zeros(n, dtype=index.boxes.dtype)  # per sorted anchor: best IoU so far
     best_gt = np.full(n, first, dtype=np.int64)  # ... and its ground truth (ties: the lowest index)
-    num_groups = groups.shape[0]
+    positions = np.empty(n, dtype=np.int64)  # _candidates' scratch
+    ious = np.empty(n, dtype=index.boxes.dtype)
     for m in range(num_gt):
-        out_gt_iou[b, m] = zero
-        out_gt_anchor[b, m] = -1
+        out.gt_best_iou[b, m] = zero
+        out.gt_best_anchor[b, m] = -1
         if not _usable_gt(gt, valid, m):
             continue
-        out_gt_anchor[b, m] = 0 if n > 0 else -1  # all IoUs 0: the first anchor, as torch's argmax
+        out.gt_best_anchor[b, m] = 0 if n > 0 else -1  # all IoUs 0: the first anchor, as torch's argmax
         gx1, gy1, gx2, gy2 = gt[m, 0], gt[m, 1], gt[m, 2], gt[m, 3]
         if not (gx2 > gx1 and gy2 > gy1):
             continue  # an empty ground truth overlaps nothing
-        area_g = (gx2 - gx1) * (gy2 - gy1)
         g_best = zero
-        g_anchor = out_gt_anchor[b, m]
-        for grp in range(num_groups):
-            ix0, ix1, iy0, iy1 = _query(groups, grp, brute, gx1, gy1, gx2, gy2)
-            if ix0 > ix1 or iy0 > iy1:
-                continue
-            row = int(groups[grp, 3])
-            for iy in range(iy0, iy1 + 1):
-                base = starts[grp] + iy * row
-                for s in range(ptr[base + ix0], ptr[base + ix1 + 1]):
-                    iou = _iou(sboxes[s, 0], sboxes[s, 1], sboxes[s, 2], sboxes[s, 3], sarea[s],
-                               gx1, gy1, gx2, gy2, area_g, zero)
-                    if iou > best[s]:
-                        best[s] = iou
-                        best_gt[s] = m
-                    if iou > g_best or (iou == g_best and order[s] < g_anchor):
-                        g_best = iou
-                        g_anchor = order[s]
-        out_gt_iou[b, m] = g_best
-        out_gt_anchor[b, m] = g_anchor
+        g_anchor = out.gt_best_anchor[b, m]
+        for j in range(_candidates(index, gx1, gy1, gx2, gy2, zero, positions, ious)):
+            s, iou = positions[j], ious[j]
+            if iou > best[s]:
+                best[s] = iou
+                best_gt[s] = m
+            if iou > g_best or (iou == g_best and order[s] < g_anchor):
+                g_best = iou
+                g_anchor = order[s]
+        out.gt_best_iou[b, m] = g_best
+        out.gt_best_anchor[b, m] = g_anchor
 
-    for a in range(n):  # in anchor order: sequential writes (3x faster than scattering through ``order``)
-        s = inv[a]
+    for a in range(n):  # in anchor order: sequential writes, faster than scattering through ``order``
+        s = index.inv[a]
         v = best[s]
-        out_iou[b, a] = v
+        out.matched_iou[b, a] = v
         if first < 0 or v < neg:
-            out_idx[b, a] = _BACKGROUND
+            out.matched_idxs[b, a] = _BACKGROUND
         elif v < pos:
-            out_idx[b, a] = _IGNORE
+            out.matched_idxs[b, a] = _IGNORE
         else:
-            out_idx[b, a] = best_gt[s]
+            out.matched_idxs[b, a] = best_gt[s]
     if first < 0 or n == 0:
         return
 
@@ -297,69 +378,40 @@ def _match_image(
         for m in range(num_gt):
             if not _usable_gt(gt, valid, m):
                 continue
-            a = out_gt_anchor[b, m]
-            out_idx[b, a] = m
+            a = out.gt_best_anchor[b, m]
+            out.matched_idxs[b, a] = m
             ax1, ay1, ax2, ay2 = anchors[a, 0], anchors[a, 1], anchors[a, 2], anchors[a, 3]
             gx1, gy1, gx2, gy2 = gt[m, 0], gt[m, 1], gt[m, 2], gt[m, 3]
-            out_iou[b, a] = _iou(ax1, ay1, ax2, ay2, (ax2 - ax1) * (ay2 - ay1),
-                                 gx1, gy1, gx2, gy2, (gx2 - gx1) * (gy2 - gy1), zero)
+            out.matched_iou[b, a] = _iou(ax1, ay1, ax2, ay2, (ax2 - ax1) * (ay2 - ay1),
+                                         gx1, gy1, gx2, gy2, (gx2 - gx1) * (gy2 - gy1), zero)
     elif mode == MODE_RCNN:
         # torchvision's Matcher(allow_low_quality_matches=True): every anchor tied at a ground truth's best
         # IoU takes *its own* best ground truth
         for m in range(num_gt):
             if not _usable_gt(gt, valid, m):
                 continue
-            g_best = out_gt_iou[b, m]
-            gx1, gy1, gx2, gy2 = gt[m, 0], gt[m, 1], gt[m, 2], gt[m, 3]
+            g_best = out.gt_best_iou[b, m]
             if not (g_best > zero):
                 # every anchor has IoU 0 with this ground truth: all of them are tied
                 for s in range(n):
-                    out_idx[b, order[s]] = best_gt[s]
+                    out.matched_idxs[b, order[s]] = best_gt[s]
                 continue
-            area_g = (gx2 - gx1) * (gy2 - gy1)
-            for grp in range(num_groups):
-                ix0, ix1, iy0, iy1 = _query(groups, grp, brute, gx1, gy1, gx2, gy2)
-                if ix0 > ix1 or iy0 > iy1:
-                    continue
-                row = int(groups[grp, 3])
-                for iy in range(iy0, iy1 + 1):
-                    base = starts[grp] + iy * row
-                    for s in range(ptr[base + ix0], ptr[base + ix1 + 1]):
-                        iou = _iou(sboxes[s, 0], sboxes[s, 1], sboxes[s, 2], sboxes[s, 3], sarea[s],
-                                   gx1, gy1, gx2, gy2, area_g, zero)
-                        if iou == g_best:
-                            out_idx[b, order[s]] = best_gt[s]
+            for j in range(_candidates(index, gt[m, 0], gt[m, 1], gt[m, 2], gt[m, 3], zero, positions, ious)):
+                if ious[j] == g_best:
+                    s = positions[j]
+                    out.matched_idxs[b, order[s]] = best_gt[s]
 
 
 @numba.njit(**_JIT)
-def _match_serial(anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
-                  gt, valid, k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor):
+def _match_serial(anchors, index, gt, valid, k, mode, out):
     for b in range(gt.shape[0]):
-        _match_image(b, anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
-                     gt[b], valid[b], k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor)
+        _match_image(b, anchors, index, gt[b], valid[b], k, mode, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def _match_parallel(anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
-                    gt, valid, k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor):
+def _match_parallel(anchors, index, gt, valid, k, mode, out):
     for b in numba.prange(gt.shape[0]):
-        _match_image(b, anchors, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute,
-                     gt[b], valid[b], k, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor)
-
-
-@numba.njit(**_JIT)
-def _sorted_boxes(anchors, order, num_indexed):
-    n = order.shape[0]
-    sboxes = np.empty((n, 4), dtype=anchors.dtype)
-    sarea = np.empty(n, dtype=anchors.dtype)
-    inv = np.empty(n, dtype=np.int64)  # anchor index -> sorted position
-    for s in range(n):
-        a = order[s]
-        inv[a] = s
-        for c in range(4):
-            sboxes[s, c] = anchors[a, c]
-        sarea[s] = (anchors[a, 2] - anchors[a, 0]) * (anchors[a, 3] - anchors[a, 1])
-    return sboxes, sarea, inv
+        _match_image(b, anchors, index, gt[b], valid[b], k, mode, out)
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -379,7 +431,7 @@ def match_cpu(
 
     Returns ``(matched_idxs [B, A] int64, matched_iou [B, A], gt_best_iou [B, M], gt_best_anchor [B, M])``
     (see ``cvkit.ops.assign.match_anchors``). float64 is computed in float64, anything else in float32.
-    ``brute=True`` visits every anchor for every ground truth (the reference path used by the tests).
+    ``brute=True`` visits every anchor for every ground truth (the dense reference the tests compare with).
     """
     work = _work_dtype(torch.promote_types(anchors.dtype, gt_boxes.dtype))
     a_np = anchors.detach().to(work).contiguous().numpy()
@@ -387,26 +439,18 @@ def match_cpu(
     v_np = gt_valid.detach().to(torch.bool).contiguous().numpy()
     batch, num_gt = g_np.shape[0], g_np.shape[1]
     num_anchors = a_np.shape[0]
-    out_idx = np.empty((batch, num_anchors), dtype=np.int64)
-    out_iou = np.empty((batch, num_anchors), dtype=a_np.dtype)
-    out_gt_iou = np.empty((batch, num_gt), dtype=a_np.dtype)
-    out_gt_anchor = np.empty((batch, num_gt), dtype=np.int64)
-    if batch > 0:
-        order, num_indexed, groups, starts, ptr, brute_used = _build_index(a_np, brute)
-        sboxes, sarea, inv = _sorted_boxes(a_np, order, num_indexed)
-        consts = np.array([0, pos_thresh, neg_thresh], dtype=a_np.dtype)
-        args = (a_np, sboxes, sarea, order, inv, num_indexed, groups, starts, ptr, brute_used,
-                g_np, v_np, consts, mode, out_idx, out_iou, out_gt_iou, out_gt_anchor)
-        if allowed_threads() > 1 and batch > 1:
-            run_threaded(_match_parallel, *args)
-        else:
-            _match_serial(*args)
-    return (
-        torch.from_numpy(out_idx),
-        torch.from_numpy(out_iou),
-        torch.from_numpy(out_gt_iou),
-        torch.from_numpy(out_gt_anchor),
+    out = MatchArrays(
+        np.empty((batch, num_anchors), dtype=np.int64),
+        np.empty((batch, num_anchors), dtype=a_np.dtype),
+        np.empty((batch, num_gt), dtype=a_np.dtype),
+        np.empty((batch, num_gt), dtype=np.int64),
     )
+    if batch > 0:
+        index = _build_index(a_np, brute)
+        consts = np.array([0, pos_thresh, neg_thresh], dtype=a_np.dtype)
+        kernel = _match_parallel if allowed_threads() > 1 and batch > 1 else _match_serial
+        run_threaded(kernel, a_np, index, g_np, v_np, consts, mode, out)
+    return tuple(torch.from_numpy(x) for x in out)  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,14 +547,6 @@ def greedy_assign_cpu(anchors: torch.Tensor, gt_boxes: torch.Tensor, iou_thresho
     out = np.empty((g_np.shape[0], a_np.shape[0]), dtype=np.int64)
     thresh = a_np.dtype.type(iou_threshold)
     zero = a_np.dtype.type(0)
-    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-    if threads > 1 and g_np.shape[0] > 1:
-        prev = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            _greedy_parallel(a_np, g_np, thresh, zero, out)
-        finally:
-            numba.set_num_threads(prev)
-    else:
-        _greedy_serial(a_np, g_np, thresh, zero, out)
+    kernel = _greedy_parallel if allowed_threads() > 1 and g_np.shape[0] > 1 else _greedy_serial
+    run_threaded(kernel, a_np, g_np, thresh, zero, out)
     return torch.from_numpy(out)
