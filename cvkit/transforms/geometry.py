@@ -192,7 +192,7 @@ def _fill_pixel(image: np.ndarray, fill: tuple[float, ...]) -> np.ndarray:
 
 def _fill(region: np.ndarray, pixel: np.ndarray) -> None:
     """Set every pixel of ``region`` (a view) to ``pixel``: rows are copied from one filled row (numpy's
-    broadcast of a single pixel walks the channels one by one, about 50x slower on a 300x300 image)."""
+    broadcast of a single pixel walks the channels one by one, far slower: ``benchmarks/bench_data.py``)."""
     if region.size == 0:
         return
     if region.ndim == 3:
