@@ -2,8 +2,10 @@
 
 The README's main command (``make demo``). Three steps, each printed as it goes:
 
-1. train ``configs/default.yaml`` (resnet18 SSD on the built-in synthetic shapes; the data are generated
-   into the cache on first use) into ``--run-dir``;
+1. train ``configs/default.yaml`` (the dense detector on the built-in synthetic shapes; the data are
+   generated into the cache on first use) into ``--run-dir``, to a time budget (``--minutes``, 6 by default:
+   ``train.budget_minutes``, with the epochs a cap of 100), so that it takes the same time on fast and slow
+   CPUs;
 2. evaluate the best checkpoint on the val split with pycocotools (AP, AP50, AP75, APs/m/l, per-class AP);
 3. run inference with that checkpoint on the first ``--images`` val images: annotated images, JSON files
    and a grid picture of them all.
@@ -22,6 +24,8 @@ from typing import Any
 from cvkit.cli._errors import CliError, cli_errors
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+DEMO_MINUTES = 6.0  # training budget: with evaluation and inference the demo ends within 8 minutes
+DEMO_MAX_EPOCHS = 100
 
 
 def _load_config(path: Path | None, overrides: list[str]) -> Any:
@@ -65,9 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     parser.add_argument("--images", type=int, default=8, help="val images to run inference on (default 8)")
     parser.add_argument("--retrain", action="store_true", help="train even when a finished run exists")
+    parser.add_argument("--minutes", type=float, default=DEMO_MINUTES,
+                        help=f"training budget in minutes (default {DEMO_MINUTES:g}; train.budget_minutes, with "
+                             f"train.epochs={DEMO_MAX_EPOCHS} as a cap; --set overrides win); 0: the config's epochs")
     args = parser.parse_args(argv)
+    if args.minutes < 0:
+        raise CliError(f"--minutes must be >= 0, got {args.minutes:g}")
+    budget = [f"train.budget_minutes={args.minutes:g}", f"train.epochs={DEMO_MAX_EPOCHS}"] if args.minutes else []
 
-    cfg = _load_config(args.config, args.overrides)  # a ConfigError names the file or the --set override
+    cfg = _load_config(args.config, [*budget, *args.overrides])  # a ConfigError names the file or the --set override
     if cfg.task != "detect":
         raise CliError("the demo trains a detector (task: detect)")
     from cvkit.cli import eval as eval_cli
@@ -84,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         resume = ckpt_dir / "last.pt" if state == "resume" else None
         verb = f"resuming from {resume}" if resume else "training"
+        length = (f"{cfg.train.budget_minutes:g} min (at most {cfg.train.epochs} epochs)" if cfg.train.budget_minutes
+                  else f"{cfg.train.epochs} epochs")
         print(f"[1/3] train: {verb} {cfg.model.backbone} {cfg.model.arch} at {cfg.transforms.size[0]}x"
-              f"{cfg.transforms.size[1]} for {cfg.train.epochs} epochs into {run_dir}", flush=True)
+              f"{cfg.transforms.size[1]} for {length} into {run_dir}", flush=True)
         if resume is None and ckpt_dir.is_dir():
             for stale in ckpt_dir.glob("*.pt"):  # another config's checkpoints must not be mixed in
                 stale.unlink()

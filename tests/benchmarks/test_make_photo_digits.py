@@ -233,10 +233,7 @@ def test_photo_digits_config_is_the_default_recipe_at_320():
     assert set(ours) == set(default)
     assert {k for k in ours if ours[k] != default[k]} == {
         "name", "data.format", "data.root", "data.class_names", "transforms.size", "anchors.image_size",
-        "anchors.steps",
     }
     assert tuple(cfg.data.class_names) == pd.DIGIT_CLASSES
     model, _, _ = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors, num_classes=10)
-    assert model.feature_sizes((320, 320)) == cfg.anchors.resolved_feature_sizes() == [
-        (40, 40), (20, 20), (10, 10), (5, 5), (3, 3), (1, 1)
-    ]
+    assert model.feature_sizes((320, 320)) == cfg.anchors.resolved_feature_sizes() == [(40, 40), (20, 20), (10, 10)]

@@ -17,7 +17,8 @@ def test_demo_trains_evaluates_infers_then_reuses_the_run(tmp_path, capsys):
             *TINY]
     assert cvkit(args) == 0
     out = capsys.readouterr().out
-    assert "[1/3] train: training resnet18 ssd at 300x300 for 1 epochs" in out
+    # the default recipe (the dense detector) to the demo's time budget, the epochs capped by --set
+    assert "[1/3] train: training resnet18 dense at 300x300 for 6 min (at most 1 epochs)" in out
     assert "mAP@0.5 = " in out and "COCO AP@[.5:.95] = " in out
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert f"mAP@0.5 = {metrics['AP50']:.4f}" in out
@@ -31,9 +32,10 @@ def test_demo_trains_evaluates_infers_then_reuses_the_run(tmp_path, capsys):
     assert (run_dir / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp  # not trained again
 
     # a changed config trains afresh (and drops the other run's checkpoints)
-    assert cvkit([*args, "--set", "train.lr=0.005", "--images", "0"]) == 0
+    assert cvkit([*args, "--set", "train.lr=0.005", "--images", "0", "--minutes", "0"]) == 0
     out = capsys.readouterr().out
-    assert "[1/3] train: training" in out and "[3/3] infer: skipped (--images 0)" in out
+    assert "[1/3] train: training resnet18 dense at 300x300 for 1 epochs" in out  # no budget: the epochs
+    assert "[3/3] infer: skipped (--images 0)" in out
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) == ["best.pt", "last.pt"]
 
 

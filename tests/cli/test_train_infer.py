@@ -78,7 +78,8 @@ def test_train_then_infer(tmp_path, capsys):
     assert "max |exported - eager|" in capsys.readouterr().out
     exported = torch.jit.load(str(tmp_path / "model.ts"))
     logits, deltas, anchors = exported(torch.zeros(1, 3, 300, 300))
-    assert logits.shape == (1, anchors.shape[0], 6) and deltas.shape == (1, anchors.shape[0], 4)
+    # the default detector is dense: one sigmoid logit per class (5 shapes), no background logit
+    assert logits.shape == (1, anchors.shape[0], 5) and deltas.shape == (1, anchors.shape[0], 4)
 
     # ONNX (dev extras install onnx, onnxscript, onnxruntime): the command itself compares onnxruntime's
     # outputs with the eager model's on two batch sizes; check the file once more from here

@@ -61,7 +61,7 @@ def test_cli_fit_and_write_on_a_coco_file(tmp_path, capsys):
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}]}))
     config = tmp_path / "cfg.yaml"
-    config.write_text(open("configs/default.yaml").read())
+    config.write_text(open("configs/ssd_resnet18.yaml").read())  # the SSD style: relative scales
     assert anchors_main(["--config", str(config), "--ann-file", str(ann), "--fit", "--write", "--no-plot",
                          "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out

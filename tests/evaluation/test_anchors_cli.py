@@ -112,12 +112,12 @@ def test_dispatcher_and_usage(tmp_path, capsys):
     assert "--config" in capsys.readouterr().err
 
 
-def test_default_config_anchor_section_is_ssd300():
+def test_ssd_reference_config_anchor_section_is_ssd300():
     from pathlib import Path
 
     from cvkit.config import load_yaml
 
-    path = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+    path = Path(__file__).resolve().parents[2] / "configs" / "ssd_resnet18.yaml"
     cfg = cli.load_anchor_config(load_yaml(path), str(path))
     generator = cfg.build()
     assert sum(generator.num_anchors_per_level(cfg.resolved_feature_sizes())) == 8732

@@ -27,7 +27,6 @@ def tiny_args(cache: Path, epochs: int, num_train: int) -> list[str]:
         "data.synthetic.max_object_size=64", f"data.cache_dir={cache}", "data.batch_size=4", "data.num_workers=0",
         f"train.epochs={epochs}", "train.eval_every=1", "train.progress=false", "train.tensorboard=false",
         "train.plots=false", "transforms.size=[128,128]", "anchors.image_size=[128,128]",
-        "anchors.steps=[8,16,32,64,128,128]", "model.num_valid_extras=0",
     ]
     return [arg for item in sets for arg in ("--set", item)]
 
