@@ -18,12 +18,22 @@ def allowed_threads() -> int:
 
 
 def run_threaded(kernel: Callable[..., Any], *args: Any) -> Any:
-    """Call a ``parallel=True`` numba kernel with :func:`allowed_threads` threads, restoring numba's count."""
-    import numba
+    """Call a ``parallel=True`` numba kernel with :func:`allowed_threads` threads, restoring numba's count
+    and torch's.
 
+    Under numba's OpenMP threading layer, starting its thread pool (the first parallel call in a process)
+    sets the process-wide OpenMP thread count to numba's, and torch reads that count: without the restore
+    a run set to one thread trains on two from its first parallel kernel on.
+    """
+    import numba
+    import torch
+
+    torch_threads = torch.get_num_threads()
     prev = numba.get_num_threads()
     numba.set_num_threads(allowed_threads())
     try:
         return kernel(*args)
     finally:
         numba.set_num_threads(prev)
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
