@@ -52,7 +52,7 @@ class _NarrowResNet(ResNet):
         self.layer2 = self._make_layer(block, planes[1], layers[1], stride=2)
         self.layer3 = self._make_layer(block, planes[2], layers[2], stride=2)
         self.layer4 = self._make_layer(block, planes[3], layers[3], stride=2)
-        self.fc = nn.Identity()  # type: ignore[assignment]
+        self.fc = nn.Identity()
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
