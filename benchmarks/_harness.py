@@ -17,7 +17,8 @@ Usage in a ``bench_*.py`` script::
 
 Each ``compare`` warms both callables up, then alternates them ``repeat`` times (so drifts in machine
 load hit both alike), and records medians and ``ratio = baseline / candidate`` (> 1: cvkit is faster).
-Rows go to ``benchmarks/results/<name>.jsonl`` with machine, date, threads and versions.
+Rows go to ``benchmarks/results/<name>.jsonl`` with machine, date, threads, versions and the load average
+(``uptime``'s three numbers, taken as the row finishes).
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ def _machine() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def _load_average() -> list[float] | None:
+    """The system load averages over 1, 5 and 15 minutes (``uptime``), or ``None`` where unavailable."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def set_threads(threads: int) -> None:
@@ -156,6 +165,7 @@ class Bench:
             "met": None if target is None else bool(med_b / med_c >= target),
             "outputs_agree": agree,
             "repeat": self.args.repeat,
+            "load_avg": _load_average(),  # 1, 5, 15 min (as `uptime`): others' work on a shared machine
         }
         self.rows.append(row)
         case_s = " ".join(f"{k}={v}" for k, v in case.items())

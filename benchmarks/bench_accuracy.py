@@ -97,7 +97,7 @@ def inference_speed(model: torch.nn.Module, loader: Any, run: Any, max_batches: 
 
 def run_cvkit(cfg: Any, run_dir: Path) -> dict[str, Any]:
     from cvkit.data.build import build_dataset
-    from cvkit.data.loader import batch_images, loader_from_config
+    from cvkit.data.loader import loader_from_config
     from cvkit.engine.evaluate import input_sizes
     from cvkit.engine.train import autocast_dtype, resolve_device
     from cvkit.tasks.detect import run
@@ -107,18 +107,18 @@ def run_cvkit(cfg: Any, run_dir: Path) -> dict[str, Any]:
     last = rows[-1]
     train_s = sum(r.get("time", 0.0) - r.get("eval_time", 0.0) for r in rows)
     from cvkit.checkpoint import checkpoint_weights, load_checkpoint
-    from cvkit.models.build import build_detector
+    from cvkit.tasks.detect import build_model
 
     val_set = build_dataset(cfg.data, "val")
     loader = loader_from_config(cfg.data, val_set, build_transform(cfg.transforms.eval_preset, cfg.transforms),
                                 train=False)
-    model, _, post = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors, len(val_set.class_names))
+    model, _, post = build_model(cfg, len(val_set.class_names))
     model.load_state_dict(checkpoint_weights(load_checkpoint(run_dir / "checkpoints" / "last.pt")))
     device = resolve_device(cfg.train.device)
     amp = autocast_dtype(cfg.train, device)
 
     def infer(m: torch.nn.Module, batch: dict[str, Any]) -> Any:
-        images = batch_images(batch, device)
+        images = batch["images"].to(device)  # uint8: the model normalizes them
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             outputs = m(images)
         return post({k: v.float() for k, v in outputs.items()}, input_sizes(images), batch["orig_sizes"])

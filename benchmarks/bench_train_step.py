@@ -5,8 +5,11 @@ Both detectors share one architecture and the same weights: the same resnet18 ta
 ``SSDHead`` takes cvkit's per-level class/box convolutions; both order anchors (level, y, x, k)), the same
 default boxes (``DefaultBoxGenerator`` with SSD300's ratios, scales and steps), the same loss settings
 (IoU 0.5 SSD matching, BoxCoder weights 10, 10, 5, 5, 3:1 hard negatives, smooth-L1 with beta 1) and the
-same postprocess settings (score > 0.01, top-400 per class, NMS 0.45, 200 per image). torchvision gets
-``image_mean=0, image_std=1`` and 300x300 inputs, so its transform changes no pixel.
+same postprocess settings (score > 0.01, top-400 per class, NMS 0.45, 200 per image), the same input
+normalization (ImageNet's mean/std) and 300x300 inputs. Each side gets the batch as its training loop does:
+cvkit the uint8 ``(B, 3, 300, 300)`` batch its loaders ship (its first module normalizes it,
+:mod:`cvkit.models.preprocess`), torchvision float32 images in 0..1 (``ToDtype(float32, scale=True)`` in its
+references' workers; its ``GeneralizedRCNNTransform`` normalizes them and, at 300x300, resizes nothing).
 
 - train: forward + matching + loss + backward (``zero_grad`` included, no optimizer step), batch 16
   (``--batch``), 300x300, 20 classes; the check compares the two total losses.
@@ -18,7 +21,7 @@ same postprocess settings (score > 0.01, top-400 per class, NMS 0.45, 200 per im
   BatchNorm that follows a conv folded into it), against the same torchvision model.
 
 cvkit runs with its default config (``model.channels_last: true``); torchvision with its defaults
-(NCHW). Images are seeded noise; targets 1-6 boxes per image; the class convolutions' background bias is
+(NCHW). Images are seeded uint8 noise; targets 1-6 boxes per image; the class convolutions' background bias is
 raised by 4 in both models so that, as in a trained detector, most anchors score as background.
 Targets (issue 5): train >= 1.3x, inference >= 1.5x images/s.
 
@@ -40,6 +43,7 @@ from torchvision.models.detection.ssd import SSD, SSDHead
 
 from cvkit.engine.train import cpu_has_native_bf16
 from cvkit.models import LossConfig, ModelConfig, PostprocessConfig, build_detector, fold_batchnorm
+from cvkit.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from cvkit.ops import AnchorConfig
 
 NUM_CLASSES = 20
@@ -85,8 +89,8 @@ def build_pair(device: torch.device):
         boxes,
         (SIZE, SIZE),
         NUM_CLASSES + 1,
-        image_mean=[0.0, 0.0, 0.0],
-        image_std=[1.0, 1.0, 1.0],
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
         head=head,
         score_thresh=0.01,
         nms_thresh=0.45,
@@ -100,8 +104,9 @@ def build_pair(device: torch.device):
 
 
 def make_batch(batch: int, device: torch.device, seed: int = 0):
+    """uint8 ``(batch, 3, SIZE, SIZE)`` noise images and 1-6 random boxes per image, on ``device``."""
     g = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, 3, SIZE, SIZE, generator=g)
+    images = torch.randint(0, 256, (batch, 3, SIZE, SIZE), dtype=torch.uint8, generator=g)
     targets = []
     for _ in range(batch):
         n = int(torch.randint(1, 7, (1,), generator=g))
@@ -129,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     bench = Bench("train_step", args)
     torch.manual_seed(0)
     model, criterion, postprocessor, tv = build_pair(device)
-    images, targets = make_batch(batch, device)
+    images, targets = make_batch(batch, device)  # uint8: cvkit's input
+    tv_images = list(images.float() / 255.0)  # float 0..1: torchvision's input (it normalizes them)
     tv_targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]  # torchvision: 0 = background
     sizes = torch.tensor([[SIZE, SIZE]] * batch)
 
@@ -141,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def tv_train():
         tv.zero_grad(set_to_none=True)
-        losses = tv(list(images), tv_targets)
+        losses = tv(tv_images, tv_targets)
         loss = losses["bbox_regression"] + losses["classification"]
         loss.backward()
         return float(loss.detach())
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
 
     @torch.no_grad()
     def tv_infer():
-        return tv(list(images))
+        return tv(tv_images)
 
     def same_loss(a: float, b: float) -> bool:
         return abs(a - b) <= 1e-3 * max(1.0, abs(b))
@@ -176,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     def tv_train_amp():
         tv.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp_dtype):
-            losses = tv(list(images), tv_targets)
+            losses = tv(tv_images, tv_targets)
             loss = losses["bbox_regression"] + losses["classification"]
         loss.backward()
         return float(loss.detach())

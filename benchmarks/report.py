@@ -1,5 +1,8 @@
 """Print the README performance table (markdown) from the newest rows in benchmarks/results/*.jsonl.
 
+Rows taken on a busy machine (a recorded 1-minute load average above the machine's core count: others' jobs
+competing for the cores) stay in the record but are left out of the table, whose rows come from quiet runs.
+
 Run: .venv/bin/python benchmarks/report.py [--threads=N] [BENCH ...]
 """
 
@@ -12,12 +15,19 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def busy(row: dict) -> bool:
+    """Whether ``row`` was measured while the 1-minute load average exceeded the machine's cores."""
+    load = row.get("load_avg")
+    return bool(load) and float(load[0]) > float(row.get("cores") or 1)
+
+
 def latest_rows(name: str) -> list[dict]:
     path = RESULTS / f"{name}.jsonl"
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if not r.get("superseded")]  # kept for the record, measured another way
+    rows = [r for r in rows if not busy(r) and "case" in r]  # accuracy.jsonl: whole runs, no timing case
     if not rows:
         return []
     latest: dict[str, dict] = {}

@@ -7,10 +7,11 @@ file or the new one, never half a file. ``load_checkpoint(path)`` reads only wit
 other pickled object (a class, a function, a ``__reduce__`` payload) is refused with
 :class:`CheckpointError` before it can run.
 
-What :func:`cvkit.engine.train.fit` stores is a :class:`TrainingState` (``CHECKPOINT_FORMAT``, version 2;
-version 1 files, which lack the ``budget`` entry, still load)::
+What :func:`cvkit.engine.train.fit` stores is a :class:`TrainingState` (``CHECKPOINT_FORMAT``, version 3;
+older files still load: version 1 lacks the ``budget`` entry, and versions 1 and 2 lack the models'
+normalization buffers, see below)::
 
-    format, version        "cvkit-checkpoint", 2
+    format, version        "cvkit-checkpoint", 3
     epoch                  completed epochs (training resumes at this epoch index)
     global_step            optimizer steps taken
     model                  state_dict of the (unwrapped) model
@@ -27,6 +28,13 @@ version 1 files, which lack the ``budget`` entry, still load)::
 
 ``best.pt`` holds the same keys as ``last.pt`` of the epoch it was written. Inference weights:
 :func:`checkpoint_weights` (the EMA weights when the run kept them, as evaluated, else ``model``).
+
+Normalization (version 3): a cvkit detector's or classifier's state_dict holds its first module's buffers,
+:data:`PIXEL_STAT_KEYS` (float32 ``(3, 1, 1)`` in 0..255 units, see :mod:`cvkit.models.preprocess`). Before
+version 3 the data pipeline normalized and the state_dicts lack them; :func:`load_checkpoint` fills them in
+``model`` and ``ema["module"]`` of such a file from its stored preprocessing (``extra["preprocess"]`` mean
+and std, else ``extra["config"]["transforms"]``, in 0..1 units: ``pixel_mean = 255 * mean``), which is what
+the pipeline normalized with when it was trained.
 """
 
 from __future__ import annotations
@@ -53,10 +61,13 @@ __all__ = [
     "checkpoint_weights",
     "read_weights_file",
     "require_training_checkpoint",
+    "PIXEL_STAT_KEYS",
 ]
 
 CHECKPOINT_FORMAT = "cvkit-checkpoint"
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
+#: the state_dict keys of a model's normalization buffers (its ``normalizer``), from version 3 on
+PIXEL_STAT_KEYS = ("normalizer.pixel_mean", "normalizer.pixel_std")
 
 
 class CheckpointError(RuntimeError):
@@ -174,7 +185,38 @@ def load_checkpoint(
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, got {type(state).__name__}",
                               "not_cvkit_checkpoint")
+    if state.get("format") == CHECKPOINT_FORMAT and int(state.get("version", 1)) < 3:
+        _fill_pixel_stats(state)
     return state
+
+
+def _stored_pixel_stats(extra: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """float32 ``(C, 1, 1)`` ``255 * mean`` and ``255 * std`` of a checkpoint's stored preprocessing, or None."""
+    if not isinstance(extra, dict):
+        return None
+    pre = extra.get("preprocess")
+    if not (isinstance(pre, dict) and "mean" in pre and "std" in pre):
+        config = extra.get("config")
+        pre = config.get("transforms") if isinstance(config, dict) else None
+        if not (isinstance(pre, dict) and "mean" in pre and "std" in pre):
+            return None
+    stats = [(255.0 * torch.tensor([float(v) for v in pre[k]], dtype=torch.float64)).view(-1, 1, 1).float()
+             for k in ("mean", "std")]
+    return stats[0], stats[1]
+
+
+def _fill_pixel_stats(state: dict[str, Any]) -> None:
+    """Add :data:`PIXEL_STAT_KEYS` to the weights of a checkpoint written before version 3 (module docstring).
+
+    Only state_dicts that lack both keys are filled, and only when the checkpoint stores its preprocessing
+    (cvkit's detection and classification runs always do; a model without a normalizer has none)."""
+    stats = _stored_pixel_stats(state.get("extra"))
+    if stats is None:
+        return
+    ema = state.get("ema")
+    for weights in (state.get("model"), ema.get("module") if isinstance(ema, dict) else None):
+        if isinstance(weights, dict) and weights and not any(k in weights for k in PIXEL_STAT_KEYS):
+            weights.update({key: value.clone() for key, value in zip(PIXEL_STAT_KEYS, stats)})
 
 
 def checkpoint_weights(state: dict[str, Any], prefer_ema: bool = True) -> dict[str, torch.Tensor]:

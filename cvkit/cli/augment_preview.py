@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         if sample is None:  # bad image skipped under on_error=skip
             continue
         out = pipeline(sample, seed=sample_seed(data_cfg.seed, args.epoch, index))
-        image = to_uint8_image(out["image"], tf_cfg.mean, tf_cfg.std)
+        image = to_uint8_image(out["image"])  # uint8 (3, H, W) -> (H, W, 3)
         if "boxes" in out:
             drawn = draw_boxes(image, out["boxes"], out["labels"], names)
             original = draw_boxes(sample["image"], sample["boxes"], sample["labels"], names)

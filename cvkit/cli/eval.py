@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     from cvkit.engine.evaluate import evaluate
     from cvkit.engine.train import autocast_dtype
     from cvkit.evaluation.coco import CocoEvaluator
-    from cvkit.models.build import build_detector
+    from cvkit.tasks.detect import build_model
     from cvkit.transforms.presets import build_transform
 
     dataset = build_dataset(cfg.data, args.split, progress=True)
@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if list(dataset.class_names) != class_names:
         raise CliError(f"the dataset's classes {list(dataset.class_names)} differ from the checkpoint's "
                        f"{class_names}", kind="class_mismatch")
-    model, criterion, postprocessor = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors,
-                                                     num_classes=len(class_names))
+    model, criterion, postprocessor = build_model(cfg, len(class_names))
     model.load_state_dict(checkpoint_weights(state))
     device = torch.device(args.device)
     evaluator = CocoEvaluator.from_dataset(dataset)

@@ -1,11 +1,16 @@
 """``cvkit export --checkpoint CKPT [--format torchscript|onnx] [--out FILE]``: export a detector.
 
-The exported graph takes normalized images ``(B, 3, H, W)`` at the checkpoint's input size and returns
-the raw outputs ``(cls_logits (B, A, C + 1), bbox_deltas (B, A, 4), anchors (A, 4))`` (background is
-logit 0); decoding and NMS stay in cvkit (:class:`cvkit.postprocess.DetectionPostprocessor`) because
-they depend on the score/NMS settings. BatchNorm is folded into the convolutions first. After writing,
-the file is loaded back and its outputs are compared with the eager model's on a random batch; the
-command fails when they differ by more than ``--atol``. ONNX needs the ``onnx`` package.
+The exported graph takes **uint8** RGB images ``(B, 3, H, W)`` at the checkpoint's input size, pixel values as
+a decoder gives them (resize to ``H x W`` and transpose ``(H, W, 3) -> (3, H, W)`` outside, as ``cvkit infer``
+does), and normalizes them in its first module from the ``pixel_mean`` / ``pixel_std`` buffers the checkpoint
+carries (:mod:`cvkit.models.preprocess`). It returns the raw outputs ``(cls_logits (B, A, C + 1),
+bbox_deltas (B, A, 4), anchors (A, 4))`` (background is logit 0); decoding and NMS stay in cvkit
+(:class:`cvkit.postprocess.DetectionPostprocessor`) because they depend on the score/NMS settings. The graph
+is traced with a uint8 example, so it takes uint8 only (ONNX declares its ``images`` input uint8; a traced
+TorchScript module does not check, and would normalize float input a second time). BatchNorm is folded into
+the convolutions first. After writing, the file is loaded back and its outputs are compared with the eager
+model's on a random uint8 batch; the command fails when they differ by more than ``--atol``. ONNX needs the
+``onnx`` package.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ class ExportWrapper(nn.Module):
         super().__init__()
         self.model = model
         with torch.no_grad():
-            anchors = model(torch.zeros(1, 3, *size))["anchors"]
+            anchors = model(torch.zeros(1, 3, *size, dtype=torch.uint8))["anchors"]
         self.register_buffer("anchors", anchors.clone())
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -41,21 +46,26 @@ class ExportWrapper(nn.Module):
 
 
 def load_for_export(checkpoint: Path) -> tuple[nn.Module, tuple[int, int]]:
+    """The :class:`ExportWrapper` of a detection checkpoint (BatchNorm folded, eval mode) and its input size."""
     from cvkit.engine.checkpoint import CheckpointError, checkpoint_weights, load_checkpoint
-    from cvkit.models.build import build_detector
     from cvkit.models.fuse import fold_batchnorm
     from cvkit.run_config import run_config_from_dict
+    from cvkit.tasks.detect import build_model
 
     state = load_checkpoint(checkpoint)
     extra = state.get("extra") or {}
     if extra.get("task", "detect") != "detect" or "config" not in extra:
         raise CheckpointError(f"{checkpoint}: not a cvkit detection checkpoint", "not_cvkit_checkpoint")
     cfg = run_config_from_dict(extra["config"], str(checkpoint))
-    model, _, _ = build_detector(cfg.model, cfg.loss, cfg.postprocess, cfg.anchors,
-                                 num_classes=len(extra["class_names"]))
-    model.load_state_dict(checkpoint_weights(state))
+    model, _, _ = build_model(cfg, len(extra["class_names"]))
+    model.load_state_dict(checkpoint_weights(state))  # the weights and the normalizer's mean/std
     height, width = (int(v) for v in extra["preprocess"]["size"])
     return ExportWrapper(fold_batchnorm(model).eval(), (height, width)).eval(), (height, width)
+
+
+def random_images(batch: int, size: tuple[int, int], seed: int) -> torch.Tensor:
+    """A seeded uint8 ``(batch, 3, H, W)`` batch of pixel values 0..255 (the exported graph's input)."""
+    return torch.randint(0, 256, (batch, 3, *size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
 def export_torchscript(wrapper: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -95,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     wrapper, (height, width) = load_for_export(args.checkpoint)
-    example = torch.randn(args.batch, 3, height, width, generator=torch.Generator().manual_seed(0))
+    example = random_images(args.batch, (height, width), seed=0)
     with torch.no_grad():
         expected = wrapper(example)
     suffix = ".ts" if args.format == "torchscript" else ".onnx"
@@ -116,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         got = tuple(torch.from_numpy(v) for v in session.run(None, {"images": example.numpy()}))
         # the batch dimension is dynamic: a batch of another size must run and agree too
-        other = torch.randn(args.batch + 1, 3, height, width, generator=torch.Generator().manual_seed(1))
+        other = random_images(args.batch + 1, (height, width), seed=1)
         with torch.no_grad():
             other_expected = wrapper(other)
         other_got = tuple(torch.from_numpy(v) for v in session.run(None, {"images": other.numpy()}))
@@ -126,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"by {diff_other:.2e}", file=sys.stderr)
             return 1
     diff = max_difference(tuple(got), tuple(expected))
-    print(f"wrote {out} ({args.format}); input (B, 3, {height}, {width}); "
+    print(f"wrote {out} ({args.format}); input uint8 (B, 3, {height}, {width}); "
           f"max |exported - eager| = {diff:.2e} (atol {args.atol:g})")
     if diff > args.atol:
         print("cvkit export: the exported model's outputs differ from the eager model's", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 The checkpoint carries the config, class names and preprocessing, so nothing else is needed. Images
 are read with OpenCV (EXIF orientation applied, greyscale/RGBA/16-bit converted), resized to the
-network input, normalized, run in batches, and the detections are mapped back to original pixels.
+network input and run in uint8 batches (the model normalizes them itself, from the mean/std buffers in
+its state_dict), and the detections are mapped back to original pixels.
 Writes to ``--out``: annotated images (``<stem>.jpg``, the detections scoring at least ``--draw-thresh``),
 one JSON per image (``<stem>.json``: boxes xyxy in pixels, scores, labels, class names; inputs sharing a
 stem are named ``<folder>_<stem>``), and
@@ -35,8 +36,8 @@ class Predictor:
         import dataclasses
 
         from cvkit.engine.checkpoint import CheckpointError, checkpoint_weights, load_checkpoint
-        from cvkit.models.build import build_detector
         from cvkit.run_config import run_config_from_dict
+        from cvkit.tasks.detect import build_model
 
         state = load_checkpoint(checkpoint, map_location="cpu")
         extra = state.get("extra") or {}
@@ -53,22 +54,18 @@ class Predictor:
         self.category_ids = extra.get("category_ids")
         pre = extra["preprocess"]
         self.size = tuple(int(v) for v in pre["size"])
-        from cvkit.transforms.pipeline import Normalize
-
-        self.normalize = Normalize(tuple(pre["mean"]), tuple(pre["std"]))  # run on the batch, on the device
         from cvkit.transforms.presets import cv2_interpolation
 
         self.interpolation = cv2_interpolation(pre.get("interpolation", "linear"))  # as the eval preset resized
         self.device = torch.device(device)
-        model, _, self.postprocessor = build_detector(cfg.model, cfg.loss, post, cfg.anchors,
-                                                      num_classes=len(self.class_names))
-        model.load_state_dict(checkpoint_weights(state))  # EMA weights when the run kept them
+        model, _, self.postprocessor = build_model(cfg, len(self.class_names), post)
+        model.load_state_dict(checkpoint_weights(state))  # EMA weights (and the normalizer's mean/std)
         from cvkit.models.fuse import fold_batchnorm
 
         self.model = fold_batchnorm(model).to(self.device).eval()  # Conv+BN folded: same outputs, faster
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """RGB uint8 ``(H, W, 3)`` -> uint8 ``(3, h, w)`` at the network input size (normalized per batch)."""
+        """RGB uint8 ``(H, W, 3)`` -> uint8 ``(3, h, w)`` at the network input size (the model normalizes it)."""
         import cv2
 
         from cvkit.transforms.pipeline import to_chw_tensor
@@ -78,7 +75,7 @@ class Predictor:
 
     @torch.no_grad()
     def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
-        batch = self.normalize(torch.stack([self.preprocess(im) for im in images]).to(self.device))
+        batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)  # uint8 (B, 3, h, w)
         sizes = torch.tensor([list(self.size)] * len(images), dtype=torch.int64, device=self.device)
         orig = torch.tensor([list(im.shape[:2]) for im in images], dtype=torch.int64, device=self.device)
         outputs = self.model(batch)

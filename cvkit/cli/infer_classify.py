@@ -2,7 +2,8 @@
 
 The checkpoint's ``extra`` (task ``classify``) carries the config (its ``classifier`` section), the class
 names and the preprocessing, so nothing else is needed. Images (files, folders, globs) are read as RGB,
-resized and centre-cropped exactly as ``cls_eval`` did in training, normalized, and run in batches.
+resized and centre-cropped exactly as ``cls_eval`` did in training, and run in uint8 batches (the model
+normalizes them itself, from the mean/std buffers in its state_dict).
 Writes to ``--out``: ``predictions.json`` (one entry per image: ``file`` and ``topk``, a list of
 ``{"label", "name", "score"}`` with softmax probabilities, best first) and, unless ``--no-draw``, each image
 with its top-k labels drawn (``<stem>.jpg``; ``<folder>_<stem>.jpg`` where inputs share a stem). Unreadable
@@ -46,13 +47,14 @@ class ClassifierPredictor:
         classifier = from_dict(ClassifierConfig, section, "classifier")
         pre = extra["preprocess"]
         self.size = tuple(pre["size"])
-        self.model = build_classifier(classifier, len(self.class_names), image_size=self.size)
-        self.model.load_state_dict(checkpoint_weights(state))
+        self.model = build_classifier(classifier, len(self.class_names), image_size=self.size, mean=tuple(pre["mean"]),
+                                      std=tuple(pre["std"]))
+        self.model.load_state_dict(checkpoint_weights(state))  # the weights and the normalizer's mean/std
         self.device = torch.device(device)
         self.model.to(self.device).eval()
         self.transform = cls_eval(TransformsConfig(
-            size=self.size, mean=tuple(pre["mean"]), std=tuple(pre["std"]),
-            interpolation=pre.get("interpolation", "linear"), cls_resize_ratio=pre.get("cls_resize_ratio", 0.875),
+            size=self.size, interpolation=pre.get("interpolation", "linear"),
+            cls_resize_ratio=pre.get("cls_resize_ratio", 0.875),
         ))
 
     @torch.no_grad()
@@ -60,9 +62,8 @@ class ClassifierPredictor:
         """Top-k ``{"label", "name", "score"}`` per RGB uint8 image (H, W, 3), best first."""
         if not images:
             return []
+        # uint8 (B, 3, H, W) to the device, as the training batches: the model normalizes them there
         batch = torch.stack([self.transform({"image": im})["image"] for im in images]).to(self.device)
-        assert self.transform.normalize is not None  # cls_eval always normalizes
-        batch = self.transform.normalize(batch)  # uint8 -> float32 on the device, as the training batches
         probs = self.model(batch).float().softmax(dim=1).cpu()
         k = min(topk, len(self.class_names))
         scores, labels = probs.topk(k, dim=1)

@@ -25,7 +25,6 @@ from cvkit.data.io import read_image, read_image_size, safe_join
 from cvkit.data.loader import (
     AugmentedDataset,
     EpochSampler,
-    batch_images,
     build_dataloader,
     loader_from_config,
     sample_seed,
@@ -63,7 +62,6 @@ __all__ = [
     "AugmentedDataset",
     "EpochSampler",
     "build_dataloader",
-    "batch_images",
     "loader_from_config",
     "sample_seed",
     "set_epoch",

@@ -2,8 +2,9 @@
 
 Detection batch (``collate_detection``)::
 
-    images      Tensor (B, 3, H, W) when every image has the same shape, else a list of (3, H_i, W_i);
-                uint8 images from cvkit pipelines are channel-last views (no transposition in the worker)
+    images      uint8 Tensor (B, 3, H, W) when every image has the same shape, else a list of (3, H_i, W_i);
+                images from cvkit pipelines are channel-last views (no transposition in the worker); the
+                model normalizes them (cvkit.models.preprocess)
     targets     list of B dicts {"boxes": float32 [M_i, 4] xyxy in the batch image's pixels, "labels": int64 [M_i]}
     image_ids   int64 [B]
     orig_sizes  int64 [B, 2]   (height, width) of the decoded files, to map boxes back
@@ -61,7 +62,8 @@ def _stack_or_list(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tens
         return whole
     if images[0].ndim == 3 and all(im.stride() == _channel_last_strides(im) for im in images):
         # channel-last views of (H, W, C) pixels (cvkit pipelines): stack the pixels as they lie, no transposition;
-        # the batch is a (B, C, H, W) view of a (B, H, W, C) buffer (Normalize outputs the standard layout)
+        # the batch is a (B, C, H, W) view of a (B, H, W, C) buffer (the model's normalizer outputs the standard
+        # layout)
         return torch.stack([im.permute(1, 2, 0) for im in images]).permute(0, 3, 1, 2)
     return torch.stack(images)
 

@@ -12,17 +12,16 @@ seeds from the run seed (for third-party code), and OpenCV runs single-threaded 
         set_epoch(loader, epoch)
         skipped = 0
         for batch in loader:
-            images = batch_images(batch, device)  # uint8 -> float32, normalized on the device
+            images = batch["images"].to(device)  # uint8 (B, 3, H, W): the model normalizes them
             skipped += batch["num_skipped"]  # bad images met under on_error="skip" (decoded in the workers);
             # batch["skipped_kinds"] says which problems, e.g. {"bad_image": 1}
             ...
 
 :func:`loader_from_config` builds the same from the ``data:`` section (batch size, workers, seed, pinning).
 
-Batches carry their last preprocessing step: when the transform has a ``normalize`` (a
-:class:`cvkit.transforms.Normalize`: every preset with mean/std), images come out of the workers as uint8
-``(B, 3, H, W)`` and ``batch["normalize"]`` is that step; :func:`batch_images` moves the images to the
-device and applies it there (the engine does this for every batch).
+Images come out of the workers as uint8 ``(B, 3, H, W)`` (every preset's output; a channel-last view of
+the batch buffer) and stay uint8: the engine moves them to the training device and the model's first
+module normalizes them there (:class:`cvkit.models.preprocess.ImageNormalizer`).
 """
 
 from __future__ import annotations
@@ -52,8 +51,6 @@ __all__ = [
     "set_epoch",
     "seed_worker",
     "tune_worker_memory",
-    "batch_images",
-    "NormalizingCollate",
 ]
 
 _MASK64 = (1 << 64) - 1
@@ -215,31 +212,6 @@ def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.empty(shape, dtype=torch.uint8)
 
 
-class NormalizingCollate:
-    """``collate_fn(samples)`` with ``batch["normalize"] = normalize`` added (picklable for worker processes)."""
-
-    def __init__(self, collate_fn: Callable[[list[Any]], Any], normalize: Callable[[Any], Any]):
-        self.collate_fn = collate_fn
-        self.normalize = normalize
-
-    def __call__(self, samples: list[Any]) -> Any:
-        batch = self.collate_fn(samples)
-        if isinstance(batch, dict):
-            batch["normalize"] = self.normalize
-        return batch
-
-
-def batch_images(batch: dict[str, Any], device: torch.device | str | None = None) -> Any:
-    """``batch["images"]`` on ``device`` (``None``: where they are), finished by ``batch["normalize"]``
-    when the batch has one (uint8 -> normalized float32, computed on ``device``)."""
-    images = batch["images"]
-    if device is not None:
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        images = move(images) if isinstance(images, torch.Tensor) else [move(im) for im in images]
-    normalize = batch.get("normalize")
-    return normalize(images) if normalize is not None else images
-
-
 #: glibc ``mallopt`` parameters (malloc.h) and the largest mmap threshold glibc accepts on 64-bit systems
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD_MAX = 32 << 20
@@ -301,12 +273,7 @@ def build_dataloader(
 
     ``pin_memory`` is used only when CUDA is available. ``loader.sampler`` is the :class:`EpochSampler`.
     ``mosaic`` (training only): mosaic samples until the fraction ``mosaic.until`` of the run.
-    When ``transform`` has a ``normalize`` step, the collate function is wrapped in :class:`NormalizingCollate`
-    so that every batch carries it (see :func:`batch_images`).
     """
-    normalize = getattr(transform, "normalize", None)
-    if normalize is not None:
-        collate_fn = NormalizingCollate(collate_fn, normalize)
     if num_workers > 0:
         # Workers decode and augment one image each, single-threaded; setting this before the fork
         # also keeps the children from inheriting a half-copied OpenCV thread pool (a fork deadlock).

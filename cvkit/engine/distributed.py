@@ -139,7 +139,7 @@ class DistributedEpochSampler(EpochSampler):
             return self.num_samples // self.world_size
         return -(-self.num_samples // self.world_size)
 
-    def __iter__(self) -> Iterator[tuple[int, ...]]:
+    def __iter__(self) -> Iterator[tuple[int, ...]]:  # (index, epoch) or (index, epoch, True): EpochSampler
         keys = list(super().__iter__())
         total = len(self) * self.world_size
         if total > len(keys) and keys:

@@ -1,6 +1,7 @@
 """``evaluate``: validation loss and evaluator metrics in one pass over a loader.
 
-For each batch: ``outputs = model(images)``; ``criterion(outputs, targets)`` gives the loss terms (logged
+For each batch: ``outputs = model(images)`` (``batch["images"]`` moved to the device as they are, uint8: the
+model normalizes them); ``criterion(outputs, targets)`` gives the loss terms (logged
 as ``val_<name>``, averaged over batches); the postprocessor turns outputs into predictions which the
 evaluator accumulates. The model's train/eval mode is restored afterwards.
 
@@ -20,8 +21,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
-from cvkit.data.loader import batch_images
 
 __all__ = ["evaluate", "move_to_device", "batch_targets", "input_sizes", "predict"]
 
@@ -99,7 +98,7 @@ def evaluate(
         for batch in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
             if len(batch["images"]) == 0:
                 continue
-            images = batch_images(batch, device)  # moved, then normalized there
+            images = move_to_device(batch["images"], device)  # uint8: the model normalizes them there
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = model(images)
                 if criterion is not None:

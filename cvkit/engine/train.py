@@ -13,7 +13,9 @@
 The model contract: ``model(images) -> outputs``, ``criterion(outputs, targets) -> {"loss": total, ...}``
 (every entry a scalar tensor; ``loss`` is backpropagated, all are logged), ``postprocessor`` only for
 evaluation (see :mod:`cvkit.engine.evaluate`). Batches are dicts from ``cvkit.data``'s collate functions;
-targets are ``batch["targets"]`` (detection) or ``batch["labels"]`` (classification).
+targets are ``batch["targets"]`` (detection) or ``batch["labels"]`` (classification). ``batch["images"]`` is
+uint8 and goes to the device as it is: the model's first module normalizes it there
+(:mod:`cvkit.models.preprocess`), so the float pass runs once per batch on the training device.
 
 Budget (``train.budget_minutes``, ``train.max_images``; :class:`cvkit.engine.stopping.RunBudget`): the lr
 schedule after the warmup follows the fraction of the budget used, evaluations happen at the first epoch end
@@ -51,7 +53,6 @@ from torch import nn
 
 from cvkit.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from cvkit.config import to_dict
-from cvkit.data.loader import batch_images
 from cvkit.engine.config import TrainConfig
 from cvkit.engine.distributed import (
     all_reduce_mean,
@@ -167,7 +168,7 @@ def train_one_epoch(
         skipped_kinds.update(batch.get("skipped_kinds") or {})
         if len(batch["images"]) == 0:
             continue
-        images = batch_images(batch, device)  # moved, then normalized there
+        images = move_to_device(batch["images"], device)  # uint8: the model normalizes them on the device
         targets = move_to_device(batch_targets(batch), device)
         with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
             outputs = model(images)

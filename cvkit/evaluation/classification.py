@@ -5,7 +5,7 @@ int64 (B,) in ``0..C-1``::
 
     evaluator = ClassificationEvaluator(class_names, topk=5)
     for batch in val_loader:
-        evaluator.update(model(batch_images(batch)), batch)  # cvkit.data.batch_images: uint8 -> normalized
+        evaluator.update(model(batch["images"]), batch)  # uint8 images: the model normalizes them
     metrics = evaluator.compute()   # {"accuracy": ..., "top5": ..., "accuracy_class_mean": ...}
     print(evaluator.report())       # per-class table and the confusion matrix
 

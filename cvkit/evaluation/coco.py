@@ -11,7 +11,7 @@ Predictions are the postprocessor's per-image dicts ``{"boxes": float32 [n, 4] x
 
     evaluator = CocoEvaluator.from_dataset(val_dataset)
     for batch in val_loader:
-        images = batch_images(batch)  # cvkit.data.batch_images: uint8 -> normalized float32
+        images = batch["images"]  # uint8 (B, 3, H, W): the model normalizes them
         evaluator.update(postprocessor(model(images), image_sizes, batch["orig_sizes"]), batch)
     metrics = evaluator.compute()   # {"AP": ..., "AP50": ..., ...}
     print(evaluator.report())       # per-class table

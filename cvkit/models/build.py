@@ -1,9 +1,13 @@
 """Builders: one plain function per name, in plain dicts (no registry, no decorators).
 
-    model, criterion, postprocessor = build_detector(model_cfg, loss_cfg, post_cfg, anchor_cfg, num_classes)
+    model, criterion, postprocessor = build_detector(model_cfg, loss_cfg, post_cfg, anchor_cfg, num_classes,
+                                                     mean=tf_cfg.mean, std=tf_cfg.std)
 
 ``BACKBONES`` maps a backbone name to ``builder(state_dict=None) -> Backbone``; ``DETECTORS`` maps a
-detector name (``model.arch``) to ``builder(model_cfg, anchor_cfg, num_classes) -> nn.Module``.
+detector name (``model.arch``) to ``builder(model_cfg, anchor_cfg, num_classes, mean=..., std=...) -> nn.Module``.
+``mean`` / ``std`` (RGB, 0..1 units: the config's ``transforms.mean`` / ``transforms.std``, ImageNet's by
+default) become the buffers of the model's first module, its :class:`~cvkit.models.preprocess.ImageNormalizer`:
+the model takes uint8 images.
 
 Feature maps and anchors: the model makes its anchors from the sizes of the feature maps it actually
 computes (so outputs and anchors always line up). ``build_detector`` also checks that, at
@@ -27,7 +31,9 @@ Pretrained weights (``model.pretrained``, a local file; nothing is downloaded):
   (the classifier's ``fc.*`` / ``classifier.*`` keys may be present or missing);
 - a cvkit checkpoint (a dict with a ``"model"`` state_dict of a detector, or that state_dict itself):
   loaded into the whole detector; when the checkpoint was trained for another number of classes the class
-  convolutions keep their fresh initialisation (a new head), everything else must fit.
+  convolutions keep their fresh initialisation (a new head), everything else must fit. The normalizer's
+  buffers are not taken from the file: they come from this run's ``mean`` / ``std`` (which the data is
+  normalized with), and a file written before they existed loads as well.
 
 Files are read with ``torch.load(weights_only=True)``: loading can never execute code.
 """
@@ -35,13 +41,13 @@ Files are read with ``torch.load(weights_only=True)``: loading can never execute
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
-from cvkit.checkpoint import read_weights_file
+from cvkit.checkpoint import PIXEL_STAT_KEYS, read_weights_file
 from cvkit.losses.dense import DenseLoss
 from cvkit.losses.multibox import MultiBoxLoss
 from cvkit.models.backbones import (
@@ -58,6 +64,7 @@ from cvkit.models.config import LossConfig, ModelConfig, PostprocessConfig
 from cvkit.models.detector import DenseDetector, SingleShotDetector, SSDDetector
 from cvkit.models.heads import SharedHead, SSDHead
 from cvkit.models.necks import FPN
+from cvkit.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageNormalizer
 from cvkit.ops.anchors import AnchorConfig
 from cvkit.postprocess import DetectionPostprocessor
 
@@ -108,9 +115,9 @@ def _load_detector_state(model: nn.Module, state: Mapping[str, Tensor], source: 
     expected = model.state_dict()
     new_head = [k for k in expected if k.startswith(("head.cls_convs.", "head.cls_out."))]  # sized by the classes
     head_mismatch = any(k in state and tuple(state[k].shape) != tuple(expected[k].shape) for k in new_head)
-    skip = set(new_head) if head_mismatch else set()
+    skip = (set(new_head) if head_mismatch else set()) | set(PIXEL_STAT_KEYS)  # the run's normalization stays
     missing = sorted(k for k in expected if k not in state and k not in skip)
-    unexpected = sorted(k for k in state if k not in expected)
+    unexpected = sorted(k for k in state if k not in expected and k not in skip)
     mismatched = sorted(
         k for k in state if k in expected and k not in skip and tuple(state[k].shape) != tuple(expected[k].shape)
     )
@@ -120,12 +127,14 @@ def _load_detector_state(model: nn.Module, state: Mapping[str, Tensor], source: 
             f"missing {missing[:3]}, unexpected {unexpected[:3]}, shape mismatch {mismatched[:3]}"
         )
     model.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=False)
-    if skip:
+    if head_mismatch:
         log.info("%s: trained for another number of classes; the class convolutions start fresh", source)
 
 
-def build_ssd(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: int) -> SSDDetector:
-    """An :class:`SSDDetector` for ``model_cfg`` and ``anchor_cfg`` (see the module docstring)."""
+def build_ssd(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: int, *,
+              mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> SSDDetector:
+    """An :class:`SSDDetector` for ``model_cfg`` and ``anchor_cfg``, normalizing with ``mean`` / ``std``
+    (see the module docstring)."""
     kind, state, backbone, generator = _backbone_and_anchors(model_cfg, anchor_cfg, num_classes)
     num_extras = generator.num_levels - len(backbone.out_channels)
     if num_extras < 0:
@@ -162,6 +171,7 @@ def build_ssd(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: int
         freeze_bn=model_cfg.freeze_bn,
         backbone_lr_mult=model_cfg.backbone_lr_mult,
         channels_last=model_cfg.channels_last,
+        normalizer=ImageNormalizer(mean, std),
     )
     return _finish(model, kind, state, model_cfg, anchor_cfg)
 
@@ -195,7 +205,8 @@ def _finish(model: Model, kind: str, state: Any, model_cfg: ModelConfig, anchor_
     return model
 
 
-def build_dense(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: int) -> DenseDetector:
+def build_dense(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: int, *,
+                mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> DenseDetector:
     """A :class:`DenseDetector`: the backbone's taps (strides 8, 16, 32 for ResNet), a light FPN / PAN of
     ``model.neck_channels`` channels (plus ``model.extra_levels``), and a head shared across the levels.
 
@@ -215,11 +226,11 @@ def build_dense(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: i
                       model_cfg.head_convs, model_cfg.head_norm, model_cfg.prior_prob)
     model = DenseDetector(backbone, neck, head, generator, num_classes, freeze_stages=model_cfg.freeze_stages,
                           freeze_bn=model_cfg.freeze_bn, backbone_lr_mult=model_cfg.backbone_lr_mult,
-                          channels_last=model_cfg.channels_last)
+                          channels_last=model_cfg.channels_last, normalizer=ImageNormalizer(mean, std))
     return _finish(model, kind, state, model_cfg, anchor_cfg)
 
 
-DETECTORS: dict[str, Callable[[ModelConfig, AnchorConfig, int], nn.Module]] = {"ssd": build_ssd, "dense": build_dense}
+DETECTORS: dict[str, Callable[..., nn.Module]] = {"ssd": build_ssd, "dense": build_dense}
 
 
 def build_detector(
@@ -228,10 +239,14 @@ def build_detector(
     post_cfg: PostprocessConfig,
     anchor_cfg: AnchorConfig,
     num_classes: int,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> tuple[SingleShotDetector, MultiBoxLoss | DenseLoss, DetectionPostprocessor]:
     """The model, its criterion and its postprocessor: three separate objects (DETR style). ``arch: ssd``
-    pairs with :class:`MultiBoxLoss` (softmax), ``arch: dense`` with :class:`DenseLoss` (sigmoid)."""
-    model = _lookup(DETECTORS, model_cfg.arch, "detector")(model_cfg, anchor_cfg, num_classes)
+    pairs with :class:`MultiBoxLoss` (softmax), ``arch: dense`` with :class:`DenseLoss` (sigmoid). The model
+    takes uint8 images and normalizes them with ``mean`` / ``std`` (0..1 units, ``transforms.mean`` / ``std``)."""
+    model = _lookup(DETECTORS, model_cfg.arch, "detector")(model_cfg, anchor_cfg, num_classes, mean=mean, std=std)
     activation = getattr(model, "score_activation", "softmax")
     criterion: MultiBoxLoss | DenseLoss
     if activation == "sigmoid":

@@ -1,10 +1,15 @@
-"""The SSD detector: backbone taps + extra layers -> per-level head -> raw outputs per anchor.
+"""The SSD detector: normalizer -> backbone taps + extra layers -> per-level head -> raw outputs per anchor.
 
 **Class convention (stated once, here).** ``num_classes`` counts the foreground classes; dataset
 labels are ``0..num_classes-1``. The head predicts ``num_classes + 1`` logits per anchor with
 **background at index 0**: foreground label ``l`` is logit ``l + 1`` (:data:`BACKGROUND_INDEX`).
 
 Glossary: B batch, A anchors, C foreground classes, (H, W) the input tensor's size.
+
+``images`` are uint8 ``(B, 3, H, W)`` RGB as the data pipeline (or a decoder) gives them; the first module,
+``model.normalizer`` (:class:`cvkit.models.preprocess.ImageNormalizer`), turns them into float32
+``(x - pixel_mean) / pixel_std`` from buffers in the state_dict. Float images are taken as already
+normalized and pass through unchanged (see :mod:`cvkit.models.preprocess`).
 
 ``model(images)`` returns the same dict in train and eval mode::
 
@@ -14,7 +19,9 @@ Glossary: B batch, A anchors, C foreground classes, (H, W) the input tensor's si
                    map sizes and the input size (cached by the anchor generator, so free after the first call)
 
 The loss (cvkit.losses.MultiBoxLoss) and the decoding (cvkit.postprocess.DetectionPostprocessor) are
-separate objects; resizing and normalization happen in the data pipeline, never in ``forward``.
+separate objects. Resizing happens in the data pipeline, never in ``forward``; normalization is the model's
+first step (as Detectron2's ``preprocess_image`` and torchvision's ``GeneralizedRCNNTransform``), so a
+checkpoint or an exported model takes images as a decoder gives them.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from cvkit.models.backbones.base import Backbone
 from cvkit.models.backbones.extras import SSDExtras
 from cvkit.models.heads.ssd import SSDHead
 from cvkit.models.param_groups import part_param_groups
+from cvkit.models.preprocess import ImageNormalizer
 from cvkit.ops.anchors import AnchorGrid
 
 __all__ = ["BACKGROUND_INDEX", "SingleShotDetector", "SSDDetector", "DenseDetector"]
@@ -37,16 +45,18 @@ __all__ = ["BACKGROUND_INDEX", "SingleShotDetector", "SSDDetector", "DenseDetect
 BACKGROUND_INDEX: int = 0
 
 
-
 class SingleShotDetector(nn.Module):
-    """What SSD and the dense detector share: backbone freezing, train mode, param groups, the forward.
+    """What SSD and the dense detector share: the normalizer, backbone freezing, train mode, param groups, the
+    forward.
 
-    A subclass sets the modules its :meth:`features` uses and its ``head``; ``score_activation`` says how
+    A subclass sets ``normalizer`` first (the first module: its buffers lead the state_dict), then the modules
+    its :meth:`features` uses and its ``head``; ``score_activation`` says how
     the class logits become scores (``softmax`` over C + 1 logits with background at 0, or per-class
     ``sigmoid`` over C logits).
     """
 
     score_activation = "softmax"
+    normalizer: ImageNormalizer  # set by the subclass, first
 
     def _setup(self, backbone: Backbone, head: nn.Module, anchor_generator: AnchorGrid, num_classes: int,
                num_levels: int, what: str, freeze_stages: int, freeze_bn: bool, backbone_lr_mult: float,
@@ -84,8 +94,9 @@ class SingleShotDetector(nn.Module):
     # -- forward ---------------------------------------------------------------------------------
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """Raw outputs for normalized float ``images`` (B, 3, H, W) (see the module docstring)."""
+        """Raw outputs for uint8 ``images`` (B, 3, H, W), or already normalized floats (module docstring)."""
         _check_images(images)
+        images = self.normalizer(images)
         features = self.features(images)
         cls_logits, bbox_deltas = self.head(features)
         anchors = self.anchor_generator(features, images.shape[-2:], dtype=torch.float32)
@@ -158,6 +169,7 @@ class SSDDetector(SingleShotDetector):
         freeze_bn: every backbone BatchNorm stays in eval mode (running statistics fixed).
         backbone_lr_mult: learning-rate factor of the pretrained backbone stages in :meth:`param_groups`.
         channels_last: run in NHWC memory format (the head's permute is then free).
+        normalizer: the first module (default: ImageNet's mean/std), see :mod:`cvkit.models.preprocess`.
     """
 
     def __init__(
@@ -172,8 +184,10 @@ class SSDDetector(SingleShotDetector):
         freeze_bn: bool = False,
         backbone_lr_mult: float = 1.0,
         channels_last: bool = False,
+        normalizer: ImageNormalizer | None = None,
     ) -> None:
         super().__init__()
+        self.normalizer = normalizer if normalizer is not None else ImageNormalizer()
         self.extras = extras
         num_levels = len(backbone.out_channels) + len(extras.out_channels)
         what = f"{len(backbone.out_channels)} backbone taps + {len(extras.out_channels)} extra layers"
@@ -193,7 +207,7 @@ class DenseDetector(SingleShotDetector):
 
     Outputs as SSD's (module docstring) except ``cls_logits``: ``(B, A, C)`` per-class sigmoid logits, no
     background logit (``score_activation = "sigmoid"``); ``num_anchors_per_level`` int64 ``(L,)`` is added
-    for level-aware assigners (ATSS). Args as :class:`SSDDetector`, with ``neck`` (a
+    for level-aware assigners (ATSS). Args as :class:`SSDDetector` (the normalizer first), with ``neck`` (a
     :class:`cvkit.models.necks.FPN`) instead of the extra layers and a
     :class:`cvkit.models.heads.SharedHead`.
     """
@@ -212,8 +226,10 @@ class DenseDetector(SingleShotDetector):
         freeze_bn: bool = False,
         backbone_lr_mult: float = 1.0,
         channels_last: bool = False,
+        normalizer: ImageNormalizer | None = None,
     ) -> None:
         super().__init__()
+        self.normalizer = normalizer if normalizer is not None else ImageNormalizer()
         self.neck = neck
         num_levels = len(getattr(neck, "out_channels", backbone.out_channels))
         self._setup(backbone, head, anchor_generator, num_classes, num_levels, f"{num_levels} pyramid levels",
@@ -226,8 +242,9 @@ class DenseDetector(SingleShotDetector):
         return self.neck(self.backbone(images))
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """Raw outputs for normalized float ``images`` (B, 3, H, W) (see the class docstring)."""
+        """Raw outputs for uint8 ``images`` (B, 3, H, W), or already normalized floats (see the class docstring)."""
         _check_images(images)
+        images = self.normalizer(images)
         features = self.features(images)
         cls_logits, bbox_deltas = self.head(features)
         anchors = self.anchor_generator(features, images.shape[-2:], dtype=torch.float32)
@@ -239,7 +256,7 @@ class DenseDetector(SingleShotDetector):
 def _check_images(images: Tensor) -> None:
     if not isinstance(images, Tensor) or images.dim() != 4:
         raise ValueError(
-            "images must be one float tensor (B, 3, H, W) of equally sized images, got "
+            "images must be one tensor (B, 3, H, W) of equally sized images (uint8), got "
             + (f"shape {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__)
         )
 

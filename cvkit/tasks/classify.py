@@ -85,14 +85,15 @@ def checkpoint_extra(cfg: Any, classifier: ClassifierConfig, class_names: tuple[
 
 
 def build_model(cfg: Any, classifier: ClassifierConfig, num_classes: int) -> tuple[torch.nn.Module, Any]:
-    """``(model, criterion)`` for ``num_classes`` classes at the input size ``cfg.transforms.size``; the
-    model's random init is seeded from ``train.seed``."""
+    """``(model, criterion)`` for ``num_classes`` classes at the input size ``cfg.transforms.size``, normalizing
+    its uint8 input with ``cfg.transforms.mean`` / ``std``; the model's random init is seeded from ``train.seed``."""
     from cvkit.engine.seed import seed_everything
     from cvkit.losses.classification import ClassificationLoss
     from cvkit.models.classification.build import build_classifier
 
     seed_everything(cfg.train.seed)
-    model = build_classifier(classifier, num_classes, image_size=tuple(cfg.transforms.size))
+    model = build_classifier(classifier, num_classes, image_size=tuple(cfg.transforms.size),
+                             mean=cfg.transforms.mean, std=cfg.transforms.std)
     return model, ClassificationLoss(classifier.label_smoothing)
 
 

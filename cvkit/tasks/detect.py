@@ -8,9 +8,10 @@ Reads top to bottom::
 
 Everything random that is built before ``fit`` (the model's initial weights, the head's init) is drawn after
 seeding from ``train.seed`` alone, so two runs of one config start from the same weights, and so does every
-process of a torchrun job (``fit`` then seeds ``train.seed + rank`` for the training itself). Every checkpoint
-carries what inference needs: the resolved config, class names, preprocessing (size, mean, std) and the
-dataset's category ids.
+process of a torchrun job (``fit`` then seeds ``train.seed + rank`` for the training itself). The loaders ship
+uint8 images; the detector normalizes them itself (``transforms.mean`` / ``std`` are buffers of its first
+module, so its state_dict carries them). Every checkpoint carries what inference needs: the resolved config,
+class names, preprocessing (size, mean, std) and the dataset's category ids.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run", "checkpoint_extra"]
+__all__ = ["run", "checkpoint_extra", "build_model"]
+
+
+def build_model(cfg: Any, num_classes: int, postprocess: Any = None) -> tuple[Any, Any, Any]:
+    """``(model, criterion, postprocessor)`` of ``cfg`` for ``num_classes`` classes; the model normalizes its
+    uint8 input with ``cfg.transforms.mean`` / ``std``. ``postprocess``: a ``postprocess:`` section to use
+    instead of ``cfg.postprocess`` (``cvkit infer``'s threshold overrides)."""
+    from cvkit.models.build import build_detector
+
+    return build_detector(cfg.model, cfg.loss, postprocess or cfg.postprocess, cfg.anchors, num_classes=num_classes,
+                          mean=cfg.transforms.mean, std=cfg.transforms.std)
 
 
 def checkpoint_extra(cfg: Any, class_names: tuple[str, ...], category_ids: Any) -> dict[str, Any]:
@@ -48,7 +59,6 @@ def run(cfg: Any, run_dir: str | os.PathLike, resume: str | os.PathLike | None =
     from cvkit.engine.seed import seed_everything
     from cvkit.engine.train import fit
     from cvkit.evaluation.coco import CocoEvaluator
-    from cvkit.models.build import build_detector
     from cvkit.transforms.presets import build_mosaic, build_transform
 
     seed_everything(cfg.train.seed)  # before anything random is built: the same start on every run and rank
@@ -61,9 +71,7 @@ def run(cfg: Any, run_dir: str | os.PathLike, resume: str | os.PathLike | None =
     val_loader = loader_from_config(cfg.data, val_set, val_tf, train=False)
     class_names = tuple(train_set.class_names)
     seed_everything(cfg.train.seed)  # the weights do not depend on how much the data readers drew
-    model, criterion, postprocessor = build_detector(
-        cfg.model, cfg.loss, cfg.postprocess, cfg.anchors, num_classes=len(class_names)
-    )
+    model, criterion, postprocessor = build_model(cfg, len(class_names))
     evaluator = CocoEvaluator.from_dataset(val_set)
     extra = checkpoint_extra(cfg, class_names, getattr(train_set, "category_ids", None))
     return fit(model, criterion, postprocessor, train_loader, val_loader, cfg.train, Path(run_dir),

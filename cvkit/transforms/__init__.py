@@ -6,12 +6,13 @@ This is the only part of cvkit that imports albumentations.
     from cvkit.transforms import TransformsConfig, ssd_train
     pipeline = ssd_train(TransformsConfig(size=(300, 300)))
     out = pipeline(dataset[0], seed=0)   # image (3, 300, 300) uint8, boxes [M', 4], labels [M']
-    x = pipeline.normalize(out["image"])  # float32 (x / 255 - mean) / std; loaders do this per batch
     print(pipeline.format_stats())       # per step: boxes in / clipped / dropped
+
+Images stay uint8: the model normalizes them itself (:mod:`cvkit.models.preprocess`).
 """
 
 from cvkit.transforms.config import TransformsConfig, transforms_config_from
-from cvkit.transforms.pipeline import Normalize, Pipeline, StepStats, to_chw_tensor, to_normalized_tensor
+from cvkit.transforms.pipeline import Pipeline, StepStats, to_chw_tensor
 from cvkit.transforms.presets import PRESETS, build_transform, cls_eval, cls_train, ssd_eval, ssd_train
 from cvkit.transforms.ssd import MinIoURandomCrop, PhotometricDistort, ZoomOut, hue_matrix, photometric_matrix
 from cvkit.transforms.ssd_fast import SSDTrainPipeline
@@ -22,9 +23,7 @@ __all__ = [
     "Pipeline",
     "SSDTrainPipeline",
     "StepStats",
-    "Normalize",
     "to_chw_tensor",
-    "to_normalized_tensor",
     "PRESETS",
     "build_transform",
     "ssd_train",

@@ -17,8 +17,8 @@ class TransformsConfig:
     train_preset: Literal["ssd_train", "ssd_eval", "cls_train", "cls_eval"] = "ssd_train"  # preset for training
     eval_preset: Literal["ssd_train", "ssd_eval", "cls_train", "cls_eval"] = "ssd_eval"  # preset for evaluation
     size: tuple[int, int] = (300, 300)  # output (height, width) of every preset
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB mean in [0, 1] units: normalize, zoom-out fill
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # RGB std in [0, 1] units: normalize
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # RGB mean, [0, 1] units: model normalizer, zoom-out fill
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # RGB std, [0, 1] units: the model's normalizer
     interpolation: Literal["nearest", "linear", "cubic", "area"] = "linear"  # resize interpolation
     hflip: bool = True  # random horizontal flip (switch off where left and right differ, e.g. text, digits)
     hflip_p: float = 0.5  # probability of the flip when hflip is on

@@ -2,7 +2,7 @@
 
 :class:`Pipeline` takes a sample ``{"image": uint8 (H, W, 3), "boxes": float32 [M, 4] xyxy absolute,
 "labels": int64 [M], ...}`` and returns a new sample with the transformed ``image`` (a uint8 ``(3, H', W')``
-tensor when ``mean``/``std`` are given -- a channel-last view of the pixels, no copy -- else the uint8
+tensor with ``as_tensor=True`` -- a channel-last view of the pixels, no copy -- else the uint8
 ``(H', W', 3)`` array), ``boxes``
 (torch float32 [M', 4] xyxy absolute pixels of the output image) and ``labels`` (torch int64 [M']); other
 keys are passed through. Samples without ``boxes`` (classification) go through the image path only.
@@ -22,14 +22,13 @@ Box processing (albumentations' order, done here once per step):
 ``pipeline.stats`` counts per step how many boxes came in, how many were clipped (and kept) and how many
 were dropped; :meth:`Pipeline.format_stats` prints them.
 
-Normalization runs on the batch, not on the sample: with ``mean``/``std`` the pipeline ends in a uint8
-``(3, H, W)`` tensor and :attr:`Pipeline.normalize` (a :class:`Normalize`) turns a collated batch into
-float32 ``(x / 255 - mean) / std`` on whatever device it is on. cvkit's loaders attach it to every batch
-(``batch["normalize"]``) and the engine applies it after moving the batch to the training device, as
-Detectron2, MMDetection 3 and torchvision's detection models do. A worker then ships a quarter of the
-bytes (uint8, not float32) through shared memory and over PCIe, and the float pass over the pixels
-happens once per batch on the device instead of once per sample in a single-threaded worker.
-``mean``/``std`` stay part of the data pipeline's config and of the checkpoint's ``preprocess`` block.
+The pipeline does not normalize: its output stays uint8 (the presets' ``(3, H, W)`` tensors), the loaders
+ship uint8 batches and the model's first module normalizes them on the training device
+(:class:`cvkit.models.preprocess.ImageNormalizer`, from ``pixel_mean`` / ``pixel_std`` buffers in its
+state_dict), as Detectron2 and torchvision's detection models do. A worker then ships a quarter of the bytes
+(uint8, not float32) through shared memory and over PCIe, the float pass over the pixels happens once per
+batch on the device instead of once per sample in a single-threaded worker, and a checkpoint or an exported
+model takes images as a decoder gives them. ``transforms.mean`` is still the zoom-out / mosaic fill colour.
 
 Randomness: ``pipeline(sample, seed=s)`` reseeds every transform from ``s`` (same ``s``: same output);
 without ``seed`` the pipeline's own generators (seeded once at construction) advance.
@@ -77,7 +76,7 @@ from cvkit.transforms._kernels import boxes_from_rows, filter_boxes, hflip_rows,
 from cvkit.transforms.geometry import IDENTITY, map_of, render
 from cvkit.transforms.ssd import PhotometricDistort, ZoomOut
 
-__all__ = ["Pipeline", "StepStats", "Normalize", "BatchSlot", "to_normalized_tensor", "to_chw_tensor"]
+__all__ = ["Pipeline", "StepStats", "BatchSlot", "to_chw_tensor"]
 
 
 @dataclass
@@ -103,14 +102,6 @@ class BatchSlot(NamedTuple):
 Out = np.ndarray | torch.Tensor | BatchSlot | None
 
 
-def to_normalized_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 ``(H, W, 3)`` -> float32 ``(3, H, W)`` tensor ``(x / 255 - mean) / std`` (mean, std in [0, 1] units).
-
-    The same values as ``Normalize(mean, std)(to_chw_tensor(image))``, for one image on the CPU.
-    """
-    return Normalize(tuple(mean), tuple(std))(to_chw_tensor(image))
-
-
 def to_chw_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 ``(H, W, C)`` array -> contiguous uint8 ``(C, H, W)`` tensor (one ``cv2.split`` into the planes)."""
     if image.ndim == 2:
@@ -124,87 +115,22 @@ def to_chw_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-@dataclass(frozen=True)
-class Normalize:
-    """The last preprocessing step, run on a batch: uint8 images -> float32 ``(x / 255 - mean) / std``.
-
-    ``mean``/``std`` per RGB channel in [0, 1] units. Call it on a uint8 ``(B, 3, H, W)`` or ``(3, H, W)``
-    tensor, or a list of them, on any device; the result is on the same device. It computes
-    ``float(x) * (1 / (255 std)) + (-mean / std)`` in float32, the same values on every device.
-    """
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def __call__(self, images: torch.Tensor | Sequence[torch.Tensor]) -> Any:
-        if not isinstance(images, torch.Tensor):
-            return [self(im) for im in images]
-        if images.dtype != torch.uint8:
-            raise TypeError(f"Normalize expects uint8 images (0..255), got {images.dtype}")
-        if images.ndim not in (3, 4) or images.shape[-3] != len(self.mean):
-            raise ValueError(f"Normalize expects (B, {len(self.mean)}, H, W) or ({len(self.mean)}, H, W) images, "
-                             f"got shape {tuple(images.shape)}")
-        if images.device.type == "cpu" and images.ndim == 4 and images.permute(0, 2, 3, 1).is_contiguous():
-            return self._normalize_channel_last_cpu(images)
-        scale, shift = _normalization_tensors(self.mean, self.std, images.device)
-        # one pass converts to float32 in the standard layout, whatever the input's strides (channel-last views)
-        return images.to(torch.float32, memory_format=torch.contiguous_format).mul_(scale).add_(shift)
-
-    def _normalize_channel_last_cpu(self, images: torch.Tensor) -> torch.Tensor:
-        """The same values for a CPU batch of channel-last views (cvkit's collated batches), faster than
-        torch's transposing conversion on one thread: per image, ``cv2.split`` into uint8 planes, then
-        ``float32(x) * scale + shift`` per plane with numpy (the same two float32 roundings)."""
-        scale, shift = _normalization(self.mean, self.std)
-        batch, channels, height, width = images.shape
-        out = np.empty((batch, channels, height, width), dtype=np.float32)
-        planes = np.empty((channels, height, width), dtype=np.uint8)
-        pixels = images.permute(0, 2, 3, 1).numpy()  # (B, H, W, C), no copy
-        for b in range(batch):
-            cv2.split(pixels[b], list(planes))
-            for c in range(channels):
-                np.multiply(planes[c], scale[c], out=out[b, c], dtype=np.float32)
-                out[b, c] += shift[c]
-        return torch.from_numpy(out)
-
-
-@functools.lru_cache(maxsize=16)
-def _normalization(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[list, list]:
-    """Per-channel float32 ``scale = 1 / (255 std)`` and ``shift = -mean / std`` (numpy scalars)."""
-    return [np.float32(1.0 / (255.0 * s)) for s in std], [np.float32(-m / s) for m, s in zip(mean, std)]
-
-
-@functools.lru_cache(maxsize=16)
-def _normalization_tensors(
-    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 ``(C, 1, 1)`` ``scale = 1 / (255 std)`` and ``shift = -mean / std`` on ``device``."""
-    scale_values, shift_values = _normalization(mean, std)
-    scale = torch.tensor(scale_values, dtype=torch.float32).view(-1, 1, 1)
-    shift = torch.tensor(shift_values, dtype=torch.float32).view(-1, 1, 1)
-    return scale.to(device), shift.to(device)
-
-
 class Pipeline:
     """A sequence of albumentations transforms applied with cvkit's box rules (see the module docstring)."""
 
     def __init__(
         self,
         transforms: Sequence[A.BasicTransform],
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
+        as_tensor: bool = False,
         min_box_size: float = 1.0,
         min_visibility: float = 0.0,
         seed: int | None = None,
         name: str = "pipeline",
         fuse_geometry: bool = True,
     ):
-        if (mean is None) != (std is None):
-            raise ValueError("give both mean and std (normalize to a tensor) or neither (keep uint8)")
         self.transforms = list(transforms)
-        self.mean = None if mean is None else tuple(float(v) for v in mean)
-        self.std = None if std is None else tuple(float(v) for v in std)
-        #: the batch step that finishes this pipeline's images (``None`` without mean/std)
-        self.normalize = None if self.mean is None or self.std is None else Normalize(self.mean, self.std)
+        #: output images as uint8 ``(3, H, W)`` tensors (channel-last views), else ``(H, W, 3)`` arrays
+        self.as_tensor = bool(as_tensor)
         self.min_box_size = float(min_box_size)
         self.min_visibility = float(min_visibility)
         self.name = name
@@ -285,8 +211,8 @@ class Pipeline:
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(t) for t in self.transforms)
-        norm = "" if self.mean is None else f", mean={self.mean}, std={self.std}"
-        return f"{type(self).__name__}({self.name!r}, [\n  {inner}\n]{norm}, min_box_size={self.min_box_size})"
+        tensor = ", as_tensor=True" if self.as_tensor else ""
+        return f"{type(self).__name__}({self.name!r}, [\n  {inner}\n]{tensor}, min_box_size={self.min_box_size})"
 
     # -- box rules ------------------------------------------------------------------------------
 
@@ -396,11 +322,11 @@ class Pipeline:
         return buffer
 
     def _finish_image(self, image: np.ndarray, out: Out = None) -> torch.Tensor | np.ndarray:
-        """uint8 ``(3, H, W)`` tensor (a channel-last view: strides ``(1, 3W, 3)``) when the pipeline normalizes
-        (on the batch, later), else the array. The collate functions stack such views without transposing;
-        :class:`Normalize` writes its float output in the standard contiguous layout. ``out``: the caller's
-        buffer the pixels were written into (a tensor's own view is returned, sharing its storage)."""
-        if self.normalize is None:
+        """uint8 ``(3, H, W)`` tensor (a channel-last view: strides ``(1, 3W, 3)``) with ``as_tensor``, else the
+        array. The collate functions stack such views without transposing; the model's normalizer writes its
+        float output in the standard contiguous layout. ``out``: the caller's buffer the pixels were written
+        into (a tensor's own view is returned, sharing its storage)."""
+        if not self.as_tensor:
             return image
         if isinstance(out, BatchSlot):
             return out.image

@@ -1,20 +1,21 @@
 """Augmentation presets by name; every parameter comes from :class:`TransformsConfig`.
 
 =============  ===============================================================================================
-``ssd_train``  PhotometricDistort -> ZoomOut -> MinIoURandomCrop -> Resize -> HorizontalFlip (if ``hflip``)
-               -> normalize. Boxes are clipped and size-filtered after every geometric step. (The flip
-               commutes with the resize; flipping after it touches fewer pixels.) Built as an
+``ssd_train``  PhotometricDistort -> ZoomOut -> MinIoURandomCrop -> Resize -> HorizontalFlip (if ``hflip``).
+               Boxes are clipped and size-filtered after every geometric step. (The flip commutes with the
+               resize; flipping after it touches fewer pixels.) Built as an
                :class:`~cvkit.transforms.ssd_fast.SSDTrainPipeline`: the same results as the step loop of
                :class:`Pipeline`, with the box work compiled.
-``ssd_eval``   Resize -> normalize (boxes follow, so predictions map back by the size ratio).
-``cls_train``  RandomResizedCrop -> HorizontalFlip (if ``hflip``) -> ColorJitter -> normalize
-               (the classic torchvision ImageNet recipe).
-``cls_eval``   resize the short side to ``size / cls_resize_ratio`` -> CenterCrop ``size`` -> normalize.
+``ssd_eval``   Resize (boxes follow, so predictions map back by the size ratio).
+``cls_train``  RandomResizedCrop -> HorizontalFlip (if ``hflip``) -> ColorJitter (the classic torchvision
+               ImageNet recipe).
+``cls_eval``   resize the short side to ``size / cls_resize_ratio`` -> CenterCrop ``size``.
 =============  ===============================================================================================
 
 Each builder is a plain function ``preset(cfg, seed=None) -> Pipeline``; :data:`PRESETS` maps names to them.
-"normalize" is each pipeline's last step, :attr:`Pipeline.normalize` (``cfg.mean``/``cfg.std``): it runs on the
-collated uint8 batch, on the training device (see :mod:`cvkit.transforms.pipeline`).
+Every preset outputs uint8 ``(3, H, W)`` tensors (channel-last views) and does not normalize: the model's first
+module does, from ``cfg.mean`` / ``cfg.std`` as buffers in its state_dict (:mod:`cvkit.models.preprocess`).
+``cfg.mean`` is also the zoom-out and mosaic fill colour.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def cv2_interpolation(name: str) -> int:
 
 def _pipeline(kind: type[_P], transforms: list, cfg: TransformsConfig, seed: int | None, name: str) -> _P:
     return kind(
-        transforms, mean=cfg.mean, std=cfg.std, min_box_size=cfg.min_box_size,
+        transforms, as_tensor=True, min_box_size=cfg.min_box_size,
         min_visibility=cfg.min_visibility, seed=seed, name=name,
     )
 
@@ -93,14 +94,14 @@ def ssd_train(cfg: TransformsConfig | None = None, seed: int | None = None) -> S
 
 
 def ssd_eval(cfg: TransformsConfig | None = None, seed: int | None = None) -> Pipeline:
-    """SSD evaluation: resize to ``cfg.size`` and normalize."""
+    """SSD evaluation: resize to ``cfg.size``."""
     cfg = cfg or TransformsConfig()
     resize = A.Resize(*cfg.size, interpolation=_INTERPOLATION[cfg.interpolation])
     return _pipeline(Pipeline, [resize], cfg, seed, "ssd_eval")
 
 
 def cls_train(cfg: TransformsConfig | None = None, seed: int | None = None) -> Pipeline:
-    """Classification training: random resized crop, flip, colour jitter, normalize."""
+    """Classification training: random resized crop, flip, colour jitter."""
     cfg = cfg or TransformsConfig()
     transforms: list = [
         A.RandomResizedCrop(
@@ -116,7 +117,7 @@ def cls_train(cfg: TransformsConfig | None = None, seed: int | None = None) -> P
 
 
 def cls_eval(cfg: TransformsConfig | None = None, seed: int | None = None) -> Pipeline:
-    """Classification evaluation: resize the short side to ``size / cls_resize_ratio``, centre-crop, normalize."""
+    """Classification evaluation: resize the short side to ``size / cls_resize_ratio``, centre-crop."""
     cfg = cfg or TransformsConfig()
     short = round(min(cfg.size) / cfg.cls_resize_ratio)
     transforms = [

@@ -91,8 +91,7 @@ class SSDTrainPipeline(Pipeline):
     def __init__(
         self,
         transforms: Sequence[A.BasicTransform],
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
+        as_tensor: bool = False,
         min_box_size: float = 1.0,
         min_visibility: float = 0.0,
         seed: int | None = None,
@@ -104,7 +103,7 @@ class SSDTrainPipeline(Pipeline):
                 "SSDTrainPipeline runs PhotometricDistort, ZoomOut, MinIoURandomCrop, Resize[, HorizontalFlip]; got "
                 f"{[type(t).__name__ for t in transforms]} (Pipeline runs any sequence)"
             )
-        super().__init__(transforms, mean, std, min_box_size, min_visibility, seed, name, fuse_geometry)
+        super().__init__(transforms, as_tensor, min_box_size, min_visibility, seed, name, fuse_geometry)
         # the compiled path resamples once through the composed map: every geometric step must be fusable
         self._ssd_sequence = is_ssd_sequence(self.transforms) and all(map_of(t) for t in self.transforms[1:])
 

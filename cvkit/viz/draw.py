@@ -67,14 +67,13 @@ def draw_boxes(
     return out
 
 
-def to_uint8_image(
-    image: object, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
-) -> np.ndarray:
-    """An RGB uint8 ``(H, W, 3)`` view of a pipeline output.
+def to_uint8_image(image: object) -> np.ndarray:
+    """An RGB uint8 ``(H, W, 3)`` view of a pipeline output (pipelines never normalize: see
+    :mod:`cvkit.models.preprocess`).
 
-    A float ``(3, H, W)`` tensor normalized with ``mean``/``std`` (in [0, 1] units) is mapped back with
-    ``x * std + mean``; a uint8 ``(3, H, W)`` tensor (a pipeline's output before the batch normalization)
-    is transposed; a uint8 ``(H, W, 3)`` array is returned as is.
+    A uint8 ``(3, H, W)`` tensor (a preset's output) is transposed; a uint8 ``(H, W, 3)`` array is returned as
+    is; a float ``(3, H, W)`` tensor is taken as 0..1 (0..255 when its maximum exceeds 1.5), rounded and
+    clipped.
     """
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
         return image
@@ -83,9 +82,7 @@ def to_uint8_image(
     tensor = torch.as_tensor(image).detach().cpu().float()
     if tensor.ndim != 3 or tensor.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) tensor or an (H, W, 3) uint8 array, got shape {tuple(tensor.shape)}")
-    if mean is not None and std is not None:
-        tensor = tensor * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
-    elif tensor.max() > 1.5:  # already in 0..255
+    if tensor.max() > 1.5:  # already in 0..255
         tensor = tensor / 255.0
     return (tensor.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).contiguous().numpy()
 

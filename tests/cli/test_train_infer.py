@@ -77,7 +77,7 @@ def test_train_then_infer(tmp_path, capsys):
     assert cvkit(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "model.ts")]) == 0
     assert "max |exported - eager|" in capsys.readouterr().out
     exported = torch.jit.load(str(tmp_path / "model.ts"))
-    logits, deltas, anchors = exported(torch.zeros(1, 3, 300, 300))
+    logits, deltas, anchors = exported(torch.zeros(1, 3, 300, 300, dtype=torch.uint8))  # uint8, as decoded
     # the default detector is dense: one sigmoid logit per class (5 shapes), no background logit
     assert logits.shape == (1, anchors.shape[0], 5) and deltas.shape == (1, anchors.shape[0], 4)
 
@@ -86,7 +86,7 @@ def test_train_then_infer(tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     assert cvkit(["export", "--checkpoint", ckpt, "--format", "onnx", "--out", str(tmp_path / "model.onnx")]) == 0
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    x = torch.randn(3, 3, 300, 300, generator=torch.Generator().manual_seed(3))
+    x = torch.randint(0, 256, (3, 3, 300, 300), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     got = session.run(None, {"images": x.numpy()})
     with torch.no_grad():
         want = exported(x)

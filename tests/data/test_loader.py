@@ -12,7 +12,6 @@ from cvkit.data import (
     AugmentedDataset,
     CocoDetection,
     EpochSampler,
-    batch_images,
     build_dataloader,
     collate_classification,
     collate_detection,
@@ -20,7 +19,7 @@ from cvkit.data import (
     set_epoch,
 )
 from cvkit.data.collate import Skipped
-from cvkit.transforms import Normalize, TransformsConfig, ssd_train
+from cvkit.transforms import TransformsConfig, ssd_train
 
 
 def fake(image_id, num_boxes, size=(8, 8)):
@@ -121,19 +120,21 @@ def test_loader_from_config(synthetic_cache, synthetic_root):
     assert [len(b["targets"]) for b in batches] == [5, 5, 5, 5, 4]
     assert sorted(i for b in batches for i in b["image_ids"].tolist()) == list(range(1, 25))
     assert [i for b in batches for i in b["image_ids"].tolist()] != list(range(1, 25))  # shuffled
-    images = batches[0]["images"]  # uint8 out of the workers; the batch carries its normalization
+    images = batches[0]["images"]  # uint8 out of the workers, and nothing else: the model normalizes
     assert images.dtype == torch.uint8 and images.shape == (5, 3, 300, 300)
-    assert batches[0]["normalize"] == Normalize(TransformsConfig().mean, TransformsConfig().std)
-    x = batch_images(batches[0], "cpu")
-    assert x.dtype == torch.float32 and torch.equal(x, batches[0]["normalize"](images))
+    assert images.permute(0, 2, 3, 1).is_contiguous()  # a channel-last view of the batch buffer
+    assert "normalize" not in batches[0]
+    from cvkit.models.preprocess import ImageNormalizer
+
+    x = ImageNormalizer(TransformsConfig().mean, TransformsConfig().std)(images)  # the model's first module
     expected = (images.double() / 255 - torch.tensor(TransformsConfig().mean).view(3, 1, 1)) / torch.tensor(
         TransformsConfig().std
     ).view(3, 1, 1)
-    assert torch.allclose(x.double(), expected, atol=1e-5)
+    assert x.dtype == torch.float32 and torch.allclose(x.double(), expected, atol=1e-5)
     val = loader_from_config(cfg, build_dataset(cfg, "val"), None, train=False)
     assert [i for b in val for i in b["image_ids"].tolist()] == list(range(1, 9))  # in order
     raw = next(iter(val))
-    assert "normalize" not in raw and batch_images(raw) is raw["images"]  # no transform: nothing to finish
+    assert raw["images"].dtype == torch.uint8 and "normalize" not in raw  # no transform: the decoded pixels
     cls_cfg = DataConfig(format="synthetic_cls", cache_dir=str(synthetic_cache), synthetic=small, num_workers=0)
     cls_batch = next(iter(loader_from_config(cls_cfg, build_dataset(cls_cfg, "val"), None, train=False)))
     assert cls_batch["labels"].dtype == torch.int64 and cls_batch["images"].shape[1:] == (3, 64, 64)

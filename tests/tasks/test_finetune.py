@@ -27,7 +27,7 @@ TARGET = 0.5  # 3 classes: chance is 1/3
 def _tensors(root, split):
     dataset = ImageFolderDataset(root, split)
     transform = cls_eval(TransformsConfig(size=(SIZE, SIZE), cls_resize_ratio=1.0))
-    images = transform.normalize(torch.stack([transform(dataset[i])["image"] for i in range(len(dataset))]))
+    images = torch.stack([transform(dataset[i])["image"] for i in range(len(dataset))])  # uint8: the model normalizes
     return images, torch.tensor(dataset.targets)
 
 

@@ -178,8 +178,11 @@ def test_seeds_inputs_and_outputs(synthetic_pipeline_inputs):
         and a["image"].shape == (3, 300, 300)
         and a["image"].permute(1, 2, 0).is_contiguous()
     )
-    x = pipeline.normalize(a["image"])  # the batch step, here on one image
-    assert x.dtype == torch.float32 and x.shape == (3, 300, 300) and x.is_contiguous()
+    assert pipeline.as_tensor and not hasattr(pipeline, "normalize")  # uint8 out: the model normalizes
+    from cvkit.models.preprocess import ImageNormalizer
+
+    x = ImageNormalizer()(a["image"].unsqueeze(0))  # what the model's first module makes of it
+    assert x.dtype == torch.float32 and x.shape == (1, 3, 300, 300) and x.is_contiguous()
     assert a["boxes"].dtype == torch.float32 and a["labels"].dtype == torch.int64
     assert a["image_id"] == sample["image_id"] and a["orig_size"] == sample["orig_size"]  # passed through
 
@@ -211,8 +214,9 @@ def test_any_albumentations_transform_between_fused_steps():
     )
 
 
-def test_normalize_is_the_per_sample_formula_on_batches_lists_and_any_layout():
-    from cvkit.transforms import Normalize, to_chw_tensor, to_normalized_tensor
+def test_to_chw_tensor_gives_the_planes_the_models_normalize_per_sample_and_in_any_layout():
+    from cvkit.models.preprocess import ImageNormalizer
+    from cvkit.transforms import to_chw_tensor
 
     rng = np.random.default_rng(0)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -220,23 +224,18 @@ def test_normalize_is_the_per_sample_formula_on_batches_lists_and_any_layout():
     chw = [to_chw_tensor(im) for im in images]
     for im, t in zip(images, chw):
         assert t.dtype == torch.uint8 and t.is_contiguous() and np.array_equal(t.permute(1, 2, 0).numpy(), im)
-    normalize = Normalize(mean, std)
-    batch = normalize(torch.stack(chw))
+    normalizer = ImageNormalizer(mean, std)
+    batch = normalizer(torch.stack(chw))
     assert batch.dtype == torch.float32 and batch.shape == (3, 3, 7, 9)
     for k, im in enumerate(images):
-        want = (im.astype(np.float64) / 255 - mean) / std  # (H, W, 3)
+        want = (im.astype(np.float64) / 255 - mean) / std  # (H, W, 3): the per-sample formula
         assert np.allclose(batch[k].permute(1, 2, 0).numpy(), want, atol=2e-6)
-        assert torch.equal(batch[k], to_normalized_tensor(im, mean, std))  # one formula, bit for bit
-        assert torch.equal(normalize([chw[k]])[0], batch[k])
+        assert torch.equal(normalizer(chw[k].unsqueeze(0))[0], batch[k])  # one image = its row of the batch
     # a collated batch of channel-last views (the CPU fast path) gives the same values, in the standard layout
     channel_last = torch.stack([torch.from_numpy(im) for im in images]).permute(0, 3, 1, 2)
-    fast = normalize(channel_last)
+    fast = normalizer(channel_last)
     assert fast.is_contiguous() and torch.equal(fast, batch)
     assert to_chw_tensor(images[0][:, :, 0]).shape == (1, 7, 9)
-    with pytest.raises(TypeError, match="uint8"):
-        normalize(torch.zeros(3, 4, 4))
-    with pytest.raises(ValueError, match="shape"):
-        normalize(torch.zeros(4, 4, 3, dtype=torch.uint8))
 
 
 # -- every step on its own: the reference rule applied to the pipeline's own previous state ----------------
@@ -356,8 +355,7 @@ def test_outputs_never_share_the_reused_photometric_buffer():
     boxes = torch.tensor([[5.0, 5.0, 30.0, 25.0]])
     identity_geometry = Pipeline(
         [PhotometricDistort(p=1.0, p_each=1.0), A.Resize(40, 50), A.HorizontalFlip(p=0.0)],
-        mean=(0.5,) * 3,
-        std=(0.5,) * 3,
+        as_tensor=True,
     )
     for pipeline in (ssd_train(TransformsConfig(size=(32, 32))), identity_geometry):
         outputs, copies = [], []
@@ -369,17 +367,3 @@ def test_outputs_never_share_the_reused_photometric_buffer():
         again = pipeline({"image": images[0], "boxes": boxes, "labels": torch.tensor([0])}, seed=0)
         assert torch.equal(again["image"], copies[0])
     assert not np.array_equal(copies[0].numpy(), images[0].transpose(2, 0, 1))  # the colours did change
-
-
-@pytest.mark.cuda
-def test_normalize_on_cuda_equals_the_cpu_values():
-    from cvkit.data import batch_images
-    from cvkit.transforms import Normalize
-
-    rng = np.random.default_rng(1)
-    pixels = torch.from_numpy(rng.integers(0, 256, (4, 32, 40, 3), dtype=np.uint8))
-    batch = {"images": pixels.permute(0, 3, 1, 2), "normalize": Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
-    cpu = batch_images(batch, "cpu")  # the cv2 + numpy path for channel-last views
-    cuda = batch_images(batch, "cuda")  # torch on the device
-    assert cuda.device.type == "cuda" and cuda.is_contiguous()
-    assert torch.equal(cuda.cpu(), cpu)

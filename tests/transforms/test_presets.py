@@ -42,7 +42,7 @@ def test_presets_are_built_from_the_config():
 @pytest.mark.parametrize("name", ["ssd_train", "ssd_eval"])
 def test_detection_presets_output(name):
     image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
-    image[:40, :40] = (200, 100, 30)  # a flat corner: its normalized value is known exactly
+    image[:40, :40] = (200, 100, 30)  # a flat corner: its pixels (and the model's normalized values) are known
     boxes = torch.tensor([[10.0, 20.0, 90.0, 100.0], [100.0, 5.0, 150.0, 60.0]])
     cfg = TransformsConfig(size=(64, 80))
     out = build_transform(name, cfg)({"image": image, "boxes": boxes, "labels": torch.tensor([1, 2])}, seed=3)
@@ -50,9 +50,11 @@ def test_detection_presets_output(name):
     assert out["boxes"].shape[1] == 4 and len(out["boxes"]) == len(out["labels"])
     if name == "ssd_eval":  # a plain resize: boxes scale by the size ratio
         assert torch.allclose(out["boxes"], boxes * torch.tensor([0.5, 64 / 120, 0.5, 64 / 120]))
+        assert out["image"][:, 0, 0].tolist() == [200, 100, 30]  # not normalized: uint8 pixels as they were
+        from cvkit.models.preprocess import ImageNormalizer
+
         expected = (np.array([200, 100, 30]) / 255 - np.array(cfg.mean)) / np.array(cfg.std)
-        assert out["image"][:, 0, 0].tolist() == [200, 100, 30]
-        x = build_transform(name, cfg).normalize(out["image"])
+        x = ImageNormalizer(cfg.mean, cfg.std)(out["image"].unsqueeze(0))[0]  # the model's first step
         assert torch.allclose(x[:, 0, 0], torch.tensor(expected, dtype=torch.float32), atol=1e-5)
 
 
@@ -60,7 +62,7 @@ def test_detection_presets_output(name):
 def test_classification_presets_output(name):
     image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
     out = build_transform(name, TransformsConfig(size=(48, 48)))({"image": image, "label": 3}, seed=0)
-    assert out["image"].shape == (3, 48, 48) and out["label"] == 3
+    assert out["image"].shape == (3, 48, 48) and out["image"].dtype == torch.uint8 and out["label"] == 3
 
 
 def test_only_cvkit_transforms_imports_albumentations():

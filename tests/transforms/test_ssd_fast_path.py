@@ -140,7 +140,7 @@ def ssd_pipeline(hflip=True, p_each=0.5, zoom_p=0.5, min_box_size=1.0, min_visib
 def step_loop(pipe):
     """The reference of ``pipe`` (an ``SSDTrainPipeline``): the generic ``Pipeline`` on its transforms and
     settings (the transforms move to the new pipeline's generators: ``pipe`` itself is not used any more)."""
-    return Pipeline(pipe.transforms, mean=pipe.mean, std=pipe.std, min_box_size=pipe.min_box_size,
+    return Pipeline(pipe.transforms, as_tensor=pipe.as_tensor, min_box_size=pipe.min_box_size,
                     min_visibility=pipe.min_visibility, name=pipe.name)
 
 
@@ -232,7 +232,7 @@ def test_prepare_then_finish_over_a_group_equals_calling_one_by_one():
         samples.append({"image": rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "boxes": torch.from_numpy(boxes),
                         "labels": torch.arange(3)})
     samples.append({"image": samples[0]["image"]})  # no boxes: done whole in finish
-    for pipe in (ssd_pipeline(), Pipeline(ssd_pipeline().transforms[1:], mean=(0.5,) * 3, std=(0.2,) * 3)):
+    for pipe in (ssd_pipeline(), Pipeline(ssd_pipeline().transforms[1:], as_tensor=True)):
         reference = [pipe(s, seed=100 + k) for k, s in enumerate(samples)]
         prepared = [pipe.prepare(s, 100 + k) for k, s in enumerate(samples)]
         grouped = [pipe.finish(p) for p in prepared]

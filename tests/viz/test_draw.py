@@ -26,16 +26,15 @@ def test_captions_and_colors():
     assert draw_boxes(image, np.zeros((0, 4))).sum() == 0
 
 
-def test_to_uint8_image_undoes_normalization():
+def test_to_uint8_image_of_pipeline_outputs_and_float_images():
     image = np.random.default_rng(0).integers(0, 256, (5, 6, 3), dtype=np.uint8)
-    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    tensor = (
-        torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(mean)[:, None, None]
-    ) / torch.tensor(std)[:, None, None]
-    assert np.array_equal(to_uint8_image(tensor, mean, std), image)
     assert to_uint8_image(image) is image
-    chw = torch.from_numpy(image).permute(2, 0, 1).contiguous()  # a pipeline output before normalization
-    assert np.array_equal(to_uint8_image(chw, mean, std), image)
+    view = torch.from_numpy(image).permute(2, 0, 1)  # a preset's output: a uint8 channel-last (3, H, W) view
+    assert np.array_equal(to_uint8_image(view), image)
+    chw = view.contiguous()
+    assert np.array_equal(to_uint8_image(chw), image)
+    assert np.array_equal(to_uint8_image(chw.float() / 255), image)  # float 0..1
+    assert np.array_equal(to_uint8_image(chw.float()), image)  # float 0..255
     with pytest.raises(ValueError):
         to_uint8_image(torch.zeros(2, 3))
 

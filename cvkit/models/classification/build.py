@@ -5,6 +5,9 @@
 
 Order: read the pretrained file (if any) -> build (torchvision weights go into the torchvision model before
 its layers are reused) -> cvkit weights -> new classifier layer -> head lr multiple -> frozen stages.
+The model's first module normalizes uint8 images with ``mean`` / ``std`` (RGB, 0..1 units: the config's
+``transforms.mean`` / ``transforms.std``; a model with other ``in_channels`` gets their average per channel);
+those buffers never come from a pretrained file.
 Weights are never downloaded: ``pretrained`` is a local file, either a torchvision-format state_dict (the
 names of ``torchvision.models.<name>().state_dict()``) or a cvkit checkpoint (``fit``'s ``last.pt`` /
 ``best.pt``: its EMA weights when kept, else the model's; or a bare cvkit state_dict).
@@ -18,11 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 from torch import Tensor
 
-from cvkit.checkpoint import read_weights_file
+from cvkit.checkpoint import PIXEL_STAT_KEYS, read_weights_file
 from cvkit.models.backbones._load import state_dict_problems
 from cvkit.models.classification import zoo
 from cvkit.models.classification.config import ClassifierConfig
 from cvkit.models.classification.zoo import Classifier
+from cvkit.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageNormalizer, channel_stats
 
 __all__ = ["MODELS", "SMALL_INPUT_BELOW", "build_classifier", "read_pretrained", "uses_small_input"]
 
@@ -62,17 +66,22 @@ def read_pretrained(path: str | os.PathLike) -> tuple[str, dict[str, Tensor]]:
 
 
 def _load_cvkit(model: Classifier, weights: Mapping[str, Tensor], skip_fc: bool) -> None:
-    """Strictly copy cvkit weights into ``model`` (all but ``head.fc.*`` when ``skip_fc``)."""
-    keep = {k: v for k, v in weights.items() if not (skip_fc and k.startswith("head.fc."))}
-    problems = state_dict_problems(model.state_dict(), keep, ("head.fc.",) if skip_fc else ())
+    """Strictly copy cvkit weights into ``model`` (all but ``head.fc.*`` when ``skip_fc``, and never the
+    normalizer's buffers: the model keeps the run's own)."""
+    keep = {k: v for k, v in weights.items()
+            if not (skip_fc and k.startswith("head.fc.")) and k not in PIXEL_STAT_KEYS}
+    optional = ("head.fc.",) if skip_fc else ()
+    problems = state_dict_problems(model.state_dict(), keep, optional + PIXEL_STAT_KEYS)
     if problems:
         raise ValueError(f"pretrained cvkit weights do not fit {model.name}: " + "; ".join(problems))
     model.load_state_dict(keep, strict=False)
 
 
-def build_classifier(cfg: ClassifierConfig, num_classes: int, image_size: Sequence[int] | None = None) -> Classifier:
+def build_classifier(cfg: ClassifierConfig, num_classes: int, image_size: Sequence[int] | None = None, *,
+                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Classifier:
     """The zoo model ``cfg.name`` for ``num_classes`` classes and inputs of ``image_size`` ``(H, W)``
-    (used by ``small_input: auto``), with pretrained weights and fine-tuning applied (module docstring)."""
+    (used by ``small_input: auto``), normalizing with ``mean`` / ``std``, with pretrained weights and
+    fine-tuning applied (module docstring)."""
     if cfg.name not in MODELS:
         close = difflib.get_close_matches(cfg.name, MODELS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -96,6 +105,7 @@ def build_classifier(cfg: ClassifierConfig, num_classes: int, image_size: Sequen
         _load_cvkit(model, weights, skip_fc)
     else:
         model = builder(num_classes, **kwargs)
+    model.normalizer = ImageNormalizer(channel_stats(mean, cfg.in_channels), channel_stats(std, cfg.in_channels))
     if kind and cfg.reset_head:
         model.reset_classifier(num_classes)
     model.head_lr_mult = cfg.head_lr_mult

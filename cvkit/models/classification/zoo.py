@@ -1,8 +1,13 @@
-"""The classic classifiers of the d2l chapters, all as one :class:`Classifier`: ``stages -> head``.
+"""The classic classifiers of the d2l chapters, all as one :class:`Classifier`: ``normalizer -> stages -> head``.
 
 Glossary: B batch, C classes (``num_classes``), H, W input size, ``in_channels`` input channels.
 
-    model(images)  images float32 (B, in_channels, H, W)  ->  logits float32 (B, C)
+    model(images)  images uint8 (B, in_channels, H, W)  ->  logits float32 (B, C)
+
+The first module, ``model.normalizer`` (:class:`cvkit.models.preprocess.ImageNormalizer`), normalizes uint8
+images from its ``pixel_mean`` / ``pixel_std`` buffers (ImageNet's statistics here;
+:func:`cvkit.models.classification.build.build_classifier` sets the config's); float images are taken as
+already normalized and pass through unchanged.
 
 Every builder has the same interface ``builder(num_classes, in_channels=3, small_input=False, dropout=0.5,
 hidden_dim=0, tv_weights=None) -> Classifier``:
@@ -39,6 +44,7 @@ from torch import Tensor, nn
 
 from cvkit.models.backbones._load import load_torchvision_state
 from cvkit.models.param_groups import part_param_groups
+from cvkit.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImageNormalizer, channel_stats
 
 __all__ = ["Classifier", "lenet", "lenet_bn", "mlp", "alexnet", "vgg11", "vgg16", "nin", "googlenet", "resnet18",
            "resnet34",
@@ -46,12 +52,17 @@ __all__ = ["Classifier", "lenet", "lenet_bn", "mlp", "alexnet", "vgg11", "vgg16"
 
 
 class Classifier(nn.Module):
-    """``stages`` (stem first) then ``head`` (ending in ``head.fc``); see the module docstring."""
+    """``normalizer``, then ``stages`` (stem first), then ``head`` (ending in ``head.fc``); see the module
+    docstring. The normalizer gets ImageNet's mean/std (their average per channel when ``in_channels != 3``)
+    unless ``normalizer`` is given."""
 
     def __init__(self, name: str, stages: Iterable[nn.Module], head: nn.Sequential,
-                 make_fc: Callable[[int], nn.Module], num_classes: int, in_channels: int):
+                 make_fc: Callable[[int], nn.Module], num_classes: int, in_channels: int,
+                 normalizer: ImageNormalizer | None = None):
         super().__init__()
         self.name = name
+        self.normalizer = normalizer if normalizer is not None else ImageNormalizer(
+            channel_stats(IMAGENET_MEAN, in_channels), channel_stats(IMAGENET_STD, in_channels))
         self.stages = nn.ModuleList(stages)
         self.head = head
         self.num_classes = num_classes
@@ -61,7 +72,8 @@ class Classifier(nn.Module):
         self._make_fc = make_fc
 
     def forward(self, images: Tensor) -> Tensor:
-        x = images
+        """Logits ``(B, C)`` for uint8 ``images`` ``(B, in_channels, H, W)`` (or already normalized floats)."""
+        x = self.normalizer(images)
         for stage in self.stages:
             x = stage(x)
         return self.head(x)

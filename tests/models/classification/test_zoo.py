@@ -25,8 +25,10 @@ def test_forward_shapes(name, in_channels, size, one_thread_224):
     cfg = ClassifierConfig(name=name, in_channels=in_channels, hidden_dim=32)
     model = build_classifier(cfg, NUM_CLASSES, image_size=(size, size)).eval()
     assert uses_small_input(cfg, (size, size)) == (size < 64)
+    images = torch.randint(0, 256, (1, in_channels, size, size), dtype=torch.uint8)  # as the loaders give them
     with torch.no_grad():
-        logits = model(torch.randn(1, in_channels, size, size))
+        logits = model(images)
+    assert model.normalizer.num_channels == in_channels
     assert logits.shape == (1, NUM_CLASSES)
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
 
