@@ -216,22 +216,18 @@ def main() -> None:
                     f"    samples/s per worker: cvkit {row['cvkit_samples_per_s']}, floor {row['floor_samples_per_s']}"
                     f"  (cvkit costs {1 / row['ratio']:.2f}x the floor; target <= 2x)"
                 )
-                row = bench.compare(
-                    case={**case, "vs": "floor, cvkit + the model's normalizer on this CPU (info, no target)"},
-                    candidate=run_cvkit_cpu_normalize,
-                    baseline=run_floor,
-                    check=lambda a, b: sum(len(x) for x in a) == len(b),
-                    baseline_name="floor",
-                )
-                print(f"    with the normalization on the CPU: cvkit costs {1 / row['ratio']:.2f}x the floor")
-                row = bench.compare(
-                    case={**case, "vs": "floor, cvkit + the normalizer's torch path on this CPU (info, no target)"},
-                    candidate=run_cvkit_cpu_normalize_torch,
-                    baseline=run_floor,
-                    check=lambda a, b: sum(len(x) for x in a) == len(b),
-                    baseline_name="floor",
-                )
-                print(f"    with the torch path instead: cvkit costs {1 / row['ratio']:.2f}x the floor")
+                for vs, candidate, label in (
+                    ("the model's normalizer", run_cvkit_cpu_normalize, "with the normalization on the CPU"),
+                    ("the normalizer's torch path", run_cvkit_cpu_normalize_torch, "with the torch path instead"),
+                ):
+                    row = bench.compare(
+                        case={**case, "vs": f"floor, cvkit + {vs} on this CPU (info, no target)"},
+                        candidate=candidate,
+                        baseline=run_floor,
+                        check=lambda a, b: sum(len(x) for x in a) == len(b),
+                        baseline_name="floor",
+                    )
+                    print(f"    {label}: cvkit costs {1 / row['ratio']:.2f}x the floor")
     print(f"augmentation step statistics over all runs:\n{pipeline.format_stats()}")
     bench.finish()
 
