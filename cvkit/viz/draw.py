@@ -37,13 +37,18 @@ def draw_boxes(
     thickness: int = 1,
     font_scale: float = 0.35,
 ) -> np.ndarray:
-    """A copy of ``image`` with ``boxes [M, 4]`` drawn, coloured by label, captioned ``name score``."""
+    """A copy of ``image`` with ``boxes [M, 4]`` drawn, coloured by label, captioned ``name score``.
+
+    With ``scores`` the boxes are drawn from the lowest score to the highest, so that where detections
+    overlap (a box found twice with two classes) the best one's box and caption are on top."""
     out = np.ascontiguousarray(image, dtype=np.uint8).copy()
     boxes_np = _as_numpy(boxes, np.float64).reshape(-1, 4)
     labels_np = np.zeros(len(boxes_np), np.int64) if labels is None else _as_numpy(labels, np.int64).reshape(-1)
     scores_np = None if scores is None else _as_numpy(scores, np.float64).reshape(-1)
     height, width = out.shape[:2]
-    for i, (x1, y1, x2, y2) in enumerate(boxes_np):
+    order = range(len(boxes_np)) if scores_np is None else np.argsort(scores_np, kind="stable")
+    for i in order:
+        x1, y1, x2, y2 = boxes_np[i]
         if not np.isfinite([x1, y1, x2, y2]).all():
             continue
         p1 = (int(np.clip(np.floor(x1), 0, width - 1)), int(np.clip(np.floor(y1), 0, height - 1)))

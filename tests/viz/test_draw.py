@@ -50,3 +50,17 @@ def test_grid_and_png_round_trip(tmp_path):
     assert np.array_equal(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), grid)
     with pytest.raises(ValueError):
         make_grid([])
+
+
+def test_the_best_scoring_of_overlapping_detections_is_drawn_on_top():
+    """Detectors give a box twice with two classes (per-class NMS): the better one's caption must be the one
+    that shows (it used to be covered by whichever came later in the list)."""
+    from cvkit.viz.draw import color_for, draw_boxes
+
+    image = np.full((60, 80, 3), 255, np.uint8)
+    boxes = np.array([[20.0, 20.0, 50.0, 50.0], [20.0, 20.0, 50.0, 50.0]])
+    for order in ([0, 1], [1, 0]):
+        labels, scores = np.array([1, 2])[order], np.array([0.9, 0.4])[order]
+        out = draw_boxes(image, boxes[order], labels, ["a", "b", "c"], scores)
+        caption_pixel = out[20 - 4, 20]  # the caption background left of the text, above the box
+        assert tuple(int(v) for v in caption_pixel) == tuple(color_for(1)), order
