@@ -15,14 +15,6 @@ from cvkit import ops
 from cvkit.ops._kernels.cpu_assign import MODE_SSD, greedy_assign_cpu, match_cpu
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _anchors():
     return ops.AnchorGenerator(sizes=[[32], [64]], aspect_ratios=[1.0])([(40, 40), (20, 20)], (320, 320))
 

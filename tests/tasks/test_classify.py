@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from cvkit.config import ConfigError
 from cvkit.data.config import DataConfig
@@ -16,14 +15,6 @@ from cvkit.models.classification import ClassifierConfig
 from cvkit.run_config import RunConfig
 from cvkit.tasks.classify import kfold_splits, load_classify_config, run
 from cvkit.transforms.config import TransformsConfig
-
-
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # loaded 2-core test machines: two threads are many times slower
-    yield
-    torch.set_num_threads(threads)
 
 
 def _cfg(tmp_path, num_train=1000, num_val=100, epochs=4, classes=("circle", "cross"), batch_size=16):

@@ -4,7 +4,6 @@ triangle/cross/circle with 150 images, where training from scratch overfits). On
 runs on loaded 2-core machines, where two threads are many times slower."""
 
 import numpy as np
-import pytest
 import torch
 
 from cvkit.data.image_folder import ImageFolderDataset
@@ -68,13 +67,6 @@ def _train(model, train, val, max_steps, target=None, seed=0):
                 return step
     return None
 
-
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_finetuning_reaches_the_target_in_fewer_steps_than_scratch(tmp_path, one_thread):

@@ -10,18 +10,9 @@ from cvkit.models.classification import MODELS, ClassifierConfig, build_classifi
 NUM_CLASSES = 7
 
 
-@pytest.fixture
-def one_thread_224():
-    # the 224x224 forwards (VGG-16: 15 GFLOPs) are the slow part; one thread keeps xdist's two workers apart
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.parametrize(("in_channels", "size"), [(1, 28), (3, 64), (3, 224)])
-def test_forward_shapes(name, in_channels, size, one_thread_224):
+def test_forward_shapes(name, in_channels, size, one_thread):
     cfg = ClassifierConfig(name=name, in_channels=in_channels, hidden_dim=32)
     model = build_classifier(cfg, NUM_CLASSES, image_size=(size, size)).eval()
     assert uses_small_input(cfg, (size, size)) == (size < 64)
