@@ -18,7 +18,7 @@ def test_demo_trains_evaluates_infers_then_reuses_the_run(tmp_path, capsys):
     assert cvkit(args) == 0
     out = capsys.readouterr().out
     # the default recipe (the dense detector) to the demo's time budget, the epochs capped by --set
-    assert "[1/3] train: training resnet18 dense at 300x300 for 6 min (at most 1 epochs)" in out
+    assert "[1/3] train: training resnet18 dense at 300x300 for 7 min (at most 1 epochs)" in out
     assert "mAP@0.5 = " in out and "COCO AP@[.5:.95] = " in out
     metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
     assert f"mAP@0.5 = {metrics['AP50']:.4f}" in out
