@@ -24,7 +24,8 @@ from typing import Any
 from cvkit.cli._errors import CliError, cli_errors
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
-DEMO_MINUTES = 7.0  # training budget: with evaluation and inference (about half a minute) the demo ends within 8 minutes
+# training budget: with evaluation and inference (about half a minute) the demo ends within 8 minutes
+DEMO_MINUTES = 7.0
 DEMO_MAX_EPOCHS = 100
 
 
