@@ -80,7 +80,8 @@ def environment_info() -> dict[str, Any]:
     }
 
 
-def save_run_info(run_dir: str | os.PathLike, config: Mapping[str, Any], model: Mapping[str, Any] | None = None) -> None:
+def save_run_info(run_dir: str | os.PathLike, config: Mapping[str, Any],
+                  model: Mapping[str, Any] | None = None) -> None:
     """Write ``config.yaml`` (``config`` as YAML) and ``environment.json`` into ``run_dir``; ``model`` (a
     :func:`cvkit.engine.summary.model_summary`) goes into environment.json under ``model``."""
     run_dir = Path(run_dir)

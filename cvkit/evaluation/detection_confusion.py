@@ -10,8 +10,8 @@ For ``C`` classes the matrix is ``(C + 1, C + 1)`` int64; index ``C`` is backgro
 Matching, per image (:func:`match_detections`): only detections with ``score >= score_thresh`` take part;
 they are visited from the highest score down (ties: the earlier one first), and each takes the unmatched
 ground truth with the highest IoU if that IoU is ``>= iou_thresh`` (ties: the lower index), whatever the
-two classes are, so a box found with the wrong class shows up off the diagonal. Every ground truth is matched at most once,
-so ``confusion[t].sum() == number of class-t ground truths`` and ``confusion[:, p].sum() == number of kept
+two classes are, so a box found with the wrong class shows up off the diagonal. Every ground truth is matched
+at most once, so ``confusion[t].sum() == number of class-t ground truths`` and ``confusion[:, p].sum() == number of kept
 class-p detections``.
 """
 

@@ -121,7 +121,8 @@ class DetectionPictures:
         if logger is not None and epoch is not None:
             for tag, path in written.items():
                 image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                logger.add_image(tag, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), epoch)
+                if image is not None:  # just written: None only if the file vanished meanwhile
+                    logger.add_image(tag, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), epoch)
         return written
 
 

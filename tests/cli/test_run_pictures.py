@@ -86,4 +86,5 @@ def test_eval_writes_the_pictures_for_a_checkpoint(tiny_run, tmp_path, capsys):
         picture(out / name)
         assert name in printed
     # the checkpoint's weights are the run's last evaluated weights: the same grid as the run's latest
-    assert np.array_equal(cv2.imread(str(out / "val_predictions.png")), cv2.imread(str(tiny_run / "val_predictions.png")))
+    evaluated = cv2.imread(str(out / "val_predictions.png"))
+    assert np.array_equal(evaluated, cv2.imread(str(tiny_run / "val_predictions.png")))
