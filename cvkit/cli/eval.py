@@ -5,7 +5,10 @@ replaces it, ``--set`` overrides single values, e.g. ``--set data.root=/other/co
 the split and prints the validation losses and the metrics:
 
 - detection: COCO metrics (AP, AP50, AP75, APs/m/l) with the per-class AP table; ``--out`` also saves
-  ``metrics.json`` and the detections as a COCO results file (``detections_coco.json``);
+  ``metrics.json``, the detections as a COCO results file (``detections_coco.json``) and the pictures a
+  training run writes after each evaluation (:class:`cvkit.tasks.detect.DetectionPictures`):
+  ``val_predictions.png`` (the first images of the split, ground truth beside predictions), ``pr_curve.png``
+  and ``confusion_matrix.png``;
 - classification (``task: classify``): top-1 / top-k accuracy, the per-class accuracy table and the
   confusion matrix; ``--out`` also saves ``metrics.json`` and ``confusion.png``.
 
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from cvkit.engine.evaluate import evaluate
     from cvkit.engine.train import autocast_dtype
     from cvkit.evaluation.coco import CocoEvaluator
-    from cvkit.tasks.detect import build_model
+    from cvkit.tasks.detect import DetectionPictures, build_model
     from cvkit.transforms.presets import build_transform
 
     dataset = build_dataset(cfg.data, args.split, progress=True)
@@ -147,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
         evaluator.write_results(args.out / "detections_coco.json")  # streamed a batch at a time
-        print(f"saved {args.out / 'metrics.json'} and {args.out / 'detections_coco.json'}")
+        pictures = DetectionPictures(dataset, class_names).write(evaluator, args.out)
+        names = ", ".join(str(p.name) for p in pictures.values())
+        print(f"saved {args.out / 'metrics.json'}, {args.out / 'detections_coco.json'} and {names}")
     return 0
 
 

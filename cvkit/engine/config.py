@@ -70,7 +70,7 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bars
     console_table: bool = True  # one table row per epoch on the console
     tensorboard: bool = True  # TensorBoard event files in <run_dir>/tensorboard (package not installed: one warning)
-    plots: bool = True  # PNG curves (losses, metrics, lr) in <run_dir> after every epoch
+    plots: bool = True  # PNG curves (losses, metrics, lr, results.png) after every epoch; detection: eval pictures
     # distributed (torchrun)
     sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm under torchrun (CUDA only)
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on CPU

@@ -3,10 +3,13 @@
 A run folder (``fit``'s ``run_dir``) ends up with::
 
     config.yaml         the resolved config (what the caller passed as extra_state["config"], else train:)
-    environment.json    python, platform, package versions, devices, the command line
+    environment.json    python, platform, package versions, devices, the command line, and under ``model`` the
+                        model summary (layers, parameters, FLOPs, anchors: cvkit.engine.summary)
     metrics.csv         one row per epoch (every logged key; empty cells where a value is missing)
     losses.png, metrics.png, lr.png   curves (cvkit.viz.plots)
-    tensorboard/        event files, when the tensorboard package is installed (else one warning per process)
+    results.png         all of them on one page: train losses, val losses, AP / AR, lr
+    tensorboard/        event files, when the tensorboard package is installed (else one warning per process):
+                        the scalars of every row, and the pictures a task's evaluation hook adds (add_image)
     checkpoints/        last.pt, best.pt (cvkit.engine.checkpoint)
     eval_report.txt     the evaluator's last per-class report, when it has one
 
@@ -77,12 +80,17 @@ def environment_info() -> dict[str, Any]:
     }
 
 
-def save_run_info(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> None:
-    """Write ``config.yaml`` (``config`` as YAML) and ``environment.json`` into ``run_dir``."""
+def save_run_info(run_dir: str | os.PathLike, config: Mapping[str, Any],
+                  model: Mapping[str, Any] | None = None) -> None:
+    """Write ``config.yaml`` (``config`` as YAML) and ``environment.json`` into ``run_dir``; ``model`` (a
+    :func:`cvkit.engine.summary.model_summary`) goes into environment.json under ``model``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(_plain(config), sort_keys=False))
-    write_text_atomic(run_dir / "environment.json", json.dumps(environment_info(), indent=2) + "\n")
+    info = environment_info()
+    if model is not None:
+        info["model"] = _plain(model)
+    write_text_atomic(run_dir / "environment.json", json.dumps(info, indent=2) + "\n")
 
 
 def _plain(value: Any) -> Any:
@@ -180,6 +188,12 @@ class RunLogger:
             from cvkit.viz.plots import plot_history
 
             plot_history(self.history, self.run_dir)
+
+    def add_image(self, tag: str, image: Any, step: int) -> None:
+        """Add an RGB uint8 ``(H, W, 3)`` image to TensorBoard at ``step`` (nothing without a writer)."""
+        if self.writer is not None:
+            self.writer.add_image(tag, image, step, dataformats="HWC")
+            self.writer.flush()
 
     def write_csv(self) -> Path:
         """Rewrite ``metrics.csv`` from the whole history (resumed runs keep one consistent file)."""

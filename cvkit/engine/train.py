@@ -5,9 +5,10 @@
     join the process group (under torchrun) -> device, seeds, determinism
     -> param groups -> optimizer -> per-iteration schedule -> GradScaler (CUDA AMP) -> EMA -> budget
     -> resume (a TrainingState: model, optimizer, schedule, scaler, EMA, epoch, early stopping, budget,
-       history, RNG states)
+       history, RNG states) -> the model summary (rank 0: printed, saved in environment.json)
     -> for each epoch: set the loader's epoch, train_one_epoch (until the budget is used up), evaluate when
-       due (val loss + evaluator metrics, on the EMA weights when EMA is on), log the row, write last.pt
+       due (val loss + evaluator metrics, on the EMA weights when EMA is on; then the task's ``on_evaluate``
+       hook, e.g. detection's pictures), log the row, write last.pt
        (and best.pt when the monitored metric improved), stop early when patience or the budget runs out.
 
 The model contract: ``model(images) -> outputs``, ``criterion(outputs, targets) -> {"loss": total, ...}``
@@ -70,6 +71,7 @@ from cvkit.engine.logging import RunLogger, save_run_info, write_text_atomic
 from cvkit.engine.optim import IterationSchedule, build_optimizer, build_schedule, model_param_groups
 from cvkit.engine.seed import rng_state, seed_everything, set_deterministic, set_rng_state
 from cvkit.engine.stopping import EarlyStopping, RunBudget
+from cvkit.engine.summary import format_model_summary, model_summary
 
 log = logging.getLogger("cvkit.engine")
 
@@ -283,6 +285,8 @@ def fit(
     evaluator: Any | None = None,
     resume: str | os.PathLike | None = None,
     extra_state: Mapping[str, Any] | None = None,
+    input_size: tuple[int, int] | None = None,
+    on_evaluate: Callable[[int, Any, RunLogger], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``cfg.epochs`` epochs or its budget (see the module docstring); returns the rows.
 
@@ -294,6 +298,12 @@ def fit(
     checkpoint's run. ``extra_state`` is stored in every checkpoint under ``extra``; its ``config`` entry
     (the resolved root config as a dict), when present, is written to ``run_dir/config.yaml``, otherwise
     the ``train:`` section alone. Under torchrun only rank 0 writes and its rows include evaluation results.
+
+    At the start rank 0 prints the model summary (:func:`cvkit.engine.summary.model_summary`, FLOPs and anchors
+    at ``input_size = (height, width)`` when given) and saves it under ``model`` in ``environment.json``.
+    ``on_evaluate(epoch, evaluator, logger)``: called on rank 0 after each evaluation (``epoch`` 1-based, the
+    evaluator holding that evaluation's results, the :class:`RunLogger` for its run folder and TensorBoard),
+    where a task adds its pictures; its time counts as evaluation time.
     """
     run_dir = Path(run_dir)
     if val_loader is not None and evaluator is None and not cfg.monitor.startswith("val_"):
@@ -331,7 +341,9 @@ def fit(
                            plots=cfg.plots, metrics=_table_metrics(val_loader, evaluator, cfg.monitor),
                            history=history)
         if main:
-            save_run_info(run_dir, (extra_state or {}).get("config") or {"train": to_dict(cfg)})
+            summary = model_summary(model, input_size, device)
+            logger.print(format_model_summary(summary))
+            save_run_info(run_dir, (extra_state or {}).get("config") or {"train": to_dict(cfg)}, model=summary)
             if resume is not None:
                 logger.print(f"resumed from {resume} at epoch {start_epoch} of {cfg.epochs}")
         if resumed_rng is not None:
@@ -357,7 +369,7 @@ def fit(
             if val_loader is not None and _evaluation_due(cfg, trainer.budget, epoch, last, before):
                 if main:
                     improved = _evaluate_into(row, model, criterion, postprocessor, val_loader, device, evaluator,
-                                              trainer, cfg, run_dir)
+                                              trainer, cfg, run_dir, on_evaluate, logger)
                     evaluated_now = evaluator is not None
             trainer.budget.finished = budgeted and trainer.budget.used_up
             row.update(lr=max(g["lr"] for g in trainer.optimizer.param_groups), time=time.perf_counter() - start,
@@ -388,12 +400,16 @@ def fit(
 
 
 def _evaluate_into(row: dict[str, float], model: nn.Module, criterion: Any, postprocessor: Any, val_loader: Any,
-                   device: torch.device, evaluator: Any, trainer: _Trainer, cfg: TrainConfig, run_dir: Path) -> bool:
-    """Evaluate (the EMA weights when kept) into ``row``; update early stopping; True when the metric improved."""
+                   device: torch.device, evaluator: Any, trainer: _Trainer, cfg: TrainConfig, run_dir: Path,
+                   on_evaluate: Callable[[int, Any, RunLogger], None] | None, logger: RunLogger) -> bool:
+    """Evaluate (the EMA weights when kept) into ``row``, then ``on_evaluate``; update early stopping; True when
+    the metric improved."""
     start = time.perf_counter()
     eval_model = trainer.ema.module if trainer.ema is not None else model
     metrics = evaluate(eval_model, criterion, postprocessor, val_loader, device, evaluator, trainer.amp_dtype,
                        cfg.progress)
+    if on_evaluate is not None:
+        on_evaluate(int(row["epoch"]), evaluator, logger)
     seconds = time.perf_counter() - start
     trainer.budget.record_evaluation(seconds)
     row.update(metrics)

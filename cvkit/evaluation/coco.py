@@ -44,7 +44,7 @@ import numpy as np
 
 from cvkit._arrays import as_numpy as _numpy
 
-__all__ = ["CocoEvaluator", "COCO_METRICS", "CocoResultsWriter", "coco_results"]
+__all__ = ["CocoEvaluator", "COCO_METRICS", "PrCurves", "CocoResultsWriter", "coco_results"]
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -180,6 +180,17 @@ class _Detections(NamedTuple):
     labels: np.ndarray  # int64 [n] in 0..C-1
 
 
+class PrCurves(NamedTuple):
+    """Per-class precision-recall curves as pycocotools accumulated them (``COCOeval.eval["precision"]`` at one
+    IoU threshold, all areas, the largest maxDets): precision interpolated to be non-increasing in recall, 0 at
+    recall points not reached, -1 for a class without ground truth."""
+
+    recall: np.ndarray  # float64 [R]: COCOeval's recall points (0, 0.01, ..., 1)
+    precision: np.ndarray  # float64 [C, R], classes in label order
+    iou_thresh: float
+    max_dets: int
+
+
 class CocoEvaluator:
     """Accumulate detections per image and score them with ``pycocotools.cocoeval.COCOeval`` (bbox).
 
@@ -207,11 +218,13 @@ class CocoEvaluator:
         gt_images: list[dict[str, Any]] = []
         annotations: list[dict[str, Any]] = []
         num_gt = np.zeros(num_classes, dtype=np.int64)
+        self.ground_truth: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # image id -> (xyxy [M, 4], labels [M])
         for image in images:
             height, width = (int(v) for v in image.size)
             gt_images.append({"id": int(image.image_id), "height": height, "width": width})
             boxes = _xyxy_to_xywh(_numpy(image.boxes, np.float64))
             labels = _numpy(image.labels, np.int64).reshape(-1)
+            self.ground_truth[int(image.image_id)] = (_numpy(image.boxes, np.float64).reshape(-1, 4), labels)
             for box, label in zip(boxes.tolist(), labels.tolist()):
                 if not 0 <= label < num_classes:
                     raise ValueError(f"image {image.image_id}: label {label} outside 0..{num_classes - 1}")
@@ -236,6 +249,7 @@ class CocoEvaluator:
         with _quiet():
             self.coco_gt.createIndex()
         self.per_class: list[dict[str, Any]] = []
+        self.pr_curves: PrCurves | None = None
         self.reset()
 
     @classmethod
@@ -270,6 +284,24 @@ class CocoEvaluator:
             ids = np.repeat(np.asarray(image_ids, np.int64), num_per_image)
             self._detections.append(_Detections(ids, boxes, scores, labels))
         self._image_ids.extend(image_ids)
+
+    def detections(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The detections seen since :meth:`reset` per image id: ``(boxes [n, 4] xyxy original pixels, scores [n],
+        labels [n])`` in the order given (every updated image has an entry, possibly empty)."""
+        per_image: dict[int, list[_Detections]] = {image_id: [] for image_id in self._image_ids}
+        for det in self._detections:
+            for image_id in np.unique(det.image_ids).tolist():
+                keep = det.image_ids == image_id
+                per_image[image_id].append(_Detections(det.image_ids[keep], det.boxes[keep], det.scores[keep],
+                                                       det.labels[keep]))
+        out = {}
+        for image_id, parts in per_image.items():
+            if parts:
+                out[image_id] = (np.concatenate([p.boxes for p in parts]).reshape(-1, 4),
+                                 np.concatenate([p.scores for p in parts]), np.concatenate([p.labels for p in parts]))
+            else:
+                out[image_id] = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        return out
 
     def _record_chunks(self) -> Iterator[list[dict[str, Any]]]:
         """The detections seen so far as COCO results records (see :func:`coco_results`), one list per batch."""
@@ -323,6 +355,13 @@ class CocoEvaluator:
         metrics = {name: (float(v) if v >= 0 else math.nan) for name, v in zip(COCO_METRICS, coco_eval.stats)}
         precision = coco_eval.eval["precision"]  # (T iou thresholds, R recall points, K classes, A areas, M maxDets)
         order = {cat: k for k, cat in enumerate(coco_eval.params.catIds)}
+        at50 = int(np.argmin(np.abs(coco_eval.params.iouThrs - 0.5)))
+        self.pr_curves = PrCurves(
+            recall=np.asarray(coco_eval.params.recThrs, np.float64),
+            precision=np.stack([precision[at50, :, order[cat], 0, -1] for cat in self.category_ids]).astype(np.float64),
+            iou_thresh=float(coco_eval.params.iouThrs[at50]),
+            max_dets=int(coco_eval.params.maxDets[-1]),
+        )
         self.per_class = []
         for label, (cat, name) in enumerate(zip(self.category_ids, self.class_names)):
             p = precision[:, :, order[cat], 0, -1]

@@ -12,15 +12,118 @@ process of a torchrun job (``fit`` then seeds ``train.seed + rank`` for the trai
 uint8 images; the detector normalizes them itself (``transforms.mean`` / ``std`` are buffers of its first
 module, so its state_dict carries them). Every checkpoint carries what inference needs: the resolved config,
 class names, preprocessing (size, mean, std) and the dataset's category ids.
+
+After each evaluation :class:`DetectionPictures` (``fit``'s ``on_evaluate`` hook; ``cvkit eval --out`` uses it
+too) writes into the run folder, from the evaluation's own detections (no extra forward pass):
+
+- ``val_predictions_epochNNN.png`` and ``val_predictions.png`` (the latest): the first ``num_images`` val images,
+  ground truth and predictions (score >= ``score_thresh``) side by side;
+- ``pr_curve.png``: per-class precision-recall at IoU 0.5, from pycocotools' accumulated precision
+  (:attr:`cvkit.evaluation.coco.CocoEvaluator.pr_curves`);
+- ``confusion_matrix.png``: classes + background at IoU ``iou_thresh`` and score ``score_thresh``
+  (:mod:`cvkit.evaluation.detection_confusion`);
+
+and adds the three to TensorBoard (tags ``val_predictions``, ``pr_curve``, ``confusion_matrix``, step = epoch).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run", "checkpoint_extra", "build_model"]
+import numpy as np
+
+__all__ = ["run", "checkpoint_extra", "build_model", "DetectionPictures"]
+
+
+class DetectionPictures:
+    """The pictures of a detection evaluation (see the module docstring) for the images of ``dataset``."""
+
+    def __init__(self, dataset: Any, class_names: Any, num_images: int = 8, score_thresh: float = 0.25,
+                 iou_thresh: float = 0.5, cell_size: int = 256):
+        while not hasattr(dataset, "records") and hasattr(dataset, "dataset"):
+            dataset = dataset.dataset
+        self.dataset = dataset
+        self.class_names = [str(n) for n in class_names]
+        self.num_images = num_images
+        self.score_thresh = score_thresh
+        self.iou_thresh = iou_thresh
+        self.cell_size = cell_size
+        self._cells: list[tuple[int, str, np.ndarray, float]] | None = None  # (image id, file, image, scale)
+
+    def _fixed_images(self) -> list[tuple[int, str, np.ndarray, float]]:
+        """The first ``num_images`` readable images, resized for the grid once (the same ones every time)."""
+        if self._cells is None:
+            from cvkit.data.errors import DataError
+            from cvkit.viz.draw import fit_image
+
+            self._cells = []
+            for index, rec in enumerate(self.dataset.records):
+                if len(self._cells) == self.num_images:
+                    break
+                try:
+                    image = self.dataset.load_image(index)
+                except DataError:  # unreadable (data.on_error=skip dropped it from the evaluation too)
+                    continue
+                small, scale = fit_image(image, self.cell_size)
+                self._cells.append((int(rec.image_id), str(rec.file_name), small, scale))
+        return self._cells
+
+    def __call__(self, epoch: int, evaluator: Any, logger: Any) -> None:
+        """``fit``'s hook: write the pictures into the run folder and add them to TensorBoard."""
+        self.write(evaluator, logger.run_dir, epoch=epoch, logger=logger)
+
+    def write(self, evaluator: Any, out_dir: str | os.PathLike, epoch: int | None = None,
+              logger: Any = None) -> dict[str, Path]:
+        """Write the pictures of ``evaluator``'s last evaluation into ``out_dir``; returns them by name."""
+        import cv2
+
+        from cvkit.evaluation.detection_confusion import DetectionConfusion
+        from cvkit.viz.confusion import plot_confusion_matrix
+        from cvkit.viz.draw import comparison_grid, save_image
+        from cvkit.viz.plots import plot_pr_curves
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        detections = evaluator.detections()
+        written: dict[str, Path] = {}
+        cells = [cell for cell in self._fixed_images() if cell[0] in detections]
+        if cells:
+            grid = comparison_grid(
+                [small for _, _, small, _ in cells],
+                [(evaluator.ground_truth[i][0] * scale, evaluator.ground_truth[i][1]) for i, _, _, scale in cells],
+                [(detections[i][0] * scale, detections[i][1], detections[i][2]) for i, _, _, scale in cells],
+                self.class_names, self.score_thresh, self.cell_size, titles=[name for _, name, _, _ in cells])
+            latest = out_dir / "val_predictions.png"
+            if epoch is None:
+                written["val_predictions"] = save_image(latest, grid)
+            else:
+                numbered = save_image(out_dir / f"val_predictions_epoch{epoch:03d}.png", grid)
+                tmp = latest.with_name(f".{latest.name}.tmp.png")
+                shutil.copyfile(numbered, tmp)
+                os.replace(tmp, latest)  # readers never see half a picture
+                written["val_predictions"] = latest
+        curves = evaluator.pr_curves
+        if curves is not None:
+            title = f"precision-recall per class, IoU {curves.iou_thresh:g} (pycocotools, maxDets {curves.max_dets})"
+            written["pr_curve"] = plot_pr_curves(curves.recall, curves.precision, self.class_names,
+                                                 out_dir / "pr_curve.png", title=title)
+        confusion = DetectionConfusion(len(self.class_names), self.iou_thresh, self.score_thresh)
+        for image_id, (boxes, scores, labels) in detections.items():
+            gt_boxes, gt_labels = evaluator.ground_truth[image_id]
+            confusion.update(gt_boxes, gt_labels, boxes, scores, labels)
+        written["confusion_matrix"] = plot_confusion_matrix(
+            confusion.matrix, [*self.class_names, "background"], out_dir / "confusion_matrix.png",
+            title=confusion.title(), xlabel="predicted (background: missed)",
+            ylabel="ground truth (background: false positive)")
+        if logger is not None and epoch is not None:
+            for tag, path in written.items():
+                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                if image is not None:  # just written: None only if the file vanished meanwhile
+                    logger.add_image(tag, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), epoch)
+        return written
 
 
 def build_model(cfg: Any, num_classes: int, postprocess: Any = None) -> tuple[Any, Any, Any]:
@@ -74,5 +177,7 @@ def run(cfg: Any, run_dir: str | os.PathLike, resume: str | os.PathLike | None =
     model, criterion, postprocessor = build_model(cfg, len(class_names))
     evaluator = CocoEvaluator.from_dataset(val_set)
     extra = checkpoint_extra(cfg, class_names, getattr(train_set, "category_ids", None))
+    pictures = DetectionPictures(val_set, class_names) if cfg.train.plots else None
     return fit(model, criterion, postprocessor, train_loader, val_loader, cfg.train, Path(run_dir),
-               evaluator=evaluator, resume=resume, extra_state=extra)
+               evaluator=evaluator, resume=resume, extra_state=extra, input_size=tuple(cfg.transforms.size),
+               on_evaluate=pictures)

@@ -3,6 +3,9 @@
 ``confusion[t, p]`` counts samples of true class t predicted as p (rows: true, columns: predicted), as
 :class:`cvkit.evaluation.classification.ClassificationEvaluator` keeps it. With ``normalize`` the colours
 show each row divided by its sum (per-class recall) while the cells print the counts.
+
+The detection matrix (:mod:`cvkit.evaluation.detection_confusion`) is drawn by the same function with one more
+name, ``background``, and its own axis labels (``ylabel="ground truth (background: false positive)"``, ...).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ __all__ = ["plot_confusion_matrix"]
 
 
 def plot_confusion_matrix(
-    confusion: Any, class_names: Sequence[str], path: str | os.PathLike, normalize: bool = True, title: str = ""
+    confusion: Any, class_names: Sequence[str], path: str | os.PathLike, normalize: bool = True, title: str = "",
+    xlabel: str = "predicted", ylabel: str = "true",
 ) -> Path:
     """Write the (C, C) ``confusion`` matrix as a heat map with counts to the PNG ``path``; returns the path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -38,8 +42,8 @@ def plot_confusion_matrix(
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class" if normalize else "count")
     ax.set_xticks(range(num_classes), labels=[str(n) for n in class_names], rotation=45, ha="right")
     ax.set_yticks(range(num_classes), labels=[str(n) for n in class_names])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title or f"confusion matrix ({int(counts.sum())} samples)")
     if num_classes <= 30:
         limit = 0.5 * (1.0 if normalize else max(float(shown.max()), 1.0))

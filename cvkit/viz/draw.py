@@ -18,7 +18,8 @@ import torch
 
 from cvkit._arrays import as_numpy as _as_numpy
 
-__all__ = ["color_for", "draw_boxes", "to_uint8_image", "make_grid", "save_image"]
+__all__ = ["color_for", "draw_boxes", "to_uint8_image", "make_grid", "save_image", "fit_image", "caption_image",
+           "comparison_grid"]
 
 
 def color_for(label: int) -> tuple[int, int, int]:
@@ -106,6 +107,60 @@ def make_grid(images: Sequence[np.ndarray], cols: int = 4, pad: int = 4, pad_val
         y, x = pad + r * (cell_h + pad), pad + c * (cell_w + pad)
         grid[y : y + im.shape[0], x : x + im.shape[1]] = im
     return grid
+
+
+def fit_image(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """``image`` resized (aspect kept) so that its longer side is ``size``, and the scale applied (boxes in the
+    original pixels times the scale are boxes in the result)."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width, 1)
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(image), new_size, interpolation=interpolation), scale
+
+
+def caption_image(image: np.ndarray, text: str, height: int = 16, font_scale: float = 0.4) -> np.ndarray:
+    """``image`` with a white band of ``height`` pixels on top holding ``text`` in black."""
+    band = np.full((height, image.shape[1], 3), 255, np.uint8)
+    cv2.putText(band, text, (3, height - 4), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([band, image], axis=0)
+
+
+def comparison_grid(
+    images: Sequence[np.ndarray],
+    ground_truths: Sequence[tuple[object, object]],
+    predictions: Sequence[tuple[object, object, object]],
+    class_names: Sequence[str] | None = None,
+    score_thresh: float = 0.0,
+    cell_size: int = 256,
+    pairs_per_row: int = 2,
+    titles: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Ground truth and predictions side by side for each image, ``pairs_per_row`` pairs to a grid row.
+
+    ``images[i]`` RGB uint8 ``(H, W, 3)`` in the pixels of its ``ground_truths[i] = (boxes [M, 4], labels [M])``
+    and ``predictions[i] = (boxes [N, 4], scores [N], labels [N])``; each is resized to ``cell_size`` on its
+    longer side. Predictions below ``score_thresh`` are not drawn. Each cell is captioned (``titles[i]`` or
+    the image's index) with its box count.
+    """
+    if not images:
+        raise ValueError("comparison_grid needs at least one image")
+    cells = []
+    for i, image in enumerate(images):
+        small, scale = fit_image(image, cell_size)
+        gt_boxes, gt_labels = ground_truths[i]
+        boxes, scores, labels = (_as_numpy(v, np.float64 if k < 2 else np.int64) for k, v in enumerate(predictions[i]))
+        keep = scores.reshape(-1) >= score_thresh
+        gt = draw_boxes(small, _as_numpy(gt_boxes, np.float64).reshape(-1, 4) * scale, gt_labels, class_names)
+        pred = draw_boxes(small, boxes.reshape(-1, 4)[keep] * scale, labels.reshape(-1)[keep], class_names,
+                          scores.reshape(-1)[keep])
+        name = titles[i] if titles is not None else f"#{i}"
+        num_gt = len(_as_numpy(gt_boxes, np.float64).reshape(-1, 4))
+        pair = make_grid([caption_image(gt, f"{name}: ground truth ({num_gt})"),
+                          caption_image(pred, f"predicted, score >= {score_thresh:g} ({int(keep.sum())})")],
+                         cols=2, pad=2)
+        cells.append(pair)
+    return make_grid(cells, cols=max(1, pairs_per_row), pad=12, pad_value=160)
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray) -> Path:

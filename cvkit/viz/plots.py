@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Panel", "curves_figure", "metric_panels", "plot_curves", "plot_history", "plot_panels"]
+__all__ = ["Panel", "curves_figure", "metric_panels", "plot_curves", "plot_history", "plot_panels", "plot_pr_curves",
+           "plot_results", "results_panels"]
 
 PANEL_WIDTH, PANEL_HEIGHT, DPI = 6.4, 4.0, 100  # inches per panel: a 640 x 400 pixel axis each
 
@@ -40,6 +41,8 @@ METRIC_PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("box AR, COCO (validation)", "AR", ("AR",)),  # AR1, AR10, AR100, ARs, ARm, ARl
     ("classification accuracy (validation)", "accuracy", ("acc", "top")),  # acc (training), accuracy, top5, ...
 )
+# the metrics results.png shows (those the history has), in legend order
+RESULTS_METRICS = ("AP", "AP50", "AP75", "AR100", "acc", "accuracy", "accuracy_class_mean")
 LEGEND_LABELS = {"acc": "acc (training)"}  # keys whose legend says more than the key itself
 SIZE_RANGE_KEYS = frozenset(f"{family}{size}" for family in ("AP", "AR") for size in "sml")  # drawn dashed
 
@@ -74,9 +77,12 @@ def _colours(count: int) -> list[tuple[float, ...]]:
 
 
 def curves_figure(
-    history: Sequence[Mapping[str, float]], panels: Sequence[Panel], log_y: bool = False
+    history: Sequence[Mapping[str, float]], panels: Sequence[Panel], log_y: bool = False, cols: int | None = None,
+    title: str = "",
 ) -> Figure | None:
-    """One axis per panel with a point (side by side), each curve against the epoch; None when no panel has one."""
+    """One axis per panel with a point (side by side, ``cols`` to a row: default all), each curve against the
+    epoch; None when no panel has one. ``log_y`` applies to panels whose keys all contain ``loss``, or to every
+    panel when ``cols`` is None."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -89,14 +95,19 @@ def curves_figure(
             drawn.append((panel, series))
     if not drawn:
         return None
-    fig = Figure(figsize=(PANEL_WIDTH * len(drawn), PANEL_HEIGHT), dpi=DPI, layout="constrained")
+    num_cols = len(drawn) if cols is None else max(1, min(cols, len(drawn)))
+    num_rows = math.ceil(len(drawn) / num_cols)
+    fig = Figure(figsize=(PANEL_WIDTH * num_cols, PANEL_HEIGHT * num_rows), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
+    if title:
+        fig.suptitle(title)
     for index, (panel, series) in enumerate(drawn):
-        ax = fig.add_subplot(1, len(drawn), index + 1)
+        ax = fig.add_subplot(num_rows, num_cols, index + 1)
         for (key, xs, ys), colour in zip(series, _colours(len(series))):
             ax.plot(xs, ys, color=colour, linestyle="--" if key in SIZE_RANGE_KEYS else "-",
                     marker="o" if len(xs) < 30 else None, markersize=3, label=LEGEND_LABELS.get(key, key))
-        if log_y and all(y > 0 for _, _, ys in series for y in ys):
+        panel_log = log_y and (cols is None or all("loss" in key for key, _, _ in series))
+        if panel_log and all(y > 0 for _, _, ys in series for y in ys):
             ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: one tick, "1"
         ax.set_xlabel("epoch")
@@ -132,12 +143,38 @@ def plot_curves(
     return plot_panels(history, [Panel(title, tuple(keys), ylabel)], path, log_y=log_y)
 
 
+def results_panels(keys: Sequence[str]) -> list[Panel]:
+    """The panels of ``results.png``: train loss terms, validation loss terms, the headline validation metrics
+    (:data:`RESULTS_METRICS`: AP, AP50, AP75, AR100 / accuracy ...), lr."""
+    train = tuple(k for k in keys if k.startswith("loss"))
+    val = tuple(k for k in keys if k.startswith("val_") and "loss" in k)
+    metrics = tuple(k for k in RESULTS_METRICS if k in keys)
+    title = "box AP / AR, COCO (validation)" if any(k.startswith(("AP", "AR")) for k in metrics) else "validation"
+    return [Panel("train losses", train, "loss"), Panel("validation losses", val, "loss"),
+            Panel(title, metrics, ""), Panel("learning rate (end of epoch)", ("lr",) if "lr" in keys else (), "lr")]
+
+
+def plot_results(history: Sequence[Mapping[str, float]], path: str | os.PathLike) -> Path | None:
+    """Write ``results.png``: every :func:`results_panels` panel with a point on one page, two to a row
+    (losses on a log scale); None (no file) when there is nothing to plot."""
+    names: list[str] = []
+    for row in history:
+        names.extend(k for k in row if k not in names)
+    fig = curves_figure(history, results_panels(names), log_y=True, cols=2, title="results")
+    if fig is None:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
 def plot_history(history: Sequence[Mapping[str, float]], out_dir: str | os.PathLike) -> list[Path]:
-    """Write ``losses.png`` (train and val loss terms), ``metrics.png`` and ``lr.png``.
+    """Write ``losses.png`` (train and val loss terms), ``metrics.png``, ``lr.png`` and ``results.png``.
 
     Keys are grouped by name: containing ``loss`` -> losses; ``metrics.png`` has a panel per metric family
-    (:func:`metric_panels`: AP*, AR*, acc*/top*); ``lr`` -> lr. A figure with nothing to show is not
-    written. Returns the written paths.
+    (:func:`metric_panels`: AP*, AR*, acc*/top*); ``lr`` -> lr; ``results.png`` is all of it on one page
+    (:func:`plot_results`). A figure with nothing to show is not written. Returns the written paths.
     """
     names: list[str] = []
     for row in history:
@@ -148,5 +185,45 @@ def plot_history(history: Sequence[Mapping[str, float]], out_dir: str | os.PathL
         plot_curves(history, losses, out_dir / "losses.png", "losses", "loss", log_y=True),
         plot_panels(history, metric_panels(names), out_dir / "metrics.png"),
         plot_curves(history, ["lr"], out_dir / "lr.png", "learning rate (end of epoch)", "lr"),
+        plot_results(history, out_dir / "results.png"),
     ]
     return [p for p in written if p is not None]
+
+
+def plot_pr_curves(
+    recall: Sequence[float], precision: Sequence[Sequence[float]], class_names: Sequence[str],
+    path: str | os.PathLike, title: str = "precision-recall",
+) -> Path:
+    """Write per-class precision-recall curves to the PNG ``path``: ``precision [C, R]`` at the ``recall [R]``
+    points (e.g. :attr:`cvkit.evaluation.coco.CocoEvaluator.pr_curves`); a class whose row is all negative
+    (no ground truth) is left out; the legend gives each class's mean precision over the recall points (its AP
+    at that IoU when the points are COCO's). Returns the path."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    recall_np = np.asarray(recall, np.float64).reshape(-1)
+    precision_np = np.asarray(precision, np.float64).reshape(len(class_names), len(recall_np))
+    fig = Figure(figsize=(PANEL_WIDTH + (2.0 if len(class_names) > 10 else 0.0), PANEL_HEIGHT * 1.25), dpi=DPI,
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    shown = [k for k in range(len(class_names)) if (precision_np[k] > -1).any()]
+    for k, colour in zip(shown, _colours(len(shown))):
+        ap = float(precision_np[k].mean())
+        ax.plot(recall_np, precision_np[k], color=colour, label=f"{class_names[k]} ({ap:.3f})")
+    if shown:
+        mean = precision_np[shown].mean(axis=0)
+        ax.plot(recall_np, mean, color="black", linewidth=2.5, label=f"all classes ({float(mean.mean()):.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right" if len(shown) <= 10 else "center left", fontsize="small",
+              bbox_to_anchor=None if len(shown) <= 10 else (1.02, 0.5), ncol=1 if len(shown) <= 20 else 2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

@@ -181,6 +181,9 @@ def test_fit_trains_and_writes_the_run_folder(tmp_path, capsys):
     assert last["epoch"] == 6 and last["best_epoch"] == 4 and last["extra"]["config"]["model"]["backbone"] == "tiny"
     assert set(last) >= {"model", "optimizer", "scheduler", "scaler", "ema", "rng", "history", "train_config"}
     out = capsys.readouterr().out
+    summary, out = out.split("\n", 1)
+    assert summary.startswith("model TinyDetector: 5 layers")  # the model summary, printed first
+    assert environment["model"]["parameters"] == sum(p.numel() for p in TinyDetector().parameters())
     header = out.splitlines()[0].split()
     assert header == ["epoch", "loss", "loss_cls", "loss_box", "val_loss", "AP", "AP50", "lr", "time"]
     assert out.splitlines()[1].split()[0] == "1" and out.splitlines()[1].split()[5] == "-"  # AP not yet measured
@@ -334,7 +337,8 @@ def test_progress_bars_go_to_stderr_and_the_table_to_stdout(tmp_path, capsys):
     )
     captured = capsys.readouterr()
     assert "epoch 1" in captured.err and "eval" in captured.err  # tqdm bars of the train and val passes
-    assert captured.out.splitlines()[0].split() == ["epoch", "loss", "loss_cls", "loss_box", "val_loss", "lr", "time"]
+    assert captured.out.splitlines()[0].startswith("model TinyDetector")
+    assert captured.out.splitlines()[1].split() == ["epoch", "loss", "loss_cls", "loss_box", "val_loss", "lr", "time"]
 
 
 def test_autocast_dtype_follows_amp_and_amp_cpu(monkeypatch):

@@ -306,3 +306,29 @@ def test_results_writer_streams_valid_json_atomically(tmp_path):
     with pytest.raises(ValueError, match="already closed"):
         writer.close()
     assert path.read_text() == "[]"
+
+
+def test_pr_curves_are_cocoevals_precision_at_iou_half_per_class():
+    # cat: both found (precision 1 at every recall point); dog: one of two found, behind a higher-scored miss
+    evaluator = CocoEvaluator(GT, ["cat", "dog"], category_ids=[3, 7])
+    assert evaluator.pr_curves is None
+    evaluator.update(
+        [_pred([[10, 10, 50, 60], [70, 70, 80, 80], [60, 20, 90, 90]], [0.9, 0.8, 0.7], [0, 1, 1]),
+         _pred([[0, 0, 100, 100]], [0.6], [0])],
+        {"image_ids": torch.tensor([1, 2])},
+    )
+    evaluator.compute()
+    curves = evaluator.pr_curves
+    assert curves.iou_thresh == 0.5 and curves.max_dets == 100
+    assert curves.recall.shape == (101,) and curves.recall[0] == 0 and curves.recall[-1] == 1
+    assert curves.precision.shape == (2, 101)
+    assert np.allclose(curves.precision[0], 1.0)
+    # dog: recall 0.5 reached at precision 1/2, never more: 0.5 up to recall 0.5, 0 beyond
+    assert np.allclose(curves.precision[1], np.where(curves.recall <= 0.5, 0.5, 0.0))
+    for k, row in enumerate(evaluator.per_class):  # the curve's mean is the class's AP50
+        assert curves.precision[k].mean() == pytest.approx(row["AP50"])
+    per_image = evaluator.detections()
+    assert sorted(per_image) == [1, 2]
+    boxes, scores, labels = per_image[1]
+    assert boxes.shape == (3, 4) and scores.tolist() == pytest.approx([0.9, 0.8, 0.7]) and labels.tolist() == [0, 1, 1]
+    assert evaluator.ground_truth[2][1].tolist() == [0]

@@ -23,10 +23,10 @@ def _history(epochs=5, eval_every=2):
     return rows
 
 
-def test_plot_history_writes_three_pngs(tmp_path):
+def test_plot_history_writes_four_pngs(tmp_path):
     written = plot_history(_history(), tmp_path)
-    assert [p.name for p in written] == ["losses.png", "metrics.png", "lr.png"]
-    for path in written:
+    assert [p.name for p in written] == ["losses.png", "metrics.png", "lr.png", "results.png"]
+    for path in written[:3]:
         image = cv2.imread(str(path))
         assert image is not None and image.shape == (400, 640, 3)
         assert len(np.unique(image.reshape(-1, 3), axis=0)) > 10  # axes, text and curves, not a blank canvas
@@ -34,7 +34,7 @@ def test_plot_history_writes_three_pngs(tmp_path):
 
 def test_figures_without_data_are_not_written(tmp_path):
     written = plot_history([{"epoch": 1, "loss": 1.0, "lr": 0.1}, {"epoch": 2, "loss": 0.5, "lr": 0.1}], tmp_path)
-    assert sorted(p.name for p in written) == ["losses.png", "lr.png"]
+    assert sorted(p.name for p in written) == ["losses.png", "lr.png", "results.png"]
     assert not (tmp_path / "metrics.png").exists()
     assert plot_curves([{"epoch": 1, "AP": math.nan}], ["AP", "missing"], tmp_path / "x.png") is None
     assert not (tmp_path / "x.png").exists()
@@ -97,7 +97,7 @@ def test_classification_metrics_have_an_accuracy_panel():
 
 def test_metrics_png_is_one_panel_wide_per_family(tmp_path):
     written = plot_history(_detection_history(), tmp_path)
-    assert [p.name for p in written] == ["losses.png", "metrics.png", "lr.png"]
+    assert [p.name for p in written] == ["losses.png", "metrics.png", "lr.png", "results.png"]
     assert cv2.imread(str(tmp_path / "metrics.png")).shape == (400, 1280, 3)
     assert cv2.imread(str(tmp_path / "losses.png")).shape == (400, 640, 3)
     # a single epoch still gets integer ticks; many curves on one axis still get distinct colours
@@ -108,3 +108,30 @@ def test_metrics_png_is_one_panel_wide_per_family(tmp_path):
     fig = curves_figure(many, metric_panels(_names(many)))
     assert fig is not None
     _check_axis(fig.axes[0], [f"AP{k}" for k in range(12)])
+
+
+def test_results_png_is_one_page_of_four_panels(tmp_path):
+    from cvkit.viz.plots import results_panels
+
+    history = _detection_history()
+    panels = results_panels(_names(history))
+    assert [p.title for p in panels] == ["train losses", "validation losses", "box AP / AR, COCO (validation)",
+                                         "learning rate (end of epoch)"]
+    assert panels[0].keys == ("loss", "loss_cls", "loss_box") and panels[1].keys == ("val_loss",)
+    assert panels[2].keys == ("AP", "AP50", "AP75", "AR100")
+    fig = curves_figure(history, panels, log_y=True, cols=2)
+    assert fig is not None and len(fig.axes) == 4
+    assert [ax.get_yscale() for ax in fig.axes] == ["log", "log", "linear", "linear"]
+    plot_history(history, tmp_path)
+    image = cv2.imread(str(tmp_path / "results.png"))
+    assert image.shape == (800, 1280, 3) and len(np.unique(image.reshape(-1, 3), axis=0)) > 10
+
+
+def test_pr_curves_png(tmp_path):
+    from cvkit.viz.plots import plot_pr_curves
+
+    recall = np.linspace(0, 1, 101)
+    precision = np.stack([1 - recall**2, np.where(recall < 0.5, 0.8, 0.0), -np.ones(101)])
+    path = plot_pr_curves(recall, precision, ["a", "b", "no gt"], tmp_path / "pr.png")
+    image = cv2.imread(str(path))
+    assert image is not None and len(np.unique(image.reshape(-1, 3), axis=0)) > 10
