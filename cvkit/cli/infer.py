@@ -141,7 +141,7 @@ def _infer_video(predictor: Predictor, frames: VideoFrames, stem: Path, args: ar
                         continue
                     if writer is None:
                         size = (image.shape[1], image.shape[0])
-                        writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+                        writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
                         if not writer.isOpened():
                             raise OSError(f"could not write the annotated video {stem}.mp4 (OpenCV mp4v writer)")
                     drawn = _draw(image, det, predictor.class_names, args.draw_thresh)
