@@ -13,6 +13,7 @@ and distinct output names for them (shared by the detection and classification p
   patterns are not expanded inside a list.
 
 An input seen twice (by two arguments, or a folder and a list) is read once, where it was first seen.
+:class:`VideoFrames` reads a video's frames, skipping (and counting) those that fail to decode.
 """
 
 from __future__ import annotations

@@ -1,16 +1,37 @@
-"""``cvkit infer --checkpoint CKPT INPUTS...``: detect objects in image files, folders and globs.
+"""``cvkit infer --checkpoint CKPT INPUTS...``: detect objects in images and videos.
 
-The checkpoint carries the config, class names and preprocessing, so nothing else is needed. Images
-are read with OpenCV (EXIF orientation applied, greyscale/RGBA/16-bit converted), resized to the
-network input and run in uint8 batches (the model normalizes them itself, from the mean/std buffers in
-its state_dict), and the detections are mapped back to original pixels.
-Writes to ``--out``: annotated images (``<stem>.jpg``, the detections scoring at least ``--draw-thresh``),
-one JSON per image (``<stem>.json``: boxes xyxy in pixels, scores, labels, class names; inputs sharing a
-stem are named ``<folder>_<stem>``), and
-``detections_coco.json`` (COCO results format with the dataset's original category ids; ``image_id`` is
-the image's position in the input order unless the file name is an integer; written image by image to a
-temporary file renamed onto that name at the end, so memory stays flat however many images). Unreadable
-images are reported and skipped; the run goes on. Exit status 2 when no input exists or none could be read.
+INPUTS are image files, video files, folders (searched recursively, always: their images and videos in
+every sub-folder), glob patterns (``**`` for any depth) and ``.txt`` files listing one path per line
+(relative to the list file's folder; blank lines and ``#`` comments ignored); see
+:mod:`cvkit.cli._inputs`. The checkpoint carries the config, class names and preprocessing, so nothing
+else is needed. Images are read with OpenCV (EXIF orientation applied, greyscale/RGBA/16-bit converted),
+videos frame by frame with ``cv2.VideoCapture``; both are resized to the network input and run in uint8
+batches of ``--batch-size`` (the model normalizes them itself, from the mean/std buffers in its
+state_dict), and the detections are mapped back to original pixels.
+
+Writes to ``--out``:
+
+- per image: the annotated image (``<stem>.jpg``, the detections scoring at least ``--draw-thresh``) and
+  ``<stem>.json`` (boxes xyxy in pixels, scores, labels, class names);
+- per video: ``<stem>.jsonl``, one JSON line per frame read (``frame``: its index in the video, ``time_s``:
+  index / the container's fps, or null when it declares none, ``height``, ``width`` and the fields of an
+  image's JSON), and the annotated ``<stem>.mp4`` (mp4v codec, the input's frame size and fps, 25 when it
+  declares none; the frames read, in order);
+- ``detections_coco.json`` for the images (COCO results format with the dataset's original category ids;
+  ``image_id`` is the image's position among the input images unless the file name is an integer; written
+  image by image to a temporary file renamed onto that name at the end, so memory stays flat however many
+  images). Video frames are not in it (a COCO results file refers to images by id): they are in the
+  ``.jsonl`` files. With videos only, no COCO file is written.
+
+Inputs sharing a stem (``a/x.jpg``, ``b/x.jpg``, ``b/x.mp4``) are named ``<folder>_<stem>``, then with their
+position added, so that no output overwrites another. The ``.jsonl`` and ``.mp4`` files are written to
+temporary files renamed onto their names when the video is done.
+
+Nothing bad stops the run: an unreadable image or video, and a listed file that does not exist (named with
+its list file and line, ``list.txt:6``), are reported and skipped; a video frame that fails to decode is
+skipped and counted (the video goes on; frame indices stay positions in the video). The run ends with a
+summary: images read, video frames read, the inputs skipped (listed) and the frames lost per video. Exit
+status 2 when no input exists or nothing (no image, no video frame) could be read.
 """
 
 from __future__ import annotations
@@ -170,7 +191,8 @@ def _infer_video(predictor: Predictor, frames: VideoFrames, stem: Path, args: ar
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cvkit infer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    parser.add_argument("inputs", nargs="+",
+                        help="images, videos, folders (recursive), glob patterns or .txt files listing paths")
     parser.add_argument("--checkpoint", required=True, type=Path, help="a cvkit checkpoint (best.pt / last.pt)")
     parser.add_argument("--out", type=Path, default=Path("runs/infer"), help="output folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
@@ -234,23 +256,24 @@ def main(argv: list[str] | None = None) -> int:
                 save_image(args.out / f"{stems[p]}.jpg", _draw(image, det, predictor.class_names, args.draw_thresh))
             done += 1
     num_frames = num_videos = 0
+    lost_frames: list[tuple[Path, VideoFrames]] = []  # videos read, with frames that failed to decode
     for video in videos:
         frames = VideoFrames(video)
         if not frames.opened:
             skipped.append((str(video), "not a readable video (OpenCV cannot open it)"))
             continue
-        if (args.out / f"{stems[video]}.mp4").resolve() == video.resolve():
+        if not args.no_draw and (args.out / f"{stems[video]}.mp4").resolve() == video.resolve():
             frames.close()
             skipped.append((str(video), "its annotated video would overwrite it (choose another --out)"))
             continue
         read = _infer_video(predictor, frames, args.out / stems[video], args)
-        if frames.num_lost:
-            skipped.append((f"{video}", f"{frames.num_lost} frames could not be decoded (skipped)"))
         if not read:
             skipped.append((str(video), "no frame could be decoded"))
             continue
         num_frames += read
         num_videos += 1
+        if frames.num_lost:
+            lost_frames.append((video, frames))
     if coco_file is not None:
         coco_file.close()
         print(f"{done} images -> {args.out} ({coco_file.num_records} detections; COCO results: {coco_file.path})")
@@ -261,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped {len(skipped)} unreadable or missing inputs:")
         for where, why in skipped:
             print(f"  {where}: {why}")
+    if lost_frames:
+        print(f"skipped {sum(f.num_lost for _, f in lost_frames)} video frames that could not be decoded:")
+        for video, frames in lost_frames:
+            of = f" of {frames.num_frames}" if frames.num_frames is not None else ""
+            print(f"  {video}: {frames.num_lost}{of} frames")
     if not done and not num_frames:  # nothing processed: a non-zero status, so that scripts can tell
         raise CliError(f"none of the {len(inputs.files)} inputs could be read (listed above)", "unreadable_image")
     return 0

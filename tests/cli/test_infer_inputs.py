@@ -103,7 +103,9 @@ def test_a_frame_that_fails_to_decode_is_counted_and_the_video_goes_on(checkpoin
     frames = [json.loads(line)["frame"] for line in (tmp_path / "out" / "mjpeg.jsonl").read_text().splitlines()]
     assert 4 not in frames and frames[:4] == [0, 1, 2, 3] and frames[4] == 5  # indices stay stream positions
     lost = NUM_FRAMES - len(frames)
-    assert f"mjpeg.avi: {lost} frames could not be decoded (skipped)" in printed
+    assert f"skipped {lost} video frames that could not be decoded:\n  {video}: {lost} of {NUM_FRAMES} frames" \
+        in printed
+    assert "unreadable or missing inputs" not in printed  # the video itself was read
     assert not (tmp_path / "out" / "mjpeg.mp4").exists()  # --no-draw
 
 
