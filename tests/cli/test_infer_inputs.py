@@ -173,3 +173,25 @@ def test_nothing_readable_exits_2(checkpoint, tmp_path, capsys):
     err = capsys.readouterr().err  # stops before loading the model: nothing to read
     assert err.startswith(f"cvkit infer: no input exists: {listing}:1: {tmp_path / 'nope.jpg'}: no such file "
                           "(and 1 more listed files) [missing_file]")
+
+
+def test_collect_inputs_rules(tmp_path):
+    """Folders and ``**`` globs reach every depth; a list names files only; each file is read once."""
+    from cvkit.cli._inputs import collect_inputs, expand_inputs
+
+    deep = _image(tmp_path / "d" / "x" / "y" / "deep.jpg")
+    top = _image(tmp_path / "d" / "top.jpg")
+    (tmp_path / "d" / "clip.webm").write_bytes(b"")  # by its suffix: a video (reading it is later)
+    (tmp_path / "d" / "labels.txt").write_text("top.jpg\n")
+    listing = tmp_path / "list.txt"
+    listing.write_text("d/top.jpg\nd/x\n#d/x/y/deep.jpg\n")
+
+    found = collect_inputs([str(tmp_path / "d"), str(listing)])
+    assert found.images == [top, deep] and found.videos == [tmp_path / "d" / "clip.webm"]  # sorted by path
+    assert found.skipped == [(f"{listing}:2", f"{tmp_path / 'd' / 'x'}: is a folder")]  # top.jpg: seen already
+    globbed = collect_inputs([str(tmp_path / "d" / "**" / "*")])
+    assert deep in globbed.files and tmp_path / "d" / "labels.txt" in globbed.files  # a glob's .txt: a file
+    assert collect_inputs([str(tmp_path / "d" / "*.jpg")]).files == [top]  # no ** : one level
+    # the classification path: images only from folders, lists expanded, missing entries kept (reported on read)
+    listing.write_text("d/top.jpg\nmissing.jpg\n")
+    assert expand_inputs([str(tmp_path / "d"), str(listing)]) == [top, deep, tmp_path / "missing.jpg"]
