@@ -151,7 +151,7 @@ def missing_inputs(inputs: Sequence[str], paths: Sequence[Path],
         if skipped:
             more = f" (and {len(skipped) - 1} more listed files)" if len(skipped) > 1 else ""
             return CliError(f"no input exists: {skipped[0].where}: {skipped[0].why}{more}", "missing_file")
-        return CliError(f"no input images found in {' '.join(inputs)}", "missing_file",
+        return CliError(f"no input images or videos found in {' '.join(inputs)}", "missing_file",
                         hint="give image or video files, folders, glob patterns or .txt files listing paths")
     missing = [p for p in paths if not p.exists()]
     if len(missing) < len(paths):

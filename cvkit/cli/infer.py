@@ -280,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     if videos:
         print(f"{num_frames} video frames from {num_videos} of {len(videos)} videos -> {args.out} "
               f"(per video: <name>.jsonl{'' if args.no_draw else ' and the annotated <name>.mp4'})")
+    noun = "inputs" if videos else "images"
     if skipped:
-        print(f"skipped {len(skipped)} unreadable or missing inputs:")
+        print(f"skipped {len(skipped)} unreadable {noun}:")
         for where, why in skipped:
             print(f"  {where}: {why}")
     if lost_frames:
@@ -290,5 +291,6 @@ def main(argv: list[str] | None = None) -> int:
             of = f" of {frames.num_frames}" if frames.num_frames is not None else ""
             print(f"  {video}: {frames.num_lost}{of} frames")
     if not done and not num_frames:  # nothing processed: a non-zero status, so that scripts can tell
-        raise CliError(f"none of the {len(inputs.files)} inputs could be read (listed above)", "unreadable_image")
+        what = "inputs" if videos else "input images"
+        raise CliError(f"none of the {len(inputs.files)} {what} could be read (listed above)", "unreadable_image")
     return 0

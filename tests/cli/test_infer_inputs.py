@@ -105,7 +105,7 @@ def test_a_frame_that_fails_to_decode_is_counted_and_the_video_goes_on(checkpoin
     lost = NUM_FRAMES - len(frames)
     assert f"skipped {lost} video frames that could not be decoded:\n  {video}: {lost} of {NUM_FRAMES} frames" \
         in printed
-    assert "unreadable or missing inputs" not in printed  # the video itself was read
+    assert "unreadable inputs" not in printed  # the video itself was read
     assert not (tmp_path / "out" / "mjpeg.mp4").exists()  # --no-draw
 
 
@@ -116,7 +116,7 @@ def test_a_corrupt_video_is_reported_and_skipped(checkpoint, tmp_path, capsys, o
     assert _infer(checkpoint, tmp_path / "out", corrupt, image) == 0
     printed = capsys.readouterr().out
     assert "1 images ->" in printed and "0 video frames from 0 of 1 videos" in printed
-    assert f"skipped 1 unreadable or missing inputs:\n  {corrupt}: not a readable video" in printed
+    assert f"skipped 1 unreadable inputs:\n  {corrupt}: not a readable video" in printed
     assert not (tmp_path / "out" / "broken.jsonl").exists() and not (tmp_path / "out" / "broken.mp4").exists()
     assert (tmp_path / "out" / "still.json").exists()
 
@@ -151,7 +151,7 @@ def test_a_list_file_reads_its_paths_and_reports_a_missing_one_by_line(checkpoin
     assert _infer(checkpoint, tmp_path / "out", listing) == 0
     printed = capsys.readouterr().out
     assert "3 images ->" in printed
-    assert f"skipped 1 unreadable or missing inputs:\n  {listing}:6: {tmp_path / 'data' / 'gone.jpg'}: no such file" \
+    assert f"skipped 1 unreadable images:\n  {listing}:6: {tmp_path / 'data' / 'gone.jpg'}: no such file" \
         in printed
     assert sorted(p.stem for p in (tmp_path / "out").glob("*.jpg")) == ["one", "three", "two"]
 
@@ -163,7 +163,7 @@ def test_nothing_readable_exits_2(checkpoint, tmp_path, capsys):
     bad_video.write_bytes(b"garbage" * 50)
     assert _infer(checkpoint, tmp_path / "out", bad_image, bad_video) == 2
     captured = capsys.readouterr()
-    assert "skipped 2 unreadable or missing inputs" in captured.out
+    assert "skipped 2 unreadable inputs:" in captured.out
     assert captured.err.splitlines()[-1] == (
         "cvkit infer: none of the 2 inputs could be read (listed above) [unreadable_image]")
 
