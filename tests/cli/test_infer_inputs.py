@@ -195,3 +195,14 @@ def test_collect_inputs_rules(tmp_path):
     # the classification path: images only from folders, lists expanded, missing entries kept (reported on read)
     listing.write_text("d/top.jpg\nmissing.jpg\n")
     assert expand_inputs([str(tmp_path / "d"), str(listing)]) == [top, deep, tmp_path / "missing.jpg"]
+
+
+def test_a_video_inside_the_output_folder_is_not_overwritten(checkpoint, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    video = _write_video(tmp_path / "out" / "clip.mp4", "mp4v", num_frames=2)
+    before = video.read_bytes()
+    assert _infer(checkpoint, tmp_path / "out", video) == 2  # its only input skipped: nothing read
+    assert f"{video}: its annotated video would overwrite it (choose another --out)" in capsys.readouterr().out
+    assert video.read_bytes() == before
+    assert _infer(checkpoint, tmp_path / "out", video, "--no-draw") == 0  # only clip.jsonl to write
+    assert len((tmp_path / "out" / "clip.jsonl").read_text().splitlines()) == 2
