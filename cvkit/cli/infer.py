@@ -1,22 +1,45 @@
-"""``cvkit infer --checkpoint CKPT INPUTS...``: detect objects in image files, folders and globs.
+"""``cvkit infer --checkpoint CKPT INPUTS...``: detect objects in images and videos.
 
-The checkpoint carries the config, class names and preprocessing, so nothing else is needed. Images
-are read with OpenCV (EXIF orientation applied, greyscale/RGBA/16-bit converted), resized to the
-network input and run in uint8 batches (the model normalizes them itself, from the mean/std buffers in
-its state_dict), and the detections are mapped back to original pixels.
-Writes to ``--out``: annotated images (``<stem>.jpg``, the detections scoring at least ``--draw-thresh``),
-one JSON per image (``<stem>.json``: boxes xyxy in pixels, scores, labels, class names; inputs sharing a
-stem are named ``<folder>_<stem>``), and
-``detections_coco.json`` (COCO results format with the dataset's original category ids; ``image_id`` is
-the image's position in the input order unless the file name is an integer; written image by image to a
-temporary file renamed onto that name at the end, so memory stays flat however many images). Unreadable
-images are reported and skipped; the run goes on. Exit status 2 when no input exists or none could be read.
+INPUTS are image files, video files, folders (searched recursively, always: their images and videos in
+every sub-folder), glob patterns (``**`` for any depth) and ``.txt`` files listing one path per line
+(relative to the list file's folder; blank lines and ``#`` comments ignored); see
+:mod:`cvkit.cli._inputs`. The checkpoint carries the config, class names and preprocessing, so nothing
+else is needed. Images are read with OpenCV (EXIF orientation applied, greyscale/RGBA/16-bit converted),
+videos frame by frame with ``cv2.VideoCapture``; both are resized to the network input and run in uint8
+batches of ``--batch-size`` (the model normalizes them itself, from the mean/std buffers in its
+state_dict), and the detections are mapped back to original pixels.
+
+Writes to ``--out``:
+
+- per image: the annotated image (``<stem>.jpg``, the detections scoring at least ``--draw-thresh``) and
+  ``<stem>.json`` (boxes xyxy in pixels, scores, labels, class names);
+- per video: ``<stem>.jsonl``, one JSON line per frame read (``frame``: its index in the video, ``time_s``:
+  index / the container's fps, or null when it declares none, ``height``, ``width`` and the fields of an
+  image's JSON), and the annotated ``<stem>.mp4`` (mp4v codec, the input's frame size and fps, 25 when it
+  declares none; the frames read, in order);
+- ``detections_coco.json`` for the images (COCO results format with the dataset's original category ids;
+  ``image_id`` is the image's position among the input images unless the file name is an integer; written
+  image by image to a temporary file renamed onto that name at the end, so memory stays flat however many
+  images). Video frames are not in it (a COCO results file refers to images by id): they are in the
+  ``.jsonl`` files. With videos only, no COCO file is written.
+
+Inputs sharing a stem (``a/x.jpg``, ``b/x.jpg``, ``b/x.mp4``) are named ``<folder>_<stem>``, then with their
+position added, so that no output overwrites another. The ``.jsonl`` and ``.mp4`` files are written to
+temporary files renamed onto their names when the video is done.
+
+Nothing bad stops the run: an unreadable image or video, and a listed file that does not exist (named with
+its list file and line, ``list.txt:6``), are reported and skipped; a video frame that fails to decode is
+skipped and counted (the video goes on; frame indices stay positions in the video). The run ends with a
+summary: images read, video frames read, the inputs skipped (listed) and the frames lost per video. Exit
+status 2 when no input exists or nothing (no image, no video frame) could be read.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +48,7 @@ import numpy as np
 import torch
 
 from cvkit.cli._errors import CliError, cli_errors
-from cvkit.cli._inputs import expand_inputs, missing_inputs, output_stems
+from cvkit.cli._inputs import VideoFrames, collect_inputs, missing_inputs, output_stems
 
 
 class Predictor:
@@ -93,11 +116,83 @@ def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
         yield paths[i : i + size]
 
 
+def _detection_fields(det: dict[str, torch.Tensor], class_names: Sequence[str]) -> dict[str, Any]:
+    """The JSON fields of one image's (or frame's) detections: boxes xyxy in pixels, scores, labels, names."""
+    labels = det["labels"].tolist()
+    return {"boxes_xyxy": det["boxes"].tolist(), "scores": det["scores"].tolist(), "labels": labels,
+            "class_names": [class_names[lab] for lab in labels]}
+
+
+def _draw(image: np.ndarray, det: dict[str, torch.Tensor], class_names: Sequence[str], thresh: float) -> np.ndarray:
+    from cvkit.viz.draw import draw_boxes
+
+    shown = det["scores"] >= thresh
+    return draw_boxes(image, det["boxes"][shown], det["labels"][shown], list(class_names), det["scores"][shown])
+
+
+def _infer_video(predictor: Predictor, frames: VideoFrames, stem: Path, args: argparse.Namespace) -> int:
+    """Detect in every frame of ``frames``, in batches: ``<stem>.jsonl`` (one line per frame read) and, unless
+    ``--no-draw``, the annotated ``<stem>.mp4`` (mp4v, the input's fps and frame size); each is written to a
+    temporary file renamed onto its name at the end. Returns the number of frames read."""
+    import secrets
+
+    import cv2
+    from tqdm import tqdm
+
+    token = secrets.token_hex(6)
+    tmp_jsonl = stem.with_name(f".{stem.name}.{token}.jsonl")
+    tmp_video = stem.with_name(f".{stem.name}.{token}.mp4")  # VideoWriter picks the container by suffix
+    fps = frames.fps or 25.0  # the writer needs a rate; times use the container's only
+    writer: Any = None
+    try:
+        with open(tmp_jsonl, "x", encoding="utf-8") as jsonl, tqdm(total=frames.num_frames, desc=frames.path.name,
+                                                                  unit="frame") as progress:
+            batch: list[tuple[int, np.ndarray]] = []
+            for item in itertools.chain(frames, [None]):
+                if item is not None:
+                    batch.append(item)
+                if not batch or (item is not None and len(batch) < args.batch_size):
+                    continue
+                for (index, image), det in zip(batch, predictor([im for _, im in batch])):
+                    time_s = round(index / frames.fps, 6) if frames.fps else None
+                    line = {"frame": index, "time_s": time_s, "height": image.shape[0], "width": image.shape[1],
+                            **_detection_fields(det, predictor.class_names)}
+                    jsonl.write(json.dumps(line) + "\n")
+                    if args.no_draw:
+                        continue
+                    if writer is None:
+                        size = (image.shape[1], image.shape[0])
+                        writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+                        if not writer.isOpened():
+                            raise OSError(f"could not write the annotated video {stem}.mp4 (OpenCV mp4v writer)")
+                    drawn = _draw(image, det, predictor.class_names, args.draw_thresh)
+                    if (drawn.shape[1], drawn.shape[0]) != size:  # a frame of another size: fit the video's
+                        drawn = cv2.resize(drawn, size, interpolation=cv2.INTER_AREA)
+                    writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                progress.update(len(batch))
+                batch = []
+        if not frames.num_read:
+            return 0
+        os.replace(tmp_jsonl, stem.with_name(f"{stem.name}.jsonl"))
+        if writer is not None:
+            writer.release()
+            writer = None
+            os.replace(tmp_video, stem.with_name(f"{stem.name}.mp4"))
+        return frames.num_read
+    finally:
+        frames.close()
+        if writer is not None:
+            writer.release()
+        for tmp in (tmp_jsonl, tmp_video):
+            tmp.unlink(missing_ok=True)
+
+
 @cli_errors("cvkit infer")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cvkit infer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    parser.add_argument("inputs", nargs="+",
+                        help="images, videos, folders (recursive), glob patterns or .txt files listing paths")
     parser.add_argument("--checkpoint", required=True, type=Path, help="a cvkit checkpoint (best.pt / last.pt)")
     parser.add_argument("--out", type=Path, default=Path("runs/infer"), help="output folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
@@ -119,58 +214,83 @@ def main(argv: list[str] | None = None) -> int:
 
     from cvkit.data.errors import DataError
     from cvkit.data.io import read_image
-    from cvkit.viz.draw import draw_boxes, save_image
+    from cvkit.viz.draw import save_image
 
-    paths = expand_inputs(args.inputs)
-    failure = missing_inputs(args.inputs, paths)
+    inputs = collect_inputs(args.inputs)
+    failure = missing_inputs(args.inputs, inputs.files, inputs.skipped)
     if failure is not None:
         raise failure
     predictor = Predictor(args.checkpoint, args.device, args.score_thresh, args.iou_thresh, args.max_det)
     args.out.mkdir(parents=True, exist_ok=True)
     from cvkit.evaluation.coco import CocoResultsWriter
 
-    coco_file = CocoResultsWriter(args.out / "detections_coco.json")  # streamed per image, renamed on close
-    skipped: list[tuple[Path, str]] = []
+    paths, videos = inputs.images, inputs.videos
+    skipped: list[tuple[str, str]] = [(s.where, s.why) for s in inputs.skipped]
+    stems = output_stems(inputs.files)  # images and videos together: one name space in --out
     done = 0
+    coco_file = CocoResultsWriter(args.out / "detections_coco.json") if paths or not videos else None
     position = {p: i for i, p in enumerate(paths)}
-    stems = output_stems(paths)
-    for chunk in tqdm(list(_batches(paths, args.batch_size)), desc="infer", unit="batch"):
+    for chunk in tqdm(list(_batches(paths, args.batch_size)), desc="infer", unit="batch", disable=not paths):
         images, kept = [], []
         for p in chunk:
             try:
                 images.append(read_image(p))
                 kept.append(p)
             except (DataError, OSError, ValueError) as exc:
-                skipped.append((p, str(exc).splitlines()[0]))
+                skipped.append((str(p), str(exc).splitlines()[0]))
         if not images:
             continue
         for p, image, det in zip(kept, images, predictor(images)):
             image_id = int(p.stem) if p.stem.isdigit() else position[p]
-            boxes = det["boxes"].tolist()
-            scores = det["scores"].tolist()
-            labels = det["labels"].tolist()
-            names = [predictor.class_names[lab] for lab in labels]
             record = {"file": str(p), "image_id": image_id, "height": image.shape[0], "width": image.shape[1],
-                      "boxes_xyxy": boxes, "scores": scores, "labels": labels, "class_names": names}
+                      **_detection_fields(det, predictor.class_names)}
             (args.out / f"{stems[p]}.json").write_text(json.dumps(record, indent=1))
             coco_records = []
-            for box, score, lab in zip(boxes, scores, labels):
+            for box, score, lab in zip(record["boxes_xyxy"], record["scores"], record["labels"]):
                 cat = predictor.category_ids[lab] if predictor.category_ids else lab
                 coco_records.append({"image_id": image_id, "category_id": int(cat), "score": round(score, 5),
                                      "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
+            assert coco_file is not None
             coco_file.write(coco_records)
             if not args.no_draw:
-                shown = det["scores"] >= args.draw_thresh
-                drawn = draw_boxes(image, det["boxes"][shown], det["labels"][shown], predictor.class_names,
-                                   det["scores"][shown])
-                save_image(args.out / f"{stems[p]}.jpg", drawn)
+                save_image(args.out / f"{stems[p]}.jpg", _draw(image, det, predictor.class_names, args.draw_thresh))
             done += 1
-    coco_file.close()
-    print(f"{done} images -> {args.out} ({coco_file.num_records} detections; COCO results: {coco_file.path})")
+    num_frames = num_videos = 0
+    lost_frames: list[tuple[Path, VideoFrames]] = []  # videos read, with frames that failed to decode
+    for video in videos:
+        frames = VideoFrames(video)
+        if not frames.opened:
+            skipped.append((str(video), "not a readable video (OpenCV cannot open it)"))
+            continue
+        if not args.no_draw and (args.out / f"{stems[video]}.mp4").resolve() == video.resolve():
+            frames.close()
+            skipped.append((str(video), "its annotated video would overwrite it (choose another --out)"))
+            continue
+        read = _infer_video(predictor, frames, args.out / stems[video], args)
+        if not read:
+            skipped.append((str(video), "no frame could be decoded"))
+            continue
+        num_frames += read
+        num_videos += 1
+        if frames.num_lost:
+            lost_frames.append((video, frames))
+    if coco_file is not None:
+        coco_file.close()
+        print(f"{done} images -> {args.out} ({coco_file.num_records} detections; COCO results: {coco_file.path})")
+    if videos:
+        print(f"{num_frames} video frames from {num_videos} of {len(videos)} videos -> {args.out} "
+              f"(per video: <name>.jsonl{'' if args.no_draw else ' and the annotated <name>.mp4'})")
+    noun = "inputs" if videos else "images"
     if skipped:
-        print(f"skipped {len(skipped)} unreadable images:")
-        for p, why in skipped:
-            print(f"  {p}: {why}")
-    if not done:  # nothing processed: a non-zero status, so that scripts can tell
-        raise CliError(f"none of the {len(paths)} input images could be read (listed above)", "unreadable_image")
+        print(f"skipped {len(skipped)} unreadable {noun}:")
+        for where, why in skipped:
+            print(f"  {where}: {why}")
+    if lost_frames:
+        print(f"skipped {sum(f.num_lost for _, f in lost_frames)} video frames that could not be decoded:")
+        for video, frames in lost_frames:
+            of = f" of {frames.num_frames}" if frames.num_frames is not None else ""
+            print(f"  {video}: {frames.num_lost}{of} frames")
+    if not done and not num_frames:  # nothing processed: a non-zero status, so that scripts can tell
+        what = "inputs" if videos else "input images"
+        raise CliError(f"none of the {len(inputs.files)} {what} could be read (listed above)", "unreadable_image")
     return 0

@@ -263,8 +263,8 @@ def test_infer_exits_2_when_nothing_was_processed(setup, capsys, tmp_path):
     assert failure(capsys, [*infer, str(tmp_path / "nope.png"), str(tmp_path / "nope2.png")]) == [
         f"cvkit infer: {tmp_path / 'nope.png'}: no such file (and 1 more inputs) [missing_file]"]
     assert failure(capsys, [*infer, str(tmp_path / "*.jpg")]) == [
-        f"cvkit infer: no input images found in {tmp_path / '*.jpg'} [missing_file]",
-        "  fix: give image files, folders of images or glob patterns"]
+        f"cvkit infer: no input images or videos found in {tmp_path / '*.jpg'} [missing_file]",
+        "  fix: give image or video files, folders, glob patterns or .txt files listing paths"]
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
     assert cvkit([*infer, str(broken), str(tmp_path / "nope.png")]) == 2
