@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.fit:  # the fit walks the boxes many times, and measures the starting point itself
             samples_list = samples_list if args.ann_file is not None else list(samples)
-            return _fit(args, samples_list, cfg, source)
+            return _fit(args, samples_list, cfg, source, raw)
         report = anchor_coverage(
             samples,
             generator,
@@ -254,12 +254,23 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def _fit(args: argparse.Namespace, samples_list: list[Any], cfg: Any, source: str) -> int:
+ATSS_NOTE = (
+    "note: loss.assigner is atss, which picks each object's positives by centre distance and an adaptive IoU "
+    "threshold, not by IoU >= anchors.matcher.pos_thresh; this proposal maximises max-IoU coverage, and with "
+    "ATSS anchors smaller than about 4x the stride trained worse (benchmarks/README.md, detector levers)"
+)
+
+
+def _fit(args: argparse.Namespace, samples_list: list[Any], cfg: Any, source: str,
+         raw: dict[str, Any] | None = None) -> int:
     from cvkit.evaluation.anchor_fit import fit_anchors
 
     fit = fit_anchors(samples_list, cfg, max_images=args.max_images, batch_size=args.batch_size)
     print(f"source: {source}")
     print(format_fit(fit))
+    loss = (raw or {}).get("loss")
+    if isinstance(loss, dict) and loss.get("assigner") == "atss":
+        print(ATSS_NOTE, file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {"source": source, "key": fit.key, "value": fit.value, "before": fit.before.to_dict(),
                "after": fit.after.to_dict()}

@@ -69,3 +69,21 @@ def test_cli_fit_and_write_on_a_coco_file(tmp_path, capsys):
     written = yaml.safe_load(config.read_text())["anchors"]["scales"]
     assert written != [0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05] and written[0] < 0.07
     assert (tmp_path / "out" / "anchor_fit.json").is_file()
+
+
+def test_cli_fit_says_when_the_config_assigns_with_atss(tmp_path, capsys):
+    import json
+
+    images, annotations = [], []
+    for i, (size, boxes) in enumerate(_small_boxes(6)):
+        images.append({"id": i + 1, "height": size[0], "width": size[1], "file_name": f"{i}.jpg"})
+        for b in boxes.tolist():
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
+                                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}]}))
+    for config, expected in (("configs/default.yaml", True), ("configs/ssd_resnet18.yaml", False)):
+        assert anchors_main(["--config", config, "--ann-file", str(ann), "--fit", "--no-plot",
+                             "--out", str(tmp_path / "out")]) == 0
+        err = capsys.readouterr().err
+        assert ("loss.assigner is atss" in err) is expected, (config, err)
