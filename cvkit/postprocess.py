@@ -27,7 +27,7 @@ from torch import Tensor
 from cvkit.ops.coder import DEFAULT_WEIGHTS, BoxCoder
 from cvkit.ops.nms import multiclass_nms
 
-__all__ = ["PostprocessConfig", "DetectionPostprocessor"]
+__all__ = ["PostprocessConfig", "DetectionPostprocessor", "GraphPostprocessor"]
 
 
 @dataclass(frozen=True)
@@ -121,3 +121,91 @@ class DetectionPostprocessor:
                 }
             )
         return out
+
+
+class GraphPostprocessor(torch.nn.Module):
+    """The postprocessor as graph operations, for exported models: fixed-shape outputs, hard NMS.
+
+    ``forward(cls_logits, bbox_deltas, anchors) -> (boxes [B, D, 4], scores [B, D], labels [B, D], num [B])``:
+    the steps 1-3 of :class:`DetectionPostprocessor` for images of the one input size ``(height, width)``, with
+    the detections in input-tensor pixels (step 4, the scaling to each original image, is the caller's: one
+    multiplication per axis). ``D = min(max_detections, candidates)``; rows past ``num[b]`` are padding (zero
+    boxes and scores, label -1). The candidates are the ``pre_nms_topk`` best per image and class (per image
+    with ``class_agnostic``) by score, then ``score > score_thresh``, NMS per image and class, and the D best
+    over the classes, by decreasing score (equal scores: class, then rank). Same detections as
+    :class:`DetectionPostprocessor` up to the order of exactly equal scores, which ``topk`` leaves open.
+
+    ``nms``: "torchvision" (``torchvision.ops.nms``, for TorchScript) or "custom_op"
+    (``torch.ops.cvkit.grouped_nms_mask``, which the ONNX exporter turns into ``NonMaxSuppression``).
+    Soft-NMS has no graph form and is refused.
+    """
+
+    def __init__(self, cfg: PostprocessConfig, num_classes: int, num_anchors: int, image_size: Sequence[int],
+                 box_weights: Sequence[float] = DEFAULT_WEIGHTS, score_activation: str = "softmax",
+                 nms: str = "torchvision") -> None:
+        super().__init__()
+        if cfg.soft_nms != "none":
+            raise ValueError(f"an exported postprocess does hard NMS only, the config asks for "
+                             f"soft_nms={cfg.soft_nms!r}")
+        if score_activation not in ("softmax", "sigmoid"):
+            raise ValueError(f"score_activation must be 'softmax' or 'sigmoid', got {score_activation!r}")
+        if nms not in ("torchvision", "custom_op"):
+            raise ValueError(f"nms must be 'torchvision' or 'custom_op', got {nms!r}")
+        self.cfg, self.nms, self.score_activation = cfg, nms, score_activation
+        self.num_classes, self.coder = int(num_classes), BoxCoder(box_weights)
+        height, width = (int(v) for v in image_size)
+        self.max_coordinate = float(max(height, width))
+        self.register_buffer("image_whwh", torch.tensor([width, height, width, height], dtype=torch.float32))
+        pool = num_anchors * num_classes if cfg.class_agnostic else num_anchors  # candidates per group
+        self.topk = pool if cfg.pre_nms_topk <= 0 else min(cfg.pre_nms_topk, pool)
+        groups = 1 if cfg.class_agnostic else num_classes
+        self.max_detections = min(cfg.max_detections, groups * self.topk)
+
+    image_whwh: Tensor  # buffer
+
+    def _keep(self, boxes: Tensor, scores: Tensor) -> Tensor:
+        if self.nms == "custom_op":
+            import cvkit.ops.grouped_nms  # noqa: F401  (registers torch.ops.cvkit.grouped_nms_mask)
+
+            return torch.ops.cvkit.grouped_nms_mask(boxes, scores, self.cfg.iou_thresh)
+        from cvkit.ops.grouped_nms import grouped_nms_mask_torchvision
+
+        return grouped_nms_mask_torchvision(boxes, scores, self.cfg.iou_thresh, self.max_coordinate)
+
+    def forward(self, cls_logits: Tensor, bbox_deltas: Tensor, anchors: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        num_classes, k = self.num_classes, self.topk
+        if self.score_activation == "sigmoid":
+            scores = torch.sigmoid(cls_logits.float())  # (B, A, C)
+        else:
+            scores = torch.softmax(cls_logits.float(), dim=-1)[..., 1:]
+        boxes = self.coder.decode(bbox_deltas.float(), anchors.float())  # (B, A, 4) input pixels
+        boxes = torch.minimum(boxes.clamp(min=0), self.image_whwh)
+        if self.cfg.class_agnostic:
+            top_scores, top = scores.flatten(1).topk(k, dim=1)  # (B, K) over (anchor, class) pairs
+            anchor, labels = top // num_classes, top % num_classes
+            cand = torch.gather(boxes, 1, anchor[..., None].expand(-1, -1, 4))  # (B, K, 4)
+            groups_boxes, groups_scores = cand, top_scores  # one group per image
+        else:
+            top_scores, top = scores.transpose(1, 2).topk(k, dim=2)  # (B, C, K)
+            cand = torch.gather(boxes, 1, top.flatten(1)[..., None].expand(-1, -1, 4))  # (B, C * K, 4)
+            groups_boxes, groups_scores = cand.reshape(-1, k, 4), top_scores.reshape(-1, k)  # (B * C, K, ...)
+            labels = torch.arange(num_classes, device=scores.device)[:, None].expand(-1, k).flatten()
+        keep = self._keep(groups_boxes, groups_scores) & (groups_scores > self.cfg.score_thresh)
+        kept_scores = torch.where(keep, groups_scores, torch.full_like(groups_scores, -1.0))
+        if not self.cfg.class_agnostic:
+            kept_scores = kept_scores.reshape(-1, num_classes * k)  # (B, C * K), class-major
+        return self._select(kept_scores, cand, labels)
+
+    def _select(self, kept_scores: Tensor, cand: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        scores, index = kept_scores.topk(self.max_detections, dim=1)  # (B, D), decreasing
+        valid = scores > self.cfg.score_thresh
+        if labels.dim() == 1:  # per-class groups: the label is the candidate's class
+            out_labels = labels[index]
+        else:
+            out_labels = torch.gather(labels, 1, index)
+        boxes = torch.gather(cand, 1, index[..., None].expand(-1, -1, 4))
+        boxes = torch.where(valid[..., None], boxes, torch.zeros_like(boxes))
+        scores = torch.where(valid, scores, torch.zeros_like(scores))
+        out_labels = torch.where(valid, out_labels, torch.full_like(out_labels, -1))
+        return boxes, scores, out_labels, valid.sum(dim=1)

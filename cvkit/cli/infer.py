@@ -1,4 +1,4 @@
-"""``cvkit infer --checkpoint CKPT INPUTS...``: detect objects in images and videos.
+"""``cvkit infer --checkpoint CKPT INPUTS...`` (or ``--model EXPORTED``): detect objects in images and videos.
 
 INPUTS are image files, video files, folders (searched recursively, always: their images and videos in
 every sub-folder), glob patterns (``**`` for any depth) and ``.txt`` files listing one path per line
@@ -51,7 +51,23 @@ from cvkit.cli._errors import CliError, cli_errors
 from cvkit.cli._inputs import VideoFrames, collect_inputs, missing_inputs, output_stems
 
 
-class Predictor:
+class _ResizeToInput:
+    """The preprocessing both predictors share: ``size`` (height, width) and the OpenCV ``interpolation``."""
+
+    size: tuple[int, ...]
+    interpolation: int
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """RGB uint8 ``(H, W, 3)`` -> uint8 ``(3, h, w)`` at the network input size (the model normalizes it)."""
+        import cv2
+
+        from cvkit.transforms.pipeline import to_chw_tensor
+
+        height, width = self.size
+        return to_chw_tensor(cv2.resize(image, (width, height), interpolation=self.interpolation))
+
+
+class Predictor(_ResizeToInput):
     """A detector rebuilt from a cvkit checkpoint, with the preprocessing it was trained with."""
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", score_thresh: float | None = None,
@@ -87,15 +103,6 @@ class Predictor:
 
         self.model = fold_batchnorm(model).to(self.device).eval()  # Conv+BN folded: same outputs, faster
 
-    def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """RGB uint8 ``(H, W, 3)`` -> uint8 ``(3, h, w)`` at the network input size (the model normalizes it)."""
-        import cv2
-
-        from cvkit.transforms.pipeline import to_chw_tensor
-
-        height, width = self.size
-        return to_chw_tensor(cv2.resize(image, (width, height), interpolation=self.interpolation))
-
     @torch.no_grad()
     def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)  # uint8 (B, 3, h, w)
@@ -103,6 +110,72 @@ class Predictor:
         orig = torch.tensor([list(im.shape[:2]) for im in images], dtype=torch.int64, device=self.device)
         outputs = self.model(batch)
         return [{k: v.cpu() for k, v in d.items()} for d in self.postprocessor(outputs, sizes, orig)]
+
+
+class ExportedPredictor(_ResizeToInput):
+    """A file of ``cvkit export`` (TorchScript, or ONNX through onnxruntime) with :class:`Predictor`'s interface.
+
+    Raw exports are decoded by cvkit's postprocessor with the settings stored in the file (the overrides
+    apply); exports with the postprocess inside return detections, whose settings are fixed in the graph: a
+    higher ``score_thresh`` or a lower ``max_det`` filters its output, anything else needs a new export."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", score_thresh: float | None = None,
+                 iou_thresh: float | None = None, max_det: int | None = None):
+        from cvkit.cli.export import ExportedRunner
+        from cvkit.postprocess import DetectionPostprocessor, PostprocessConfig
+        from cvkit.transforms.presets import cv2_interpolation
+
+        if torch.device(device).type != "cpu":
+            raise CliError(f"--model runs on the CPU (got --device {device}); use --checkpoint for {device}",
+                           "bad_argument")
+        self.runner = ExportedRunner(Path(path))
+        meta = self.runner.metadata
+        self.class_names = list(meta["class_names"])
+        self.category_ids = meta.get("category_ids")
+        self.size = tuple(int(v) for v in meta["preprocess"]["size"])
+        self.interpolation = cv2_interpolation(meta["preprocess"].get("interpolation", "linear"))
+        baked = PostprocessConfig(**meta["postprocess"])
+        self.with_postprocess = bool(meta["with_postprocess"])
+        self.score_thresh, self.max_det = score_thresh, max_det
+        if self.with_postprocess:
+            if iou_thresh is not None and iou_thresh != baked.iou_thresh:
+                raise CliError(f"{path}: NMS at IoU {baked.iou_thresh} is inside the exported graph; "
+                               "export again with --iou-thresh to change it", "bad_argument")
+            if score_thresh is not None and score_thresh < baked.score_thresh:
+                raise CliError(f"{path}: the exported graph already drops scores <= {baked.score_thresh}; "
+                               "export again with a lower --score-thresh", "bad_argument")
+            self.postprocessor = None
+        else:
+            changes: dict[str, Any] = {k: v for k, v in (("score_thresh", score_thresh), ("iou_thresh", iou_thresh),
+                                         ("max_detections", max_det)) if v is not None}
+            import dataclasses
+
+            self.postprocessor = DetectionPostprocessor(dataclasses.replace(baked, **changes), meta["box_weights"],
+                                                        meta["score_activation"])
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        batch = torch.stack([self.preprocess(im) for im in images])  # uint8 (B, 3, h, w)
+        outputs = self.runner(batch)
+        orig = torch.tensor([list(im.shape[:2]) for im in images], dtype=torch.float32)
+        if self.postprocessor is not None:
+            raw = dict(zip(("cls_logits", "bbox_deltas", "anchors"), outputs))
+            sizes = torch.tensor([list(self.size)] * len(images))
+            return self.postprocessor(raw, sizes, orig.long())
+        boxes, scores, labels, num = outputs
+        height, width = self.size
+        out = []
+        for b, n in enumerate(num.tolist()):
+            keep = torch.ones(int(n), dtype=torch.bool)
+            if self.score_thresh is not None:
+                keep &= scores[b, :n] > self.score_thresh
+            if self.max_det is not None:
+                keep &= torch.arange(int(n)) < self.max_det  # sorted by decreasing score
+            orig_whwh = orig[b].flip(0).repeat(2)
+            scale = orig_whwh / torch.tensor([width, height, width, height], dtype=torch.float32)
+            box = torch.minimum((boxes[b, :n][keep].float() * scale).clamp(min=0), orig_whwh)
+            out.append({"boxes": box.contiguous(), "scores": scores[b, :n][keep].float(),
+                        "labels": labels[b, :n][keep].to(torch.int64)})
+        return out
 
 
 def _checkpoint_task(path: Path) -> str:
@@ -130,7 +203,8 @@ def _draw(image: np.ndarray, det: dict[str, torch.Tensor], class_names: Sequence
     return draw_boxes(image, det["boxes"][shown], det["labels"][shown], list(class_names), det["scores"][shown])
 
 
-def _infer_video(predictor: Predictor, frames: VideoFrames, stem: Path, args: argparse.Namespace) -> int:
+def _infer_video(predictor: Predictor | ExportedPredictor, frames: VideoFrames, stem: Path,
+                 args: argparse.Namespace) -> int:
     """Detect in every frame of ``frames``, in batches: ``<stem>.jsonl`` (one line per frame read) and, unless
     ``--no-draw``, the annotated ``<stem>.mp4`` (mp4v, the input's fps and frame size); each is written to a
     temporary file renamed onto its name at the end. Returns the number of frames read."""
@@ -193,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+",
                         help="images, videos, folders (recursive), glob patterns or .txt files listing paths")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a cvkit checkpoint (best.pt / last.pt)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a cvkit checkpoint (best.pt / last.pt)")
+    source.add_argument("--model", type=Path,
+                        help="a file of `cvkit export`: TorchScript (.ts/.pt) or ONNX (.onnx, needs onnxruntime)")
     parser.add_argument("--out", type=Path, default=Path("runs/infer"), help="output folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -204,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draw-thresh", type=float, default=0.3,
                         help="draw only detections scoring at least this (default 0.3; the JSON files keep all)")
     args, _ = parser.parse_known_args(argv)
-    if _checkpoint_task(args.checkpoint) == "classify":
+    if args.checkpoint is not None and _checkpoint_task(args.checkpoint) == "classify":
         from cvkit.cli.infer_classify import main as infer_classify
 
         return int(infer_classify(argv) or 0)
@@ -220,7 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     failure = missing_inputs(args.inputs, inputs.files, inputs.skipped)
     if failure is not None:
         raise failure
-    predictor = Predictor(args.checkpoint, args.device, args.score_thresh, args.iou_thresh, args.max_det)
+    predictor: Predictor | ExportedPredictor
+    if args.model is not None:
+        if not args.model.is_file():
+            raise CliError(f"{args.model}: no such file", "missing_file")
+        predictor = ExportedPredictor(args.model, args.device, args.score_thresh, args.iou_thresh, args.max_det)
+    else:
+        predictor = Predictor(args.checkpoint, args.device, args.score_thresh, args.iou_thresh, args.max_det)
     args.out.mkdir(parents=True, exist_ok=True)
     from cvkit.evaluation.coco import CocoResultsWriter
 

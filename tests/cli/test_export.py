@@ -154,7 +154,7 @@ def test_a_checkpoint_without_the_normalizer_buffers_loads_with_its_stored_mean_
         got = torch.jit.load(str(tmp_path / "old.ts"))(x)
         from cvkit.cli.export import load_for_export
 
-        want = load_for_export(new)[0](x)
+        want = load_for_export(new).wrapper(x)
     for a, b in zip(got, want):
         assert torch.allclose(a, b, atol=1e-5)
 
