@@ -167,10 +167,11 @@ class GraphPostprocessor(torch.nn.Module):
         if self.nms == "custom_op":
             import cvkit.ops.grouped_nms  # noqa: F401  (registers torch.ops.cvkit.grouped_nms_mask)
 
-            return torch.ops.cvkit.grouped_nms_mask(boxes, scores, self.cfg.iou_thresh)
+            return torch.ops.cvkit.grouped_nms_mask(boxes, scores, self.cfg.iou_thresh, self.cfg.score_thresh)
         from cvkit.ops.grouped_nms import grouped_nms_mask_torchvision
 
-        return grouped_nms_mask_torchvision(boxes, scores, self.cfg.iou_thresh, self.max_coordinate)
+        return grouped_nms_mask_torchvision(boxes, scores, self.cfg.iou_thresh, self.cfg.score_thresh,
+                                            self.max_coordinate)
 
     def forward(self, cls_logits: Tensor, bbox_deltas: Tensor, anchors: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -191,7 +192,7 @@ class GraphPostprocessor(torch.nn.Module):
             cand = torch.gather(boxes, 1, top.flatten(1)[..., None].expand(-1, -1, 4))  # (B, C * K, 4)
             groups_boxes, groups_scores = cand.reshape(-1, k, 4), top_scores.reshape(-1, k)  # (B * C, K, ...)
             labels = torch.arange(num_classes, device=scores.device)[:, None].expand(-1, k).flatten()
-        keep = self._keep(groups_boxes, groups_scores) & (groups_scores > self.cfg.score_thresh)
+        keep = self._keep(groups_boxes, groups_scores)  # only candidates with score > score_thresh can be kept
         kept_scores = torch.where(keep, groups_scores, torch.full_like(groups_scores, -1.0))
         if not self.cfg.class_agnostic:
             kept_scores = kept_scores.reshape(-1, num_classes * k)  # (B, C * K), class-major

@@ -4,8 +4,9 @@ Glossary: G groups (e.g. image x class), K candidates per group. Boxes xyxy.
 
 The result has the shape of the input (``[G, K]`` bool), not a list of kept indices, so a graph that uses it
 keeps static shapes: this is the NMS inside the exported detectors of ``cvkit export --with-postprocess``.
-Within each group the semantics are :func:`cvkit.ops.nms.nms`'s: a box is dropped when a kept box of higher
-score (equal scores: lower index) overlaps it with ``IoU > iou_threshold``; groups never suppress each other.
+Within each group the semantics are :func:`cvkit.ops.nms.nms`'s over the boxes with ``score > score_threshold``
+(the others are False and suppress nothing): a box is dropped when a kept box of higher score (equal scores:
+lower index) overlaps it with ``IoU > iou_threshold``; groups never suppress each other.
 
 It is a ``torch.library`` custom op (``torch.ops.cvkit.grouped_nms_mask``) so that ``torch.export`` sees one
 node with a known output shape; :func:`onnx_translation` maps that node to ONNX's ``NonMaxSuppression``
@@ -31,25 +32,29 @@ def _check(boxes: Tensor, scores: Tensor) -> None:
 
 
 @torch.library.custom_op("cvkit::grouped_nms_mask", mutates_args=())
-def grouped_nms_mask(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+def grouped_nms_mask(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float) -> Tensor:
     """``[G, K, 4]`` boxes, ``[G, K]`` scores -> bool ``[G, K]``: True where the box survives NMS in its group."""
     from cvkit.ops.nms import batched_nms
 
     _check(boxes, scores)
     groups, k = scores.shape
     mask = torch.zeros(groups * k, dtype=torch.bool, device=scores.device)
-    if groups * k:
-        ids = torch.arange(groups, device=scores.device).repeat_interleave(k)
-        mask[batched_nms(boxes.reshape(-1, 4), scores.reshape(-1), ids, iou_threshold)] = True
+    flat_scores = scores.reshape(-1)
+    candidates = (flat_scores > score_threshold).nonzero().flatten()
+    if len(candidates):
+        ids = torch.div(candidates, k, rounding_mode="floor")
+        keep = batched_nms(boxes.reshape(-1, 4)[candidates], flat_scores[candidates], ids, iou_threshold)
+        mask[candidates[keep]] = True
     return mask.reshape(groups, k)
 
 
 @grouped_nms_mask.register_fake
-def _grouped_nms_mask_fake(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+def _grouped_nms_mask_fake(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float) -> Tensor:
     return torch.empty_like(scores, dtype=torch.bool)
 
 
-def grouped_nms_mask_torchvision(boxes: Tensor, scores: Tensor, iou_threshold: float, max_coordinate: float) -> Tensor:
+def grouped_nms_mask_torchvision(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float,
+                                 max_coordinate: float) -> Tensor:
     """The mask of :func:`grouped_nms_mask` from one ``torchvision.ops.nms`` call, for traced TorchScript.
 
     The groups are separated by shifting group g by ``g * (max_coordinate + 1)``, in float64 so that the shift
@@ -57,11 +62,13 @@ def grouped_nms_mask_torchvision(boxes: Tensor, scores: Tensor, iou_threshold: f
     """
     from torchvision.ops import nms
 
-    groups = torch.arange(scores.shape[0], dtype=torch.float64, device=scores.device)
-    shifted = boxes.to(torch.float64) + (groups * (max_coordinate + 1.0))[:, None, None]
-    keep = nms(shifted.reshape(-1, 4), scores.reshape(-1).to(torch.float64), iou_threshold)
-    flat = torch.zeros_like(scores.reshape(-1), dtype=torch.bool)
-    flat[keep] = True
+    flat_scores = scores.reshape(-1)
+    candidates = (flat_scores > score_threshold).nonzero().flatten()
+    group = torch.div(candidates, scores.shape[1], rounding_mode="floor").to(torch.float64)
+    shifted = boxes.reshape(-1, 4)[candidates].to(torch.float64) + (group * (max_coordinate + 1.0))[:, None]
+    keep = nms(shifted, flat_scores[candidates].to(torch.float64), iou_threshold)
+    flat = torch.zeros_like(flat_scores, dtype=torch.bool)
+    flat[candidates[keep]] = True
     return flat.reshape(scores.shape)
 
 
@@ -71,10 +78,13 @@ def onnx_translation() -> dict[Any, Any]:
 
     op: Any = opset18  # onnxscript's stubs type every value as a union of all tensor types
 
-    def grouped_nms_mask_onnx(boxes: Any, scores: Any, iou_threshold: float) -> Any:
-        # NonMaxSuppression: boxes [G, K, 4], scores [G, 1, K] -> selected [n, 3] rows (group, class 0, index)
+    def grouped_nms_mask_onnx(boxes: Any, scores: Any, iou_threshold: float, score_threshold: float) -> Any:
+        # NonMaxSuppression: boxes [G, K, 4], scores [G, 1, K] -> selected [n, 3] rows (group, class 0, index);
+        # boxes at or under the score threshold neither survive nor suppress (which side of it a box exactly on
+        # the threshold falls does not change the mask: it could only suppress boxes under it)
         selected = op.NonMaxSuppression(boxes, op.Unsqueeze(scores, [1]), op.Constant(value_ints=[2**31 - 1]),
-                                        op.Constant(value_floats=[iou_threshold]))
+                                        op.Constant(value_floats=[iou_threshold]),
+                                        op.Constant(value_floats=[score_threshold]))
         where = op.Gather(selected, op.Constant(value_ints=[0, 2]), axis=1)  # [n, 2]: (group, index)
         zeros = op.Cast(op.ConstantOfShape(op.Shape(scores)), to=9)  # bool [G, K], all False
         ones = op.Expand(op.Constant(value_int=1), op.Slice(op.Shape(selected), [0], [1]))

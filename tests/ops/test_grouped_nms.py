@@ -11,11 +11,15 @@ from cvkit.ops.grouped_nms import grouped_nms_mask, grouped_nms_mask_torchvision
 IOU = 0.5
 
 
-def reference_mask(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
-    """A loop over the groups, each through cvkit's ``nms``."""
+SCORE = 0.2
+
+
+def reference_mask(boxes: torch.Tensor, scores: torch.Tensor, iou: float, score: float = SCORE) -> torch.Tensor:
+    """A loop over the groups, each through cvkit's ``nms`` on the boxes scoring above ``score``."""
     mask = torch.zeros(scores.shape, dtype=torch.bool)
     for g in range(scores.shape[0]):
-        mask[g, nms(boxes[g], scores[g], iou)] = True
+        above = (scores[g] > score).nonzero().flatten()
+        mask[g, above[nms(boxes[g, above], scores[g, above], iou)]] = True
     return mask
 
 
@@ -37,33 +41,44 @@ def _groups(num_groups: int = 6, k: int = 40, seed: int = 0) -> tuple[torch.Tens
 
 def test_custom_op_equals_a_loop_over_nms_per_group():
     boxes, scores = _groups()
-    mask = grouped_nms_mask(boxes, scores, IOU)
+    mask = grouped_nms_mask(boxes, scores, IOU, SCORE)
     assert mask.dtype == torch.bool and mask.shape == scores.shape
     assert torch.equal(mask, reference_mask(boxes, scores, IOU))
     assert mask[1::2, 1].all() and not mask[0::2, 1].any()  # the pairs on either side of the threshold
     assert 0 < mask.sum() < mask.numel()  # NMS suppressed something and kept something
 
 
+def test_boxes_at_or_under_the_score_threshold_are_dropped_and_suppress_nothing():
+    box = torch.tensor([10.0, 10.0, 50.0, 50.0])
+    boxes = torch.stack([box, box, box + 1])[None]  # three heavily overlapping boxes
+    scores = torch.tensor([[SCORE, SCORE - 0.1, SCORE + 0.1]])  # only the last is above the threshold
+    for fn in (lambda: grouped_nms_mask(boxes, scores, IOU, SCORE),
+               lambda: grouped_nms_mask_torchvision(boxes, scores, IOU, SCORE, 60.0)):
+        assert fn().tolist() == [[False, False, True]]
+    scores = torch.tensor([[SCORE + 0.3, SCORE - 0.1, SCORE + 0.1]])  # the best suppresses the other one above
+    assert grouped_nms_mask(boxes, scores, IOU, SCORE).tolist() == [[True, False, False]]
+
+
 def test_groups_do_not_suppress_each_other():
     box = torch.tensor([[10.0, 10.0, 50.0, 50.0]])
     boxes = box.expand(4, 1, 4).clone()  # the same box in four groups
-    assert grouped_nms_mask(boxes, torch.rand(4, 1), IOU).all()
+    assert grouped_nms_mask(boxes, torch.rand(4, 1) + SCORE, IOU, SCORE).all()
 
 
 def test_torchvision_form_equals_the_custom_op():
     boxes, scores = _groups(seed=1)
-    got = grouped_nms_mask_torchvision(boxes, scores, IOU, max_coordinate=120.0)
-    assert torch.equal(got, grouped_nms_mask(boxes, scores, IOU))
+    got = grouped_nms_mask_torchvision(boxes, scores, IOU, SCORE, max_coordinate=120.0)
+    assert torch.equal(got, grouped_nms_mask(boxes, scores, IOU, SCORE))
 
 
 def test_empty_groups():
-    assert grouped_nms_mask(torch.zeros(0, 5, 4), torch.zeros(0, 5), IOU).shape == (0, 5)
-    assert grouped_nms_mask(torch.zeros(3, 0, 4), torch.zeros(3, 0), IOU).shape == (3, 0)
+    assert grouped_nms_mask(torch.zeros(0, 5, 4), torch.zeros(0, 5), IOU, SCORE).shape == (0, 5)
+    assert grouped_nms_mask(torch.zeros(3, 0, 4), torch.zeros(3, 0), IOU, SCORE).shape == (3, 0)
 
 
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match=r"\[G, K, 4\]"):
-        grouped_nms_mask(torch.zeros(2, 5, 4), torch.zeros(2, 4), IOU)
+        grouped_nms_mask(torch.zeros(2, 5, 4), torch.zeros(2, 4), IOU, SCORE)
 
 
 def test_onnx_translation_on_onnxruntime_equals_the_custom_op(tmp_path):
@@ -79,7 +94,7 @@ def test_onnx_translation_on_onnxruntime_equals_the_custom_op(tmp_path):
 
     class Module(torch.nn.Module):
         def forward(self, boxes, scores):
-            return torch.ops.cvkit.grouped_nms_mask(boxes, scores, IOU)
+            return torch.ops.cvkit.grouped_nms_mask(boxes, scores, IOU, SCORE)
 
     boxes, scores = _groups()
     groups = torch.export.Dim("groups", min=1, max=64)
