@@ -154,7 +154,6 @@ class GraphPostprocessor(torch.nn.Module):
         self.cfg, self.nms, self.score_activation = cfg, nms, score_activation
         self.num_classes, self.coder = int(num_classes), BoxCoder(box_weights)
         height, width = (int(v) for v in image_size)
-        self.max_coordinate = float(max(height, width))
         self.register_buffer("image_whwh", torch.tensor([width, height, width, height], dtype=torch.float32))
         pool = num_anchors * num_classes if cfg.class_agnostic else num_anchors  # candidates per group
         self.topk = pool if cfg.pre_nms_topk <= 0 else min(cfg.pre_nms_topk, pool)
@@ -170,8 +169,7 @@ class GraphPostprocessor(torch.nn.Module):
             return torch.ops.cvkit.grouped_nms_mask(boxes, scores, self.cfg.iou_thresh, self.cfg.score_thresh)
         from cvkit.ops.grouped_nms import grouped_nms_mask_torchvision
 
-        return grouped_nms_mask_torchvision(boxes, scores, self.cfg.iou_thresh, self.cfg.score_thresh,
-                                            self.max_coordinate)
+        return grouped_nms_mask_torchvision(boxes, scores, self.cfg.iou_thresh, self.cfg.score_thresh)
 
     def forward(self, cls_logits: Tensor, bbox_deltas: Tensor, anchors: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:

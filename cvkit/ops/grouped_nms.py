@@ -11,8 +11,8 @@ lower index) overlaps it with ``IoU > iou_threshold``; groups never suppress eac
 It is a ``torch.library`` custom op (``torch.ops.cvkit.grouped_nms_mask``) so that ``torch.export`` sees one
 node with a known output shape; :func:`onnx_translation` maps that node to ONNX's ``NonMaxSuppression``
 (groups as its batch axis, one class), so the ONNX graph needs no coordinate-offset trick and no loop.
-:func:`grouped_nms_mask_torchvision` is the same mask from ``torchvision.ops.nms`` for TorchScript graphs,
-which then load wherever torchvision's ops are (no cvkit import needed).
+:func:`grouped_nms_mask_torchvision` is the same mask from ``torchvision.ops.nms`` (a scripted loop over the
+groups) for TorchScript graphs, which then load wherever torchvision's ops are (no cvkit import needed).
 """
 
 from __future__ import annotations
@@ -53,23 +53,35 @@ def _grouped_nms_mask_fake(boxes: Tensor, scores: Tensor, iou_threshold: float, 
     return torch.empty_like(scores, dtype=torch.bool)
 
 
-def grouped_nms_mask_torchvision(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float,
-                                 max_coordinate: float) -> Tensor:
-    """The mask of :func:`grouped_nms_mask` from one ``torchvision.ops.nms`` call, for traced TorchScript.
+def _nms_per_group(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float) -> Tensor:
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    for g in range(scores.shape[0]):
+        above = (scores[g] > score_threshold).nonzero().flatten()
+        if above.numel() > 0:
+            keep = torch.ops.torchvision.nms(boxes[g][above], scores[g][above], iou_threshold)
+            mask[g, above[keep]] = True
+    return mask
 
-    The groups are separated by shifting group g by ``g * (max_coordinate + 1)``, in float64 so that the shift
-    leaves the IoUs as they are (``max_coordinate``: the largest coordinate a box can have, e.g. the image side).
+
+_scripted: list[Any] = []
+
+
+def grouped_nms_mask_torchvision(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float) -> Tensor:
+    """The mask of :func:`grouped_nms_mask` from ``torchvision.ops.nms``, one call per group, for TorchScript.
+
+    A scripted loop over the groups (inside a traced graph it stays a loop, so any number of groups runs): one
+    ``nms`` over all groups at once, separated by coordinate offsets, would cost the square of all the batch's
+    candidates instead of the sum of each group's squares.
     """
-    from torchvision.ops import nms
+    import torchvision  # noqa: F401  (registers torch.ops.torchvision.nms)
 
-    flat_scores = scores.reshape(-1)
-    candidates = (flat_scores > score_threshold).nonzero().flatten()
-    group = torch.div(candidates, scores.shape[1], rounding_mode="floor").to(torch.float64)
-    shifted = boxes.reshape(-1, 4)[candidates].to(torch.float64) + (group * (max_coordinate + 1.0))[:, None]
-    keep = nms(shifted, flat_scores[candidates].to(torch.float64), iou_threshold)
-    flat = torch.zeros_like(flat_scores, dtype=torch.bool)
-    flat[candidates[keep]] = True
-    return flat.reshape(scores.shape)
+    if not _scripted:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit's deprecation notice
+            _scripted.append(torch.jit.script(_nms_per_group))
+    return _scripted[0](boxes, scores, float(iou_threshold), float(score_threshold))
 
 
 def onnx_translation() -> dict[Any, Any]:

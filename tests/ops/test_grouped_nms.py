@@ -53,7 +53,7 @@ def test_boxes_at_or_under_the_score_threshold_are_dropped_and_suppress_nothing(
     boxes = torch.stack([box, box, box + 1])[None]  # three heavily overlapping boxes
     scores = torch.tensor([[SCORE, SCORE - 0.1, SCORE + 0.1]])  # only the last is above the threshold
     for fn in (lambda: grouped_nms_mask(boxes, scores, IOU, SCORE),
-               lambda: grouped_nms_mask_torchvision(boxes, scores, IOU, SCORE, 60.0)):
+               lambda: grouped_nms_mask_torchvision(boxes, scores, IOU, SCORE)):
         assert fn().tolist() == [[False, False, True]]
     scores = torch.tensor([[SCORE + 0.3, SCORE - 0.1, SCORE + 0.1]])  # the best suppresses the other one above
     assert grouped_nms_mask(boxes, scores, IOU, SCORE).tolist() == [[True, False, False]]
@@ -67,7 +67,7 @@ def test_groups_do_not_suppress_each_other():
 
 def test_torchvision_form_equals_the_custom_op():
     boxes, scores = _groups(seed=1)
-    got = grouped_nms_mask_torchvision(boxes, scores, IOU, SCORE, max_coordinate=120.0)
+    got = grouped_nms_mask_torchvision(boxes, scores, IOU, SCORE)
     assert torch.equal(got, grouped_nms_mask(boxes, scores, IOU, SCORE))
 
 
