@@ -71,6 +71,7 @@ DEFAULT_RECIPE = {
     ("transforms", "photometric_p"): 0.2,
     ("transforms", "zoom_out_p"): 0.0,
     ("transforms", "hflip"): False,
+    ("transforms", "mosaic_p"): 0.5,
     ("anchors", "style"): "sizes",
     ("anchors", "aspect_ratios"): [[1.0], [1.0], [1.0]],
     ("anchors", "steps"): [8, 16, 32],

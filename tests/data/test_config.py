@@ -16,7 +16,7 @@ def test_default_yaml_states_the_defaults():
     raw = load_yaml(DEFAULT_YAML)
     # the 10-minute CPU recipe changes these (see tests/test_run_config.py); every other value is the default
     assert data_config_from(raw) == DataConfig(batch_size=8)
-    assert transforms_config_from(raw) == TransformsConfig(photometric_p=0.2, zoom_out_p=0.0, hflip=False)
+    assert transforms_config_from(raw) == TransformsConfig(photometric_p=0.2, zoom_out_p=0.0, hflip=False, mosaic_p=0.5)
     # every field of both sections is written out, so the file documents them all
     assert set(raw["data"]) == set(DataConfig.__dataclass_fields__)
     assert set(raw["data"]["synthetic"]) == set(SyntheticConfig.__dataclass_fields__)
