@@ -202,7 +202,9 @@ def detection_difference(got: tuple[torch.Tensor, ...], want: list[dict[str, tor
 
 
 class ExportedRunner:
-    """Run an exported file (TorchScript ``.ts``/``.pt`` or ``.onnx``): ``runner(uint8 (B, 3, H, W)) -> tuple``."""
+    """Run an exported file (TorchScript ``.ts``/``.pt`` or ``.onnx``): ``runner(uint8 (B, 3, H, W)) -> tuple``.
+
+    onnxruntime gets torch's thread count (``torch.get_num_threads()`` when the file is opened) for its pool."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -213,7 +215,9 @@ class ExportedRunner:
                 raise CliError(f"{path}: running ONNX needs onnxruntime", "missing_package",
                                hint="pip install cvkit[onnx]") from None
             try:
-                self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = torch.get_num_threads()  # torch's thread count, not every core
+                self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
             except Exception as e:  # onnxruntime raises its own types for files it cannot parse
                 raise CliError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:200]})",
                                "bad_file") from None

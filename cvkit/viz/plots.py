@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -118,17 +118,21 @@ def curves_figure(
     return fig
 
 
-def plot_panels(
-    history: Sequence[Mapping[str, float]], panels: Sequence[Panel], path: str | os.PathLike, log_y: bool = False
-) -> Path | None:
-    """Write :func:`curves_figure` to the PNG ``path``; None (no file) when no panel has a point."""
-    fig = curves_figure(history, panels, log_y=log_y)
+def _save_png(fig: Any, path: str | os.PathLike) -> Path | None:
+    """Save ``fig`` as the PNG ``path`` (its folder made); None when there is no figure."""
     if fig is None:
         return None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     return path
+
+
+def plot_panels(
+    history: Sequence[Mapping[str, float]], panels: Sequence[Panel], path: str | os.PathLike, log_y: bool = False
+) -> Path | None:
+    """Write :func:`curves_figure` to the PNG ``path``; None (no file) when no panel has a point."""
+    return _save_png(curves_figure(history, panels, log_y=log_y), path)
 
 
 def plot_curves(
@@ -160,13 +164,7 @@ def plot_results(history: Sequence[Mapping[str, float]], path: str | os.PathLike
     names: list[str] = []
     for row in history:
         names.extend(k for k in row if k not in names)
-    fig = curves_figure(history, results_panels(names), log_y=True, cols=2, title="results")
-    if fig is None:
-        return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return _save_png(curves_figure(history, results_panels(names), log_y=True, cols=2, title="results"), path)
 
 
 def plot_history(history: Sequence[Mapping[str, float]], out_dir: str | os.PathLike) -> list[Path]:

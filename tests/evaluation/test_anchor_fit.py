@@ -49,17 +49,22 @@ def test_write_replaces_only_the_value_and_keeps_the_comment(tmp_path):
         write_anchor_value(path, "sizes", [[1]])
 
 
-def test_cli_fit_and_write_on_a_coco_file(tmp_path, capsys):
+def _coco_file(path, num_images):
+    """A one-class COCO file of ``_small_boxes(num_images)``."""
     import json
 
     images, annotations = [], []
-    for i, (size, boxes) in enumerate(_small_boxes(12)):
+    for i, (size, boxes) in enumerate(_small_boxes(num_images)):
         images.append({"id": i + 1, "height": size[0], "width": size[1], "file_name": f"{i}.jpg"})
         for b in boxes.tolist():
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
                                 "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
-    ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}]}))
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}]}))
+    return path
+
+
+def test_cli_fit_and_write_on_a_coco_file(tmp_path, capsys):
+    ann = _coco_file(tmp_path / "ann.json", 12)
     config = tmp_path / "cfg.yaml"
     config.write_text(open("configs/ssd_resnet18.yaml").read())  # the SSD style: relative scales
     assert anchors_main(["--config", str(config), "--ann-file", str(ann), "--fit", "--write", "--no-plot",
@@ -72,16 +77,7 @@ def test_cli_fit_and_write_on_a_coco_file(tmp_path, capsys):
 
 
 def test_cli_fit_says_when_the_config_assigns_with_atss(tmp_path, capsys):
-    import json
-
-    images, annotations = [], []
-    for i, (size, boxes) in enumerate(_small_boxes(6)):
-        images.append({"id": i + 1, "height": size[0], "width": size[1], "file_name": f"{i}.jpg"})
-        for b in boxes.tolist():
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
-                                "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
-    ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}]}))
+    ann = _coco_file(tmp_path / "ann.json", 6)
     for config, expected in (("configs/default.yaml", True), ("configs/ssd_resnet18.yaml", False)):
         assert anchors_main(["--config", config, "--ann-file", str(ann), "--fit", "--no-plot",
                              "--out", str(tmp_path / "out")]) == 0
