@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                    **{k: v for k, v in r.items() if k != "curve"}, "curve": r["curve"]}
             f.write(json.dumps(row) + "\n")
     picture = plot(results, RESULTS / f"accuracy_{name}_{date[:16].replace(':', '')}.png",
-                   f"{name}: AP vs minutes, {args.threads} threads")
+                   f"{name}: AP vs minutes, {args.threads} thread{'' if args.threads == 1 else 's'}")
     print(f"rows: {RESULTS / 'accuracy.jsonl'}; curves: {picture}")
     return 0
 
