@@ -50,6 +50,18 @@ def _sizes(sizes: Tensor | Sequence[Sequence[int]], batch: int, device: torch.de
     return out
 
 
+def _scores_and_boxes(cls_logits: Tensor, bbox_deltas: Tensor, anchors: Tensor, score_activation: str,
+                      coder: BoxCoder, image_whwh: Tensor) -> tuple[Tensor, Tensor]:
+    """Steps 1 and 2: scores ``(B, A, C)`` (sigmoid, or softmax with the background column dropped) and the
+    decoded boxes ``(B, A, 4)`` clipped to ``0 <= x <= w``, ``0 <= y <= h`` (``image_whwh`` broadcasts)."""
+    if score_activation == "sigmoid":
+        scores = torch.sigmoid(cls_logits.float())
+    else:
+        scores = torch.softmax(cls_logits.float(), dim=-1)[..., 1:]  # (B, A, C + 1) -> (B, A, C)
+    boxes = coder.decode(bbox_deltas.float(), anchors.float())
+    return scores, torch.minimum(boxes.clamp(min=0), image_whwh)
+
+
 class DetectionPostprocessor:
     """``postprocessor(outputs, image_sizes, orig_sizes) -> list`` of B dicts (see the module docstring).
 
@@ -88,14 +100,9 @@ class DetectionPostprocessor:
         device = cls_logits.device
         image_hw = _sizes(image_sizes, batch, device, "image_sizes")
         orig_hw = image_hw if orig_sizes is None else _sizes(orig_sizes, batch, device, "orig_sizes")
-        if self.score_activation == "sigmoid":
-            scores = torch.sigmoid(cls_logits.float())  # (B, A, C)
-        else:
-            # (B, A, C + 1) -> (B, A, C), background dropped
-            scores = torch.softmax(cls_logits.float(), dim=-1)[..., 1:]
-        boxes = self.coder.decode(outputs["bbox_deltas"].float(), outputs["anchors"].float())  # (B, A, 4)
         image_whwh = image_hw.flip(-1).repeat(1, 2)[:, None, :]  # (B, 1, 4): (w, h, w, h)
-        boxes = torch.minimum(boxes.clamp(min=0), image_whwh)
+        scores, boxes = _scores_and_boxes(cls_logits, outputs["bbox_deltas"], outputs["anchors"],
+                                          self.score_activation, self.coder, image_whwh)
         cfg = self.cfg
         result = multiclass_nms(
             boxes,
@@ -174,35 +181,29 @@ class GraphPostprocessor(torch.nn.Module):
     def forward(self, cls_logits: Tensor, bbox_deltas: Tensor, anchors: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         num_classes, k = self.num_classes, self.topk
-        if self.score_activation == "sigmoid":
-            scores = torch.sigmoid(cls_logits.float())  # (B, A, C)
-        else:
-            scores = torch.softmax(cls_logits.float(), dim=-1)[..., 1:]
-        boxes = self.coder.decode(bbox_deltas.float(), anchors.float())  # (B, A, 4) input pixels
-        boxes = torch.minimum(boxes.clamp(min=0), self.image_whwh)
+        scores, boxes = _scores_and_boxes(cls_logits, bbox_deltas, anchors, self.score_activation, self.coder,
+                                          self.image_whwh)  # (B, A, C), (B, A, 4) input pixels
         if self.cfg.class_agnostic:
             top_scores, top = scores.flatten(1).topk(k, dim=1)  # (B, K) over (anchor, class) pairs
             anchor, labels = top // num_classes, top % num_classes
             cand = torch.gather(boxes, 1, anchor[..., None].expand(-1, -1, 4))  # (B, K, 4)
-            groups_boxes, groups_scores = cand, top_scores  # one group per image
+            keep = self._keep(cand, top_scores)  # one group per image
+            kept_scores = torch.where(keep, top_scores, torch.full_like(top_scores, -1.0))
         else:
             top_scores, top = scores.transpose(1, 2).topk(k, dim=2)  # (B, C, K)
             cand = torch.gather(boxes, 1, top.flatten(1)[..., None].expand(-1, -1, 4))  # (B, C * K, 4)
-            groups_boxes, groups_scores = cand.reshape(-1, k, 4), top_scores.reshape(-1, k)  # (B * C, K, ...)
-            labels = torch.arange(num_classes, device=scores.device)[:, None].expand(-1, k).flatten()
-        keep = self._keep(groups_boxes, groups_scores)  # only candidates with score > score_thresh can be kept
-        kept_scores = torch.where(keep, groups_scores, torch.full_like(groups_scores, -1.0))
-        if not self.cfg.class_agnostic:
-            kept_scores = kept_scores.reshape(-1, num_classes * k)  # (B, C * K), class-major
+            groups = top_scores.reshape(-1, k)  # (B * C, K): one group per image and class
+            keep = self._keep(cand.reshape(-1, k, 4), groups)
+            kept_scores = torch.where(keep, groups, torch.full_like(groups, -1.0)).reshape(-1, num_classes * k)
+            # class-major candidates: candidate i is of class i // K
+            labels = (torch.arange(num_classes * k, device=scores.device) // k).expand_as(kept_scores)
+        # only candidates with score > score_thresh can be kept: the others are -1
         return self._select(kept_scores, cand, labels)
 
     def _select(self, kept_scores: Tensor, cand: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         scores, index = kept_scores.topk(self.max_detections, dim=1)  # (B, D), decreasing
         valid = scores > self.cfg.score_thresh
-        if labels.dim() == 1:  # per-class groups: the label is the candidate's class
-            out_labels = labels[index]
-        else:
-            out_labels = torch.gather(labels, 1, index)
+        out_labels = torch.gather(labels, 1, index)
         boxes = torch.gather(cand, 1, index[..., None].expand(-1, -1, 4))
         boxes = torch.where(valid[..., None], boxes, torch.zeros_like(boxes))
         scores = torch.where(valid, scores, torch.zeros_like(scores))

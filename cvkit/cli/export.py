@@ -106,13 +106,12 @@ def load_for_export(checkpoint: Path, with_postprocess: bool = False, nms: str =
     height, width = (int(v) for v in extra["preprocess"]["size"])
     model = fold_batchnorm(model).eval()
     activation = getattr(model, "score_activation", "softmax")
-    graph_post = None
+    wrapper = ExportWrapper(model, (height, width)).eval()
     if with_postprocess:
-        with torch.no_grad():
-            num_anchors = int(model(torch.zeros(1, 3, height, width, dtype=torch.uint8))["anchors"].shape[0])
         try:
-            graph_post = GraphPostprocessor(post_cfg, num_classes, num_anchors, (height, width),
-                                            box_weights=cfg.loss.box_weights, score_activation=activation, nms=nms)
+            wrapper.postprocess = GraphPostprocessor(post_cfg, num_classes, int(wrapper.anchors.shape[0]),
+                                                     (height, width), box_weights=cfg.loss.box_weights,
+                                                     score_activation=activation, nms=nms)
         except ValueError as e:
             raise CliError(f"{checkpoint}: {e}", "bad_config") from None
     metadata = {
@@ -123,10 +122,16 @@ def load_for_export(checkpoint: Path, with_postprocess: bool = False, nms: str =
         "preprocess": {"size": [height, width], "interpolation": extra["preprocess"].get("interpolation", "linear")},
         "postprocess": dataclasses.asdict(post_cfg), "score_activation": activation,
         "box_weights": list(cfg.loss.box_weights),
-        "max_detections": None if graph_post is None else graph_post.max_detections,
+        "max_detections": None if wrapper.postprocess is None else wrapper.postprocess.max_detections,
     }
-    wrapper = ExportWrapper(model, (height, width), graph_post).eval()
     return Exportable(wrapper, (height, width), metadata, postprocessor)
+
+
+def threshold_overrides(score_thresh: float | None, iou_thresh: float | None,
+                        max_det: int | None) -> dict[str, Any]:
+    """The ``postprocess:`` fields a command line sets (``None``: keep the stored value)."""
+    given = (("score_thresh", score_thresh), ("iou_thresh", iou_thresh), ("max_detections", max_det))
+    return {key: value for key, value in given if value is not None}
 
 
 def random_images(batch: int, size: tuple[int, int], seed: int) -> torch.Tensor:
@@ -281,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--atol", type=float, default=1e-4, help="allowed difference to the eager model")
     args = parser.parse_args(argv)
 
-    overrides = {k: v for k, v in (("score_thresh", args.score_thresh), ("iou_thresh", args.iou_thresh),
-                                   ("max_detections", args.max_det)) if v is not None}
+    overrides = threshold_overrides(args.score_thresh, args.iou_thresh, args.max_det)
     if overrides and not args.with_postprocess:
         raise CliError("--score-thresh / --iou-thresh / --max-det need --with-postprocess "
                        "(a raw export leaves them to the decoder)", "bad_argument")

@@ -84,11 +84,9 @@ class Predictor(_ResizeToInput):
             raise CheckpointError(f"{checkpoint}: not a cvkit detection checkpoint (no config / class names inside)",
                                   "not_cvkit_checkpoint")
         cfg = run_config_from_dict(extra["config"], f"{checkpoint} (stored config)")
-        post = cfg.postprocess
-        changes: dict[str, Any] = {k: v for k, v in (("score_thresh", score_thresh), ("iou_thresh", iou_thresh),
-                                     ("max_detections", max_det)) if v is not None}
-        if changes:
-            post = dataclasses.replace(post, **changes)
+        from cvkit.cli.export import threshold_overrides
+
+        post = dataclasses.replace(cfg.postprocess, **threshold_overrides(score_thresh, iou_thresh, max_det))
         self.class_names = list(extra["class_names"])
         self.category_ids = extra.get("category_ids")
         pre = extra["preprocess"]
@@ -121,7 +119,7 @@ class ExportedPredictor(_ResizeToInput):
 
     def __init__(self, path: str | Path, device: str = "cpu", score_thresh: float | None = None,
                  iou_thresh: float | None = None, max_det: int | None = None):
-        from cvkit.cli.export import ExportedRunner
+        from cvkit.cli.export import ExportedRunner, threshold_overrides
         from cvkit.postprocess import DetectionPostprocessor, PostprocessConfig
         from cvkit.transforms.presets import cv2_interpolation
 
@@ -135,21 +133,19 @@ class ExportedPredictor(_ResizeToInput):
         self.size = tuple(int(v) for v in meta["preprocess"]["size"])
         self.interpolation = cv2_interpolation(meta["preprocess"].get("interpolation", "linear"))
         baked = PostprocessConfig(**meta["postprocess"])
-        self.with_postprocess = bool(meta["with_postprocess"])
         self.score_thresh, self.max_det = score_thresh, max_det
-        if self.with_postprocess:
+        self.postprocessor: DetectionPostprocessor | None = None  # the graph's detections are final
+        if meta["with_postprocess"]:
             if iou_thresh is not None and iou_thresh != baked.iou_thresh:
                 raise CliError(f"{path}: NMS at IoU {baked.iou_thresh} is inside the exported graph; "
                                "export again with --iou-thresh to change it", "bad_argument")
             if score_thresh is not None and score_thresh < baked.score_thresh:
                 raise CliError(f"{path}: the exported graph already drops scores <= {baked.score_thresh}; "
                                "export again with a lower --score-thresh", "bad_argument")
-            self.postprocessor = None
         else:
-            changes: dict[str, Any] = {k: v for k, v in (("score_thresh", score_thresh), ("iou_thresh", iou_thresh),
-                                         ("max_detections", max_det)) if v is not None}
             import dataclasses
 
+            changes = threshold_overrides(score_thresh, iou_thresh, max_det)
             self.postprocessor = DetectionPostprocessor(dataclasses.replace(baked, **changes), meta["box_weights"],
                                                         meta["score_activation"])
 
