@@ -95,7 +95,7 @@ def load_weights_file(path: str | Path) -> tuple[str, dict[str, Tensor]]:
     """``("checkpoint", detector_state)`` or ``("torchvision", state_dict)`` of a weights file, read by
     :func:`cvkit.checkpoint.read_weights_file`; a cvkit detector's keys (``head.cls_convs.``) decide."""
     state = read_weights_file(path, "model.pretrained")
-    if any(k.startswith(("head.cls_convs.", "head.cls_out.")) for k in state):
+    if any(k.startswith(("head.cls_convs.", "head.cls_out.", "head.cls_outs.")) for k in state):
         return "checkpoint", state
     return "torchvision", state
 
@@ -113,7 +113,8 @@ def build_backbone(name: str, state_dict: Mapping[str, Tensor] | None = None, wi
 
 def _load_detector_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     expected = model.state_dict()
-    new_head = [k for k in expected if k.startswith(("head.cls_convs.", "head.cls_out."))]  # sized by the classes
+    # sized by the classes
+    new_head = [k for k in expected if k.startswith(("head.cls_convs.", "head.cls_out.", "head.cls_outs."))]
     head_mismatch = any(k in state and tuple(state[k].shape) != tuple(expected[k].shape) for k in new_head)
     skip = (set(new_head) if head_mismatch else set()) | set(PIXEL_STAT_KEYS)  # the run's normalization stays
     missing = sorted(k for k in expected if k not in state and k not in skip)
@@ -223,7 +224,7 @@ def build_dense(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_classes: i
         raise ValueError(f"a shared head needs the same anchors per location on every level, got "
                          f"{generator.num_anchors_per_location()} (anchors.aspect_ratios / sizes)")
     head = SharedHead(model_cfg.neck_channels, len(neck.out_channels), per_location.pop(), num_classes,
-                      model_cfg.head_convs, model_cfg.head_norm, model_cfg.prior_prob)
+                      model_cfg.head_convs, model_cfg.head_norm, model_cfg.prior_prob, model_cfg.head_shared)
     model = DenseDetector(backbone, neck, head, generator, num_classes, freeze_stages=model_cfg.freeze_stages,
                           freeze_bn=model_cfg.freeze_bn, backbone_lr_mult=model_cfg.backbone_lr_mult,
                           channels_last=model_cfg.channels_last, normalizer=ImageNormalizer(mean, std))

@@ -36,6 +36,7 @@ class ModelConfig:
     neck_channels: int = 96  # dense: channels of every pyramid level and of the head
     extra_levels: int = 0  # dense: stride-2 pyramid levels after the last backbone tap
     head_convs: int = 2  # dense: convolutions of each tower of the shared head
+    head_shared: bool = True  # dense: one head for every level (False: a tower and output convs per level)
     head_norm: str = "bn"  # dense: bn | gn | none, in the neck and the head
     prior_prob: float = 0.01  # dense: initial foreground probability of every class (class bias init)
     channels_last: bool = True  # run the convolutions in NHWC memory format (faster oneDNN kernels on CPU)

@@ -105,6 +105,30 @@ def test_a_checkpoint_with_other_classes_reuses_everything_but_the_class_convolu
             assert torch.equal(value, source.state_dict()[key]), key
 
 
+def test_a_per_level_head_has_its_own_convolutions_per_level_and_the_prior_bias_on_each():
+    torch.manual_seed(0)
+    shared, criterion, _ = _build(num_classes=3)
+    per_level, _, _ = _build(num_classes=3, head_shared=False)
+    head_params = [sum(p.numel() for n, p in m.named_parameters() if n.startswith("head.")) for m in (shared, per_level)]
+    norms = sum(p.numel() for n, p in shared.named_parameters() if n.startswith("head.") and ".norms." in n)
+    assert head_params[1] - norms == 3 * (head_params[0] - norms)  # every conv three times, the norms as before
+    assert not any(".convs." in n for n, _ in per_level.named_parameters())
+    for level in range(3):
+        assert torch.allclose(per_level.head.cls_outs[level].bias, torch.full((3,), -math.log(99.0)))
+    images, targets = _synthetic_batch(2)
+    out = per_level(images)
+    assert out["cls_logits"].shape == shared(images)["cls_logits"].shape
+    # level l's outputs depend on level l's convolutions only
+    criterion(out, targets)["loss"].backward()
+    per_level.zero_grad()
+    out = per_level(images)
+    start, stop = 144, 144 + 36  # the anchors of level 1 (12x12, 6x6, 3x3 maps)
+    out["cls_logits"][:, start:stop].sum().backward()
+    grads = [per_level.head.cls_outs[level].weight.grad for level in range(3)]
+    assert grads[1] is not None and grads[1].abs().sum() > 0
+    assert all(g is None or not g.any() for g in (grads[0], grads[2]))
+
+
 def test_loss_falls_and_objects_are_found_after_a_short_overfit():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
