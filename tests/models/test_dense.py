@@ -109,7 +109,8 @@ def test_a_per_level_head_has_its_own_convolutions_per_level_and_the_prior_bias_
     torch.manual_seed(0)
     shared, criterion, _ = _build(num_classes=3)
     per_level, _, _ = _build(num_classes=3, head_shared=False)
-    head_params = [sum(p.numel() for n, p in m.named_parameters() if n.startswith("head.")) for m in (shared, per_level)]
+    head_params = [sum(p.numel() for n, p in m.named_parameters() if n.startswith("head."))
+                   for m in (shared, per_level)]
     norms = sum(p.numel() for n, p in shared.named_parameters() if n.startswith("head.") and ".norms." in n)
     assert head_params[1] - norms == 3 * (head_params[0] - norms)  # every conv three times, the norms as before
     assert not any(".convs." in n for n, _ in per_level.named_parameters())
