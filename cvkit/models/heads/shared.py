@@ -102,11 +102,15 @@ class SharedHead(nn.Module):
             assert cls_bias is not None
             nn.init.constant_(cls_bias, bias)
 
-    def _cls_out(self, level: int) -> nn.Module:
-        return self.cls_out if self.shared else self.cls_outs[level]
+    def _cls_out(self, level: int) -> nn.Conv2d:
+        conv = self.cls_out if self.shared else self.cls_outs[level]
+        assert isinstance(conv, nn.Conv2d)
+        return conv
 
-    def _box_out(self, level: int) -> nn.Module:
-        return self.box_out if self.shared else self.box_outs[level]
+    def _box_out(self, level: int) -> nn.Conv2d:
+        conv = self.box_out if self.shared else self.box_outs[level]
+        assert isinstance(conv, nn.Conv2d)
+        return conv
 
     def forward(self, features: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """L maps ``(B, channels, H_l, W_l)`` -> class logits ``(B, A, C)`` and box deltas ``(B, A, 4)``."""
