@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from _harness import Bench, parse_args
@@ -44,21 +45,27 @@ def make_batch(batch: int, size: int, seed: int = 0):
     return images.contiguous(memory_format=torch.channels_last), targets
 
 
-def main(argv: list[str] | None = None) -> int:
+def recipe_args(name: str, argv: list[str] | None) -> tuple[int, Any, Any, bool]:
+    """``--batch`` and ``--config`` (default: the recipe) beside the harness's flags: (batch, harness args,
+    run config, whether the config trains with bf16 autocast on this CPU)."""
     import argparse
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--batch", type=int, default=8)
     pre.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     own, rest = pre.parse_known_args(argv)
-    args = parse_args("compile", rest)
     cfg = load_run_config(own.config)
+    bf16 = bool(cfg.train.amp) and cfg.train.amp_cpu != "none" and (cfg.train.amp_cpu == "bfloat16"
+                                                                    or cpu_has_native_bf16())
+    return own.batch, parse_args(name, rest), cfg, bf16
+
+
+def main(argv: list[str] | None = None) -> int:
+    batch, args, cfg, use_amp = recipe_args("compile", argv)
     size = int(cfg.transforms.size[0])
     bench = Bench("compile", args)
-    use_amp = bool(cfg.train.amp) and cfg.train.amp_cpu != "none" and (cfg.train.amp_cpu == "bfloat16"
-                                                                       or cpu_has_native_bf16())
     amp_dtype = torch.bfloat16
-    images, targets = make_batch(own.batch, size)
+    images, targets = make_batch(batch, size)
     for threads in bench.thread_settings():
         sides = {}
         for name in ("eager", "compiled"):
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             sides[name] = (step, first, first_loss, model, forward)
             print(f"[compile] thr={threads} {name}: first step {first:.1f} s, loss {first_loss:.4f}", flush=True)
         row = bench.compare(
-            case={"what": "train step", "batch": own.batch, "size": size, "amp": str(amp_dtype) if use_amp else "off",
+            case={"what": "train step", "batch": batch, "size": size, "amp": str(amp_dtype) if use_amp else "off",
                   "first_step_s": {k: round(v[1], 2) for k, v in sides.items()}},
             candidate=sides["compiled"][0], baseline=sides["eager"][0],
             check=lambda a, b: abs(a - b) <= 0.05 * max(abs(b), 1e-6),
@@ -115,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             infer()
             eval_sides[name] = (infer, time.perf_counter() - start)
         row = bench.compare(
-            case={"what": "eval forward", "batch": own.batch, "size": size,
+            case={"what": "eval forward", "batch": batch, "size": size,
                   "amp": str(amp_dtype) if use_amp else "off",
                   "first_call_s": {k: round(v[1], 2) for k, v in eval_sides.items()}},
             candidate=eval_sides["compiled"][0], baseline=eval_sides["eager"][0],

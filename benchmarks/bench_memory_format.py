@@ -19,18 +19,14 @@ Rows: ``results/memory_format.jsonl``.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
-from _harness import Bench, parse_args
-from bench_compile import NUM_CLASSES, make_batch
+from _harness import Bench
+from bench_compile import NUM_CLASSES, make_batch, recipe_args
 
 from cvkit.engine.train import cpu_has_native_bf16
-from cvkit.run_config import load_run_config
 from cvkit.tasks.detect import build_model
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _step(cfg: Any, images: torch.Tensor, targets: list, channels_last: bool, bf16: bool):
@@ -54,33 +50,25 @@ def _step(cfg: Any, images: torch.Tensor, targets: list, channels_last: bool, bf
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--batch", type=int, default=8)
-    pre.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
-    own, rest = pre.parse_known_args(argv)
-    args = parse_args("memory_format", rest)
-    cfg = load_run_config(own.config)
+    batch, args, cfg, recipe_bf16 = recipe_args("memory_format", argv)
     size = int(cfg.transforms.size[0])
     native = cpu_has_native_bf16()
-    recipe_bf16 = bool(cfg.train.amp) and cfg.train.amp_cpu != "none" and (cfg.train.amp_cpu == "bfloat16" or native)
     bench = Bench("memory_format", args)
-    images, targets = make_batch(own.batch, size)
+    images, targets = make_batch(batch, size)
     for _threads in bench.thread_settings():
         # each side's first step must agree (the same seeded init and batch; weights change after it)
         def within(tol: float):
             return lambda a, b: abs(a - b) <= tol * max(abs(b), 1e-6)
 
         bench.compare(
-            case={"what": "train step", "lever": "channels_last", "batch": own.batch, "size": size,
+            case={"what": "train step", "lever": "channels_last", "batch": batch, "size": size,
                   "amp": "bfloat16" if recipe_bf16 else "off"},
             candidate=_step(cfg, images, targets, True, recipe_bf16),
             baseline=_step(cfg, images, targets, False, recipe_bf16),
             check=within(0.02), candidate_name="channels_last", baseline_name="nchw",
         )
         bench.compare(
-            case={"what": "train step", "lever": "bf16 autocast", "batch": own.batch, "size": size,
+            case={"what": "train step", "lever": "bf16 autocast", "batch": batch, "size": size,
                   "native_bf16": native},
             candidate=_step(cfg, images, targets, True, True),
             baseline=_step(cfg, images, targets, True, False),
