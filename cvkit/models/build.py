@@ -91,11 +91,16 @@ def _lookup(table: Mapping[str, Any], name: str, what: str) -> Any:
     return table[name]
 
 
+# the state keys of a cvkit detector's class convolutions (SSD per level, dense shared or per level): they
+# identify a cvkit checkpoint and are sized by the number of classes
+CLASS_HEAD_PREFIXES = ("head.cls_convs.", "head.cls_out.", "head.cls_outs.")
+
+
 def load_weights_file(path: str | Path) -> tuple[str, dict[str, Tensor]]:
     """``("checkpoint", detector_state)`` or ``("torchvision", state_dict)`` of a weights file, read by
     :func:`cvkit.checkpoint.read_weights_file`; a cvkit detector's keys (``head.cls_convs.``) decide."""
     state = read_weights_file(path, "model.pretrained")
-    if any(k.startswith(("head.cls_convs.", "head.cls_out.", "head.cls_outs.")) for k in state):
+    if any(k.startswith(CLASS_HEAD_PREFIXES) for k in state):
         return "checkpoint", state
     return "torchvision", state
 
@@ -113,8 +118,7 @@ def build_backbone(name: str, state_dict: Mapping[str, Tensor] | None = None, wi
 
 def _load_detector_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     expected = model.state_dict()
-    # sized by the classes
-    new_head = [k for k in expected if k.startswith(("head.cls_convs.", "head.cls_out.", "head.cls_outs."))]
+    new_head = [k for k in expected if k.startswith(CLASS_HEAD_PREFIXES)]
     head_mismatch = any(k in state and tuple(state[k].shape) != tuple(expected[k].shape) for k in new_head)
     skip = (set(new_head) if head_mismatch else set()) | set(PIXEL_STAT_KEYS)  # the run's normalization stays
     missing = sorted(k for k in expected if k not in state and k not in skip)
