@@ -18,9 +18,9 @@ import math
 import sys
 from typing import Any
 
-import torch
 from _harness import Bench
 from bench_compile import NUM_CLASSES, make_batch, recipe_args
+from bench_memory_format import _step as train_step
 
 from cvkit.cli.demo import LIGHT_OVERRIDES
 from cvkit.config import apply_overrides
@@ -43,23 +43,10 @@ def levers() -> dict[str, list[str]]:
 
 def _step(cfg: Any, batch: int, bf16: bool):
     """(train step closure, parameter count) for a seeded model of ``cfg`` on a batch at its input size."""
-    torch.manual_seed(0)
-    model, criterion, _ = build_model(cfg, NUM_CLASSES)
-    memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format).train()
     images, targets = make_batch(batch, int(cfg.transforms.size[0]))
-    images = images.contiguous(memory_format=memory_format)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step() -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            losses = criterion(model(images), targets)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-        return float(losses["loss"].detach())
-
-    return step, sum(p.numel() for p in model.parameters())
+    step = train_step(cfg, images, targets, bool(cfg.model.channels_last), bf16)
+    params = sum(p.numel() for p in build_model(cfg, NUM_CLASSES)[0].parameters())
+    return step, params
 
 
 def main(argv: list[str] | None = None) -> int:
