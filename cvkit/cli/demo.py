@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[1/3] train: {verb} {cfg.model.backbone} {cfg.model.arch} at {cfg.transforms.size[0]}x"
               f"{cfg.transforms.size[1]} for {length} into {run_dir}", flush=True)
         if light:
-            why = "asked for (--light on)" if args.light == "on" else "this CPU trains in float32 (no native bf16)"
+            why = "asked for (--light on)" if args.light == "on" else "this run trains in float32 on a CPU"
             print(f"      the light variant of the recipe: {why}; {', '.join(LIGHT_OVERRIDES)} (--light off: "
                   "the full recipe)", flush=True)
         if resume is None and ckpt_dir.is_dir():
