@@ -60,6 +60,7 @@ from cvkit.models.backbones import (
     vgg16,
     vgg16_bn,
 )
+from cvkit.models.backbones.resnet import stage_widths
 from cvkit.models.config import LossConfig, ModelConfig, PostprocessConfig
 from cvkit.models.detector import DenseDetector, SingleShotDetector, SSDDetector
 from cvkit.models.heads import SharedHead, SSDHead
@@ -105,11 +106,12 @@ def load_weights_file(path: str | Path) -> tuple[str, dict[str, Tensor]]:
     return "torchvision", state
 
 
-def build_backbone(name: str, state_dict: Mapping[str, Tensor] | None = None, width: float = 1.0) -> Backbone:
+def build_backbone(name: str, state_dict: Mapping[str, Tensor] | None = None,
+                   width: float | Sequence[float] = 1.0) -> Backbone:
     """The backbone ``name`` (a key of :data:`BACKBONES`), optionally with torchvision weights; ``width``
-    scales the channels (ResNets only)."""
+    scales the channels (ResNets only): one multiplier, or five (stem, layer1..layer4)."""
     factory = _lookup(BACKBONES, name, "backbone")
-    if width == 1.0:
+    if isinstance(width, (int, float)) and width == 1.0:
         return factory(state_dict=state_dict)
     if not name.startswith("resnet"):
         raise ValueError(f"model.backbone_width applies to the resnet backbones, not {name!r} (set it to 1.0)")
@@ -189,7 +191,10 @@ def _backbone_and_anchors(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_
     kind, state = ("", None)
     if model_cfg.pretrained:
         kind, state = load_weights_file(model_cfg.pretrained)
-    backbone = build_backbone(model_cfg.backbone, state if kind == "torchvision" else None, model_cfg.backbone_width)
+    width = model_cfg.backbone_stage_widths or model_cfg.backbone_width
+    if model_cfg.backbone_stage_widths:
+        stage_widths(model_cfg.backbone_stage_widths, "model.backbone_stage_widths")  # five, each > 0
+    backbone = build_backbone(model_cfg.backbone, state if kind == "torchvision" else None, width)
     return kind, state, backbone, anchor_cfg.build()
 
 

@@ -23,6 +23,7 @@ class ModelConfig:
     arch: str = "ssd"  # detector: a key of cvkit.models.DETECTORS (ssd | dense)
     backbone: str = "resnet18"  # a key of cvkit.models.BACKBONES: vgg16[_bn], resnet18/34/50, densenet121
     backbone_width: float = 1.0  # resnet*: channel multiplier of every stage (0.5: a quarter of the compute)
+    backbone_stage_widths: tuple[float, ...] = ()  # resnet*: five multipliers (stem, layer1..4); () = backbone_width
     pretrained: str = ""  # local file: torchvision classifier state_dict or cvkit checkpoint; "" = random init
     freeze_stages: int = 0  # freeze (no grad, BatchNorm in eval) the first k backbone stages (stage 0 = the stem)
     freeze_bn: bool = False  # keep every backbone BatchNorm's running statistics fixed (affine weights still learn)

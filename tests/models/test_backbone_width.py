@@ -65,3 +65,31 @@ def test_dense_detector_with_a_narrow_backbone_trains():
     assert out["cls_logits"].shape == (2, 8 * 8 + 4 * 4 + 2 * 2, 3)
     out["cls_logits"].sum().backward()
     assert all(p.grad is not None for p in model.backbone.parameters() if p.requires_grad)
+
+
+def test_stage_widths_scale_stem_and_each_layer_on_their_own():
+    backbone = build_backbone("resnet18", width=(0.25, 0.25, 0.25, 0.5, 0.5))
+    stem_conv = backbone.stages[0][0]
+    assert stem_conv.out_channels == 16
+    assert backbone.out_channels == [32, 128, 256]  # layer2 at 0.25, layer3 and layer4 at 0.5
+    taps = backbone(torch.zeros(1, 3, 64, 64))
+    assert [tuple(t.shape[1:]) for t in taps] == [(32, 8, 8), (128, 4, 4), (256, 2, 2)]
+    # a stem narrower than layer1 gets layer1's 1x1 projection, as torchvision does between stages
+    wide_layer1 = build_backbone("resnet18", width=(0.25, 0.5, 0.5, 0.5, 0.5))
+    assert wide_layer1.stages[1][0].downsample is not None
+    assert build_backbone("resnet18", width=(0.5,) * 5).out_channels == build_backbone("resnet18", width=0.5).out_channels
+    with pytest.raises(ValueError, match="one multiplier or five"):
+        build_backbone("resnet18", width=(0.5, 0.5))
+    with pytest.raises(ValueError, match="> 0"):
+        build_backbone("resnet18", width=(0.5, 0.5, 0.0, 0.5, 0.5))
+
+
+def test_model_config_stage_widths_win_over_the_single_width():
+    anchors = AnchorConfig(style="sizes", image_size=(64, 64), sizes=((16,), (32,), (64,)), aspect_ratios=((1.0,),),
+                           steps=(8, 16, 32))
+    cfg = ModelConfig(arch="dense", backbone_width=0.25, backbone_stage_widths=(0.25, 0.25, 0.25, 0.5, 0.75),
+                      neck_channels=16, channels_last=False)
+    model = build_dense(cfg, anchors, 3)
+    assert model.backbone.out_channels == [32, 128, 384]
+    with pytest.raises(ValueError, match="backbone_stage_widths"):
+        build_dense(ModelConfig(arch="dense", backbone_stage_widths=(0.5,), neck_channels=16), anchors, 3)
