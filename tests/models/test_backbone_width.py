@@ -77,7 +77,8 @@ def test_stage_widths_scale_stem_and_each_layer_on_their_own():
     # a stem narrower than layer1 gets layer1's 1x1 projection, as torchvision does between stages
     wide_layer1 = build_backbone("resnet18", width=(0.25, 0.5, 0.5, 0.5, 0.5))
     assert wide_layer1.stages[1][0].downsample is not None
-    assert build_backbone("resnet18", width=(0.5,) * 5).out_channels == build_backbone("resnet18", width=0.5).out_channels
+    same = build_backbone("resnet18", width=(0.5,) * 5)
+    assert same.out_channels == build_backbone("resnet18", width=0.5).out_channels
     with pytest.raises(ValueError, match="one multiplier or five"):
         build_backbone("resnet18", width=(0.5, 0.5))
     with pytest.raises(ValueError, match="> 0"):
