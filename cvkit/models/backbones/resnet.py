@@ -5,7 +5,8 @@ Stages: 0 stem (conv1, bn1, relu, maxpool), 1..4 layer1..layer4. On a 300x300 in
 
 ``width`` scales every stage's channels (the stem's 64 and the stages' 64/128/256/512, rounded to a multiple
 of 8), as MobileNet's width multiplier does; five numbers scale the stem and layer1..layer4 one by one
-(``model.backbone_stage_widths``). A detector trained from scratch on a CPU budget sees more images per minute with a narrower network (``benchmarks/README.md`` has the ablation). The blocks are torchvision's
+(``model.backbone_stage_widths``). A detector trained from scratch on a CPU budget sees more images per
+minute with a narrower network (``benchmarks/README.md`` has the ablation). The blocks are torchvision's
 ``BasicBlock`` / ``Bottleneck`` under torchvision's module names, so at ``width = 1`` the network is
 torchvision's ResNet and its pretrained weights load; another width has no pretrained weights.
 """
