@@ -13,8 +13,8 @@ The README's main command (``make demo``). Three steps, each printed as it goes:
 On a CPU that trains in float32 (no CUDA, no native bfloat16: ``cvkit doctor`` says which) the recipe's train
 step costs about five times what it costs in bf16, so the 7 minutes would see too few images for a detector
 that works; there the demo trains the light variant of the recipe (``--light auto``, the default: a
-narrower backbone and neck, one conv per head tower, 256x256 inputs, lr 4e-3; :data:`LIGHT_OVERRIDES`), says so on
-its first line, and ``--light off`` (or ``on``) decides it by hand. ``--set`` overrides win over both.
+narrower backbone and a 32-channel neck and head, 256x256 inputs, lr 4e-3; :data:`LIGHT_OVERRIDES`), says so
+on its first line, and ``--light off`` (or ``on``) decides it by hand. ``--set`` overrides win over both.
 
 Running it again is cheap: a finished run whose stored config equals the requested one is not trained
 again (``--retrain`` forces it); an interrupted one resumes from its ``last.pt``.
@@ -36,8 +36,7 @@ DEMO_MAX_EPOCHS = 100
 # the light variant (--light): the recipe at a fraction of its train-step cost, for CPUs that train in float32
 LIGHT_OVERRIDES = (
     "model.backbone_width=0.25",     # the recipe: 0.5
-    "model.neck_channels=64",        # the recipe: 96
-    "model.head_convs=1",            # the recipe: 2
+    "model.neck_channels=32",        # the recipe: 96 (the head towers keep the recipe's two convs)
     "transforms.size=[256,256]",     # the recipe: 300x300 (the anchors' input follows)
     "anchors.image_size=[256,256]",
     "train.lr=0.004",                # the recipe: 0.001 (the light model's short run learns faster with it)

@@ -70,11 +70,11 @@ def test_light_variant_is_chosen_for_float32_cpus(monkeypatch, native_bf16, amp,
 def test_demo_light_variant_trains_the_light_model_and_set_wins(tmp_path, capsys):
     run_dir = tmp_path / "demo"
     assert cvkit(["demo", "--run-dir", str(run_dir), "--images", "0", "--minutes", "0", "--light", "on",
-                  "--set", f"data.cache_dir={tmp_path / 'cache'}", *TINY, "--set", "model.neck_channels=32"]) == 0
+                  "--set", f"data.cache_dir={tmp_path / 'cache'}", *TINY, "--set", "model.neck_channels=24"]) == 0
     out = capsys.readouterr().out
     assert "[1/3] train: training resnet18 dense at 256x256 for 1 epochs" in out
     assert "the light variant of the recipe: asked for (--light on); " + ", ".join(LIGHT_OVERRIDES) in out
     config = load_checkpoint(run_dir / "checkpoints" / "last.pt")["extra"]["config"]
-    assert config["model"]["backbone_width"] == 0.25 and config["model"]["head_convs"] == 1
+    assert config["model"]["backbone_width"] == 0.25 and config["model"]["head_convs"] == 2
     assert config["anchors"]["image_size"] == [256, 256] and config["transforms"]["size"] == [256, 256]
-    assert config["model"]["neck_channels"] == 32  # --set wins over the light variant
+    assert config["model"]["neck_channels"] == 24  # --set wins over the light variant (32)
