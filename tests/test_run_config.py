@@ -78,6 +78,7 @@ DEFAULT_RECIPE = {
     ("anchors", "sizes"): [[32.0], [64.0], [128.0]],
     ("model", "arch"): "dense",
     ("model", "backbone_width"): 0.5,
+    ("model", "neck_channels"): 48,
     ("loss", "cls_loss"): "qfl",
     ("loss", "box_loss"): "giou",
     ("loss", "box_weight"): 2.0,

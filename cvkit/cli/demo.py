@@ -36,7 +36,7 @@ DEMO_MAX_EPOCHS = 100
 # the light variant (--light): the recipe at a fraction of its train-step cost, for CPUs that train in float32
 LIGHT_OVERRIDES = (
     "model.backbone_width=0.25",     # the recipe: 0.5
-    "model.neck_channels=32",        # the recipe: 96 (the head towers keep the recipe's two convs)
+    "model.neck_channels=32",        # the recipe: 48 (the head towers keep the recipe's two convs)
     "transforms.size=[256,256]",     # the recipe: 300x300 (the anchors' input follows)
     "anchors.image_size=[256,256]",
     "train.lr=0.004",                # the recipe: 0.001 (the light model's short run learns faster with it)
