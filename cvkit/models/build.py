@@ -191,9 +191,8 @@ def _backbone_and_anchors(model_cfg: ModelConfig, anchor_cfg: AnchorConfig, num_
     kind, state = ("", None)
     if model_cfg.pretrained:
         kind, state = load_weights_file(model_cfg.pretrained)
-    width = model_cfg.backbone_stage_widths or model_cfg.backbone_width
-    if model_cfg.backbone_stage_widths:
-        stage_widths(model_cfg.backbone_stage_widths, "model.backbone_stage_widths")  # five, each > 0
+    width = (stage_widths(model_cfg.backbone_stage_widths, "model.backbone_stage_widths")
+             if model_cfg.backbone_stage_widths else model_cfg.backbone_width)
     backbone = build_backbone(model_cfg.backbone, state if kind == "torchvision" else None, width)
     return kind, state, backbone, anchor_cfg.build()
 
